@@ -1,0 +1,224 @@
+"""Features computed once, cached by content, memory-mapped by every trial.
+
+Cache key = hash(extractor configuration, CODE_VERSION, corpus fingerprint),
+where the fingerprint covers each utterance's id, path, file size and mtime
+(and its alignment). Each feature lives in `<cache>/<feature>/<key>/`:
+`data.f32` (all frames of all utterances, row-major), `index.parquet`
+(utt_id, offset, frames) and `meta.json`. Utterances whose audio cannot be
+used are listed in `quarantine.csv` and left out, so one bad file never stops
+a run.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from multiprocessing import get_context
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+from tqdm import tqdm
+
+CODE_VERSION = "1"   # bump when any extractor's numbers change
+WORD_SPANS = "word_spans"  # [words, 2] start/end seconds: given alignment or the fallback
+DEFAULT_CACHE = Path(os.environ.get("EMOSWEEP_CACHE", Path.home() / ".cache" / "emosweep" / "features"))
+
+
+def corpus_fingerprint(table: pd.DataFrame) -> str:
+    digest = hashlib.sha256()
+    for row in table.sort_values("utt_id").itertuples(index=False):
+        try:
+            stat = os.stat(row.path)
+            stamp = f"{stat.st_size}:{stat.st_mtime_ns}"
+        except OSError:
+            stamp = "missing"
+        digest.update(f"{row.utt_id}\t{row.path}\t{stamp}\t{row.align_words}\t{row.align_start}\t{row.text}\n".encode())
+    return digest.hexdigest()
+
+
+def feature_key(name: str, fingerprint: str) -> str:
+    from .features import describe
+
+    config = {"code": CODE_VERSION, "fingerprint": fingerprint,
+              "extractor": {"name": WORD_SPANS} if name == WORD_SPANS else describe(name)}
+    return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:20]
+
+
+class FeatureStore:
+    """Read-only, memory-mapped features of one extractor: store[utt_id] -> np.ndarray."""
+
+    def __init__(self, directory: str | Path):
+        self.directory = Path(directory)
+        self.meta = json.loads((self.directory / "meta.json").read_text())
+        index = pq.read_table(self.directory / "index.parquet").to_pydict()
+        self._rows = {u: (o, n) for u, o, n in zip(index["utt_id"], index["offset"], index["frames"])}
+        self.dims = tuple(self.meta["dims"])
+        total = self.meta["total_frames"]
+        self._data = (np.memmap(self.directory / "data.f32", dtype=np.float32, mode="r", shape=(total, *self.dims))
+                      if total else np.zeros((0, *self.dims), np.float32))
+
+    def __getitem__(self, utt_id: str) -> np.ndarray:
+        offset, frames = self._rows[utt_id]
+        return self._data[offset: offset + frames]
+
+    def __contains__(self, utt_id: str) -> bool:
+        return utt_id in self._rows
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    @property
+    def utt_ids(self) -> list[str]:
+        return list(self._rows)
+
+
+@dataclass
+class ExtractionReport:
+    stores: dict[str, FeatureStore]
+    computed: list[str] = field(default_factory=list)     # features extracted in this call
+    loaded: list[str] = field(default_factory=list)       # features found in the cache
+    quarantine: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=["utt_id", "path", "reason"]))
+    quarantine_path: Path | None = None
+    seconds: float = 0.0
+
+    @property
+    def usable(self) -> set[str]:
+        """Utterances present in every requested feature."""
+        stores = list(self.stores.values())
+        return set.intersection(*(set(s.utt_ids) for s in stores)) if stores else set()
+
+
+def _extract_chunk(rows: list[dict], names: list[str]) -> list[tuple[str, dict | str]]:
+    """Worker: decode each file once and run every requested extractor on it."""
+    import torch
+
+    from .alignment import fallback_alignment
+    from .audio import AudioError, load_audio
+    from .features import get_extractor
+    from .text import utterance_words
+
+    torch.set_num_threads(1)
+    out = []
+    for row in rows:
+        try:
+            wave = load_audio(row["path"])
+        except AudioError as err:
+            out.append((row["utt_id"], f"{err.reason}. Fix: {err.fix}"))
+            continue
+        features = {}
+        for name in names:
+            if name == WORD_SPANS:
+                if row.get("align_start") is not None:
+                    spans = np.stack([row["align_start"], row["align_end"]], axis=1) if row["align_start"] else None
+                else:
+                    _, starts, ends = fallback_alignment(utterance_words(row), wave)
+                    spans = np.stack([starts, ends], axis=1) if starts else None
+                features[name] = np.zeros((0, 2), np.float32) if spans is None else spans.astype(np.float32)
+            else:
+                features[name] = get_extractor(name)(wave).numpy()
+        out.append((row["utt_id"], features))
+    return out
+
+
+class _Writer:
+    """Streams one feature to a temporary directory, then renames it into place atomically."""
+
+    def __init__(self, final: Path, name: str):
+        self.final, self.name = final, name
+        self.tmp = final.with_name(f"{final.name}.tmp-{os.getpid()}-{time.monotonic_ns()}")
+        self.tmp.mkdir(parents=True)
+        self.handle = open(self.tmp / "data.f32", "wb")
+        self.ids, self.offsets, self.frames, self.dims, self.total = [], [], [], None, 0
+
+    def add(self, utt_id: str, array: np.ndarray) -> None:
+        array = np.ascontiguousarray(array, dtype=np.float32)
+        if self.dims is None:
+            self.dims = array.shape[1:]
+        elif array.shape[1:] != self.dims:
+            raise ValueError(f"{self.name}: {utt_id} has shape {array.shape}, expected (*, {self.dims})")
+        self.handle.write(array.tobytes())
+        self.ids.append(utt_id)
+        self.offsets.append(self.total)
+        self.frames.append(len(array))
+        self.total += len(array)
+
+    def commit(self, meta: dict) -> FeatureStore:
+        self.handle.close()
+        pq.write_table(pa.table({"utt_id": self.ids, "offset": pa.array(self.offsets, pa.int64()),
+                                 "frames": pa.array(self.frames, pa.int64())}), self.tmp / "index.parquet")
+        meta = {**meta, "dims": list(self.dims or ()), "total_frames": self.total, "utterances": len(self.ids)}
+        (self.tmp / "meta.json").write_text(json.dumps(meta, indent=2))
+        try:
+            self.tmp.rename(self.final)
+        except OSError:  # another process finished the same key first; theirs is identical
+            shutil.rmtree(self.tmp, ignore_errors=True)
+        return FeatureStore(self.final)
+
+
+def extract(table: pd.DataFrame, names: list[str], cache_dir: str | Path = DEFAULT_CACHE,
+            workers: int | None = None, progress: bool = True, chunk: int = 16) -> ExtractionReport:
+    """Return memory-mapped stores for `names`, computing only those not cached yet."""
+    started = time.perf_counter()
+    cache_dir = Path(cache_dir)
+    fingerprint = corpus_fingerprint(table)
+    finals = {name: cache_dir / name / feature_key(name, fingerprint) for name in names}
+    report = ExtractionReport(stores={})
+    todo = []
+    for name, final in finals.items():
+        if (final / "meta.json").exists():
+            report.stores[name] = FeatureStore(final)
+            report.loaded.append(name)
+        else:
+            todo.append(name)
+    quarantine_path = cache_dir / "quarantine" / f"{fingerprint[:20]}.csv"
+    if todo:
+        _compute(table, todo, finals, report, workers, progress, chunk, quarantine_path)
+    if quarantine_path.exists():
+        report.quarantine = pd.read_csv(quarantine_path)
+        report.quarantine_path = quarantine_path
+        if len(report.quarantine):
+            print(f"[emosweep] {len(report.quarantine)} utterance(s) skipped (bad audio); list: {quarantine_path}",
+                  file=sys.stderr)
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+def _compute(table, todo, finals, report, workers, progress, chunk, quarantine_path):
+    rows = table[["utt_id", "path", "text", "align_words", "align_start", "align_end"]].to_dict("records")
+    chunks = [rows[i: i + chunk] for i in range(0, len(rows), chunk)]
+    writers = {name: _Writer(finals[name], name) for name in todo}
+    bad = []
+    workers = workers if workers is not None else (1 if len(rows) < 200 else max(1, (os.cpu_count() or 2)))
+    bar = tqdm(total=len(rows), desc=f"features {','.join(todo)}", unit="utt", disable=not progress, file=sys.stderr)
+
+    def consume(results):
+        for utt_id, outcome in results:
+            if isinstance(outcome, str):
+                bad.append({"utt_id": utt_id, "path": table.loc[table.utt_id == utt_id, "path"].iloc[0],
+                            "reason": outcome})
+            else:
+                for name, array in outcome.items():
+                    writers[name].add(utt_id, array)
+        bar.update(len(results))
+
+    if workers <= 1:
+        for part in chunks:
+            consume(_extract_chunk(part, todo))
+    else:
+        with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
+            for future in as_completed([pool.submit(_extract_chunk, part, todo) for part in chunks]):
+                consume(future.result())
+    bar.close()
+    for name in todo:
+        report.stores[name] = writers[name].commit({"feature": name, "code_version": CODE_VERSION})
+        report.computed.append(name)
+    quarantine_path.parent.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame(bad, columns=["utt_id", "path", "reason"]).to_csv(quarantine_path, index=False)

@@ -1,0 +1,144 @@
+"""Every acoustic feature extractor, and every torchaudio call in the project.
+
+Extractors take a 16 kHz mono float32 waveform (numpy or torch, on any device)
+and return a float32 tensor [frames, dims] (the waveform itself is [samples]).
+Parameters follow shared docs/model_specs.md; each extractor is a frozen
+dataclass so its configuration is hashable into the feature cache key.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+import torchaudio
+
+SAMPLE_RATE = 16_000
+INT16_SCALE = 32768.0
+
+
+def _tensor(wave) -> torch.Tensor:
+    return torch.as_tensor(np.asarray(wave, dtype=np.float32) if not torch.is_tensor(wave) else wave).float()
+
+
+@dataclass(frozen=True)
+class Waveform:
+    """Raw samples; with fixed_samples, crop to the first N or zero-pad (CMA: 10 s = 160000)."""
+    fixed_samples: int | None = None
+    normalize: str | None = None  # None, "peak" or "std"
+
+    def __call__(self, wave) -> torch.Tensor:
+        wave = _tensor(wave)
+        if self.normalize == "peak":
+            wave = wave / wave.abs().max().clamp_min(1e-8)
+        elif self.normalize == "std":
+            wave = (wave - wave.mean()) / wave.std().clamp_min(1e-8)
+        if self.fixed_samples:
+            wave = F.pad(wave[: self.fixed_samples], (0, max(0, self.fixed_samples - len(wave))))
+        return wave
+
+
+@dataclass(frozen=True)
+class KaldiFbank:
+    """FG_CME input: Kaldi log fbank, 40 bins, 25/10 ms, on a +-1 waveform, no CMVN, capped frames."""
+    num_mel_bins: int = 40
+    frame_length_ms: float = 25.0
+    frame_shift_ms: float = 10.0
+    max_frames: int | None = 3000
+
+    def __call__(self, wave) -> torch.Tensor:
+        fbank = torchaudio.compliance.kaldi.fbank(
+            _tensor(wave)[None], sample_frequency=SAMPLE_RATE, num_mel_bins=self.num_mel_bins,
+            frame_length=self.frame_length_ms, frame_shift=self.frame_shift_ms, use_log_fbank=True, dither=0.0)
+        return fbank[: self.max_frames] if self.max_frames else fbank
+
+
+@dataclass(frozen=True)
+class Mfcc39:
+    """DS-LSTM M_LSTM input, as openSMILE MFCC12_E_D_A: c1..c12 + log energy, deltas, delta-deltas.
+
+    HTK style: 26 mel bands 0-8 kHz, pre-emphasis 0.97, Hamming window,
+    cepstral lifter 22, raw-frame log energy; delta window 2 (5 frames).
+    """
+    num_mel_bins: int = 26
+    delta_window: int = 2
+
+    def __call__(self, wave) -> torch.Tensor:
+        static = torchaudio.compliance.kaldi.mfcc(
+            _tensor(wave)[None] * INT16_SCALE, sample_frequency=SAMPLE_RATE, num_ceps=13,
+            num_mel_bins=self.num_mel_bins, frame_length=25.0, frame_shift=10.0, preemphasis_coefficient=0.97,
+            window_type="hamming", cepstral_lifter=22.0, low_freq=0.0, high_freq=SAMPLE_RATE / 2,
+            use_energy=True, raw_energy=True, htk_compat=True, dither=0.0)  # htk_compat puts energy last
+        win = 2 * self.delta_window + 1
+        delta = torchaudio.functional.compute_deltas(static.T, win_length=win)
+        delta2 = torchaudio.functional.compute_deltas(delta, win_length=win)
+        return torch.cat([static, delta.T, delta2.T], dim=1)
+
+
+@dataclass(frozen=True)
+class LogMel:
+    """DS-LSTM spectrogram branch: librosa-style mel (Slaney, Hann, centred), 10*log10.
+
+    n_fft 512 -> hop 256, 128 mels; n_fft 1024 -> hop 512, 256 mels. The
+    reference reads int16 samples without scaling, so we scale back to int16
+    range. fixed_frames resizes time with nearest interpolation (230 / 120 in
+    the paper) regardless of utterance length.
+    """
+    n_fft: int = 512
+    fixed_frames: int | None = None
+
+    def __call__(self, wave) -> torch.Tensor:
+        mel = torchaudio.transforms.MelSpectrogram(
+            sample_rate=SAMPLE_RATE, n_fft=self.n_fft, hop_length=self.n_fft // 2, n_mels=self.n_fft // 4,
+            f_min=0.0, f_max=SAMPLE_RATE / 2, center=True, pad_mode="reflect", power=2.0, norm="slaney",
+            mel_scale="slaney")
+        wave = _tensor(wave)
+        power = mel.to(wave.device)(wave * INT16_SCALE)
+        log_mel = 10 * torch.log10(power + 1e-10)
+        if self.fixed_frames:
+            log_mel = F.interpolate(log_mel[None], size=self.fixed_frames, mode="nearest")[0]
+        return log_mel.T
+
+
+@dataclass(frozen=True)
+class LogSpectrogram:
+    """CMA spectrogram variant: 257-bin log power spectrum, 25 ms window, 10 ms hop, 512-point FFT."""
+    n_fft: int = 512
+    win_ms: float = 25.0
+    hop_ms: float = 10.0
+    fixed_frames: int | None = None  # 1000 = 10 s, crop or zero-pad
+
+    def __call__(self, wave) -> torch.Tensor:
+        spec = torchaudio.transforms.Spectrogram(
+            n_fft=self.n_fft, win_length=int(SAMPLE_RATE * self.win_ms / 1000),
+            hop_length=int(SAMPLE_RATE * self.hop_ms / 1000), power=2.0)
+        wave = _tensor(wave)
+        log_spec = torch.log(spec.to(wave.device)(wave) + 1e-10).T
+        if self.fixed_frames:
+            log_spec = F.pad(log_spec[: self.fixed_frames], (0, 0, 0, max(0, self.fixed_frames - len(log_spec))))
+        return log_spec
+
+
+EXTRACTORS = {
+    "waveform": Waveform(),
+    "waveform_10s": Waveform(fixed_samples=10 * SAMPLE_RATE),
+    "fbank40": KaldiFbank(),
+    "mfcc39": Mfcc39(),
+    "mel512": LogMel(512),
+    "mel1024": LogMel(1024),
+    "mel512_fixed": LogMel(512, fixed_frames=230),
+    "mel1024_fixed": LogMel(1024, fixed_frames=120),
+    "spec257": LogSpectrogram(),
+}
+
+
+def get_extractor(name: str):
+    if name not in EXTRACTORS:
+        raise KeyError(f"unknown feature {name!r}; available: {sorted(EXTRACTORS)}")
+    return EXTRACTORS[name]
+
+
+def describe(name: str) -> dict:
+    extractor = get_extractor(name)
+    return {"name": name, "class": type(extractor).__name__, **asdict(extractor)}

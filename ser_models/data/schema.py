@@ -1,0 +1,82 @@
+"""One utterance table for every corpus.
+
+Every loader returns a pandas DataFrame with exactly COLUMNS, so folds, features
+and models never need to know which corpus they came from.
+"""
+from __future__ import annotations
+
+import pandas as pd
+
+# column -> pandas dtype
+COLUMNS: dict[str, str] = {
+    "utt_id": "string",
+    "corpus": "string",
+    "path": "string",
+    "speaker": "string",
+    "session": "string",      # recording session or speaker group; folds group on it
+    "gender": "string",       # "F", "M" or <NA>
+    "emotion": "string",      # canonical emotion of the raw annotation (all turns)
+    "label": "string",        # class of the chosen task, <NA> when outside the task
+    "text": "string",         # "" when there is no transcript
+    "dialog": "string",       # <NA> outside dialog corpora
+    "turn": "Int64",          # order within the dialog
+    "start_s": "Float64",     # start of the turn inside its dialog, where known
+    "duration": "Float64",    # seconds
+    "sample_rate": "Int64",   # of the file on disk (we resample to 16 kHz on load)
+    "valence": "Float64",
+    "arousal": "Float64",
+    "dominance": "Float64",
+    "align_source": "string", # "wdseg", "textgrid", "synthetic" or <NA> (fallback at feature time)
+    "align_words": "object",  # list[str] or None
+    "align_start": "object",  # list[float] seconds or None
+    "align_end": "object",    # list[float] seconds or None
+}
+
+# Canonical emotion names; every corpus-specific code maps onto these.
+EMOTION_ALIASES: dict[str, str] = {
+    "ang": "angry", "anger": "angry", "angry": "angry", "mad": "angry", "w": "angry",
+    "hap": "happy", "happy": "happy", "happiness": "happy", "joy": "happy", "f": "happy",
+    "exc": "excited", "excited": "excited", "excitement": "excited",
+    "neu": "neutral", "neutral": "neutral", "neutral state": "neutral", "n": "neutral",
+    "sad": "sad", "sadness": "sad", "t": "sad",
+    "fru": "frustrated", "frustration": "frustrated", "frustrated": "frustrated",
+    "sur": "surprised", "surprise": "surprised", "surprised": "surprised",
+    "fea": "fearful", "fear": "fearful", "fearful": "fearful", "a": "fearful",
+    "dis": "disgusted", "disgust": "disgusted", "disgusted": "disgusted", "e": "disgusted",
+    "cal": "calm", "calm": "calm",
+    "bor": "bored", "boredom": "bored", "bored": "bored", "l": "bored",
+    "oth": "other", "other": "other",
+    "xxx": "undecided",
+}
+
+
+def canonical_emotion(code: str) -> str:
+    """Map a corpus label code to its canonical name; unknown codes pass through lowercased."""
+    key = str(code).strip().lower()
+    return EMOTION_ALIASES.get(key, key)
+
+
+def empty_table() -> pd.DataFrame:
+    return pd.DataFrame({name: pd.Series(dtype=dtype) for name, dtype in COLUMNS.items()})
+
+
+def make_table(rows: list[dict]) -> pd.DataFrame:
+    """Build a schema-conforming table from dicts; missing columns become <NA>/None."""
+    frame = pd.DataFrame(rows, columns=list(COLUMNS)) if rows else empty_table()
+    for name, dtype in COLUMNS.items():
+        if dtype == "object":
+            frame[name] = frame[name].astype(object).where(frame[name].notna(), None)
+        else:
+            frame[name] = frame[name].astype(dtype)
+    frame["text"] = frame["text"].fillna("")
+    if frame["utt_id"].duplicated().any():
+        dupes = frame.loc[frame["utt_id"].duplicated(), "utt_id"].head(5).tolist()
+        raise ValueError(f"duplicate utterance ids {dupes}: every utterance id must be unique")
+    return frame.reset_index(drop=True)
+
+
+def apply_class_map(table: pd.DataFrame, class_map: dict[str, str]) -> pd.DataFrame:
+    """Set `label` from `emotion` through class_map (emotion -> class); others get <NA>."""
+    table = table.copy()
+    table["label"] = table["emotion"].map(class_map).astype("string")
+    return table
