@@ -1,0 +1,41 @@
+"""python -m ser_models list: every registered model with its ablations, inputs and parameter count."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .registry import all_models
+
+
+def rows(vocab_size: int = 2):
+    for name, spec in all_models().items():
+        for ablation in spec.ablations:
+            config = spec.config(ablation, vocab_size=vocab_size)
+            model = spec.builder(config)
+            trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+            vocab_params = sum(m.weight.numel() for m in model.modules()
+                               if type(m).__name__ == "Embedding" and m.weight.requires_grad)
+            yield {"model": name, "paper": spec.paper, "ablation": ablation, "inputs": ", ".join(spec.inputs(config)),
+                   "params": trainable - vocab_params}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m ser_models", description=__doc__)
+    parser.add_argument("command", choices=["list"])
+    parser.add_argument("--markdown", action="store_true", help="print a Markdown table")
+    args = parser.parse_args(argv)
+    table = list(rows())
+    if args.markdown:
+        print("| model | paper | ablation | inputs | parameters |\n|---|---|---|---|---:|")
+        for row in table:
+            print(f"| {row['model']} | {row['paper']} | {row['ablation']} | {row['inputs']} | {row['params']:,} |")
+    else:
+        print(f"{'model':16s} {'paper':13s} {'ablation':26s} {'parameters':>11s}  inputs")
+        for row in table:
+            print(f"{row['model']:16s} {row['paper']:13s} {row['ablation']:26s} {row['params']:>11,d}  {row['inputs']}")
+        print("\nparameters: trainable, without word-embedding tables (their size depends on the vocabulary)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

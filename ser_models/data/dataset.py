@@ -1,0 +1,81 @@
+"""Utterances as model inputs: a Dataset over cached features and a padding collate.
+
+A batch is a dict: for every sequence input `name`, `batch[name]` is padded
+with zeros to [B, T_max, ...] and `batch[f"{name}_lengths"]` holds the true
+lengths; `words` are int64 ids (0 = padding); `word_spans` become
+`alignment`, a binary [B, W_max, T_fbank] word-by-frame matrix.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from .alignment import word_frame_matrix
+from .text import Vocabulary, utterance_words
+
+
+class UtteranceDataset(Dataset):
+    def __init__(self, table, stores: dict, inputs, classes: list[str], vocab: Vocabulary | None = None):
+        missing = [name for name in inputs if name != "words" and name not in stores]
+        if missing:
+            raise KeyError(f"no cached features for inputs {missing}; extract them first")
+        if "words" in inputs and vocab is None:
+            raise ValueError("the input 'words' needs a Vocabulary")
+        self.rows = table.to_dict("records")
+        self.stores, self.inputs, self.vocab = stores, tuple(inputs), vocab
+        self.label_index = {label: i for i, label in enumerate(classes)}
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, index: int) -> dict:
+        row = self.rows[index]
+        example = {"utt_id": row["utt_id"], "label": self.label_index.get(row["label"], -1)}
+        for name in self.inputs:
+            if name == "words":
+                example["words"] = np.asarray(self.vocab.encode(utterance_words(row)), dtype=np.int64)
+            else:
+                example[name] = np.asarray(self.stores[name][row["utt_id"]])
+        if "word_spans" in example and "fbank40" in self.stores and "fbank40" not in example:
+            example["fbank40_frames"] = len(self.stores["fbank40"][row["utt_id"]])
+        return example
+
+
+def pad_stack(arrays: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
+    lengths = torch.tensor([len(a) for a in arrays], dtype=torch.int64)
+    first = arrays[0]
+    out = torch.zeros((len(arrays), int(lengths.max()) if len(lengths) else 0, *first.shape[1:]),
+                      dtype=torch.int64 if first.dtype == np.int64 else torch.float32)
+    for i, array in enumerate(arrays):
+        out[i, : len(array)] = torch.from_numpy(np.ascontiguousarray(array))
+    return out, lengths
+
+
+def collate(examples: list[dict]) -> dict:
+    batch = {"utt_id": [e["utt_id"] for e in examples],
+             "labels": torch.tensor([e["label"] for e in examples], dtype=torch.int64)}
+    for key in examples[0]:
+        if key in ("utt_id", "label", "word_spans", "fbank40_frames"):
+            continue
+        batch[key], batch[f"{key}_lengths"] = pad_stack([e[key] for e in examples])
+    if "word_spans" in examples[0]:
+        batch["alignment"] = alignment_batch(examples, batch)
+    return batch
+
+
+def alignment_batch(examples: list[dict], batch: dict) -> torch.Tensor:
+    """[B, W_max, T_max] word-by-frame matrix on the fbank frame grid (10 ms)."""
+    if "fbank40" in batch:
+        frames = batch["fbank40_lengths"].tolist()
+    else:
+        frames = [e.get("fbank40_frames") or int(np.ceil(e["word_spans"][:, 1].max(initial=0) / 0.01)) + 1
+                  for e in examples]
+    width = max(frames)
+    words = max(1, max(len(e["word_spans"]) for e in examples))
+    out = torch.zeros(len(examples), words, width)
+    for i, (example, n_frames) in enumerate(zip(examples, frames)):
+        spans = example["word_spans"]
+        if len(spans):
+            out[i, : len(spans), :n_frames] = torch.from_numpy(word_frame_matrix(spans[:, 0], spans[:, 1], n_frames))
+    return out

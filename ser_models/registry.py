@@ -1,0 +1,100 @@
+"""One registry: model name -> builder, declared inputs, ablations and defaults.
+
+Orchestration asks the registry which features a (model, ablation) consumes,
+checks that the corpus can provide them, and builds the module.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch.nn as nn
+import torch.nn.functional as F
+
+# what each input name means, and what a corpus must have to provide it
+INPUTS = {
+    "waveform": "raw 16 kHz samples (variable length)",
+    "fbank40": "Kaldi log fbank, 40 bins, 25/10 ms",
+    "mfcc39": "HTK MFCC c1..c12 + log E with deltas and delta-deltas",
+    "mel512_fixed": "log mel, n_fft 512, 128 mels, resized to 230 frames",
+    "mel1024_fixed": "log mel, n_fft 1024, 256 mels, resized to 120 frames",
+    "spec257": "257-bin log power spectrogram, 25/10 ms",
+    "words": "word ids of the transcript (needs transcripts)",
+    "word_spans": "word start/end times (needs transcripts; .wdseg/TextGrid or the fallback)",
+}
+NEEDS_TEXT = {"words", "word_spans"}
+
+
+class SERModel(nn.Module):
+    """Base class: forward(batch) -> logits [B, classes]; training_loss may add auxiliary terms."""
+
+    def training_loss(self, batch: dict, labels):
+        logits = self(batch)
+        return F.cross_entropy(logits, labels), logits
+
+
+class IncompatibleInputs(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    paper: str
+    description: str
+    builder: Callable[..., nn.Module]
+    inputs: Callable[[dict], tuple[str, ...]]
+    defaults: dict = field(default_factory=dict)
+    ablations: dict[str, dict] = field(default_factory=lambda: {"full": {}})
+
+    def config(self, ablation: str = "full", **overrides) -> dict:
+        if ablation not in self.ablations:
+            raise KeyError(f"model {self.name!r} has no ablation {ablation!r}; choose one of {sorted(self.ablations)}")
+        unknown = set(overrides) - set(self.defaults) - {"num_classes", "vocab_size", "embeddings"}
+        if unknown:
+            raise KeyError(f"model {self.name!r} has no option(s) {sorted(unknown)}; options: {sorted(self.defaults)}")
+        return {"num_classes": 4, **self.defaults, **self.ablations[ablation], **overrides}
+
+
+REGISTRY: dict[str, ModelSpec] = {}
+
+
+def register(spec: ModelSpec) -> ModelSpec:
+    REGISTRY[spec.name] = spec
+    return spec
+
+
+def get_spec(name: str) -> ModelSpec:
+    _load_models()
+    if name not in REGISTRY:
+        raise KeyError(f"unknown model {name!r}; registered: {sorted(REGISTRY)}")
+    return REGISTRY[name]
+
+
+def build_model(name: str, ablation: str = "full", **overrides) -> SERModel:
+    spec = get_spec(name)
+    return spec.builder(spec.config(ablation, **overrides))
+
+
+def model_inputs(name: str, ablation: str = "full", **overrides) -> tuple[str, ...]:
+    spec = get_spec(name)
+    return spec.inputs(spec.config(ablation, **overrides))
+
+
+def check_corpus_supports(name: str, ablation: str, corpus) -> tuple[str, ...]:
+    """The inputs a (model, ablation) needs, or IncompatibleInputs naming what the corpus lacks."""
+    inputs = model_inputs(name, ablation)
+    if NEEDS_TEXT & set(inputs) and not corpus.has_text:
+        raise IncompatibleInputs(f"{name}/{ablation} needs transcripts ({sorted(NEEDS_TEXT & set(inputs))}) but "
+                                 f"corpus {corpus.name!r} has utterances without text. Fix: pick an audio-only "
+                                 f"model or ablation, or add a text column to the manifest")
+    return inputs
+
+
+def all_models() -> dict[str, ModelSpec]:
+    _load_models()
+    return dict(REGISTRY)
+
+
+def _load_models() -> None:
+    from .models import baselines, cma, dslstm, fgcme, sincnet  # noqa: F401  (registration side effect)
