@@ -48,7 +48,7 @@ def pad_stack(arrays: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
     out = torch.zeros((len(arrays), int(lengths.max()) if len(lengths) else 0, *first.shape[1:]),
                       dtype=torch.int64 if first.dtype == np.int64 else torch.float32)
     for i, array in enumerate(arrays):
-        out[i, : len(array)] = torch.from_numpy(np.ascontiguousarray(array))
+        out[i, : len(array)] = torch.from_numpy(np.array(array))  # copy: cached arrays are read-only memmaps
     return out, lengths
 
 

@@ -5,6 +5,7 @@ is row i of the word-by-frame alignment matrix.
 """
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -121,3 +122,25 @@ def embedding_matrix(vocab: Vocabulary, vectors, oov: str = "zero", seed: int = 
             if oov == "random":
                 matrix[i] = rng.normal(0, 0.1, vectors.vector_size)
     return matrix, missing
+
+
+def cached_embedding_matrix(vocab: Vocabulary, source: str | Path, cache_dir: str | Path,
+                            oov: str = "zero") -> tuple[np.ndarray, int]:
+    """embedding_matrix, stored under cache_dir keyed by (vocabulary, vectors, oov); returns (matrix, n_oov).
+
+    Loading 400k GloVe vectors takes seconds; a sweep's trials share one small matrix instead.
+    """
+    import hashlib
+    import json
+
+    key = hashlib.sha256(json.dumps([vocab.words, str(source), oov]).encode()).hexdigest()[:20]
+    path = Path(cache_dir) / "embeddings" / f"{key}.npz"
+    if path.exists():
+        stored = np.load(path)
+        return stored["matrix"], int(stored["oov"])
+    matrix, missing = embedding_matrix(vocab, load_vectors(source), oov=oov)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".tmp{os.getpid()}.npz")
+    np.savez(tmp, matrix=matrix, oov=len(missing))
+    os.replace(tmp, path)
+    return matrix, len(missing)

@@ -1,0 +1,176 @@
+"""Sweep files: parse, fill defaults, validate before any work starts.
+
+A sweep file names a corpus, its folds, the (model, ablation) cells, seeds,
+training settings, an optional Optuna search, resources and storage. Any
+problem raises SweepError with the file, the field and the fix; the CLI turns
+it into exit code 2.
+"""
+from __future__ import annotations
+
+import copy
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+SELECT_ON = ("val_ua", "val_wa", "val_macro_f1", "val_loss")
+TRAIN_DEFAULTS = {"epochs": 20, "batch_size": 32, "lr": 1e-3, "weight_decay": 0.0, "select_on": "val_ua",
+                  "retries": 2, "num_workers": 0}
+RESOURCE_DEFAULTS = {"mode": "inprocess", "workers_per_trial": 1, "cpus_per_worker": 1, "gpus_per_worker": 0.0,
+                     "max_concurrent_trials": None}
+
+
+class SweepError(ValueError):
+    pass
+
+
+@dataclass
+class Sweep:
+    name: str
+    corpus: dict
+    folds: str | None
+    cells: list[tuple[str, str]]                 # (model, ablation)
+    model_options: dict[str, dict]              # model -> fixed options
+    seeds: list[int]
+    train: dict
+    search: dict | None
+    resources: dict
+    storage: str
+    cache: str | None = None
+    vectors: str = "glove-6b-50d"
+    source: str = "<embedded>"
+    fold_indices: list[int] | None = None        # subset of folds (default: all)
+    raw: dict = field(default_factory=dict)
+
+
+def _fail(source, message, fix):
+    raise SweepError(f"{source}: {message}. Fix: {fix}")
+
+
+def parse_sweep(data: dict, source: str = "<embedded>") -> Sweep:
+    if not isinstance(data, dict):
+        _fail(source, "a sweep file must be a YAML mapping", "start from configs/demo.yaml")
+    known = {"name", "corpus", "folds", "models", "seeds", "train", "search", "resources", "storage", "cache",
+             "vectors", "fold_indices"}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        _fail(source, f"unknown key(s) {unknown}", f"use only {sorted(known)}")
+    for key in ("name", "corpus", "models"):
+        if key not in data:
+            _fail(source, f"missing '{key}'", "see configs/demo.yaml for a complete example")
+    name = str(data["name"])
+    if not name.replace("-", "").replace("_", "").isalnum():
+        _fail(source, f"name {name!r} must be letters, digits, - and _", "rename the sweep")
+    corpus = data["corpus"] if isinstance(data["corpus"], dict) else {"name": data["corpus"]}
+    if "name" not in corpus:
+        _fail(source, "corpus needs a name (iemocap, ravdess, manifest or synthetic)", "add corpus: {name: ...}")
+    cells, options = [], {}
+    models = data["models"]
+    if not isinstance(models, dict) or not models:
+        _fail(source, "models must map model names to ablation lists", "e.g. models: {fg_cme: [full, no_excite]}")
+    for model, entry in models.items():
+        if entry is None:
+            ablations = ["full"]
+        elif isinstance(entry, list):
+            ablations = entry
+        elif isinstance(entry, dict):
+            ablations = entry.get("ablations", ["full"])
+            options[model] = dict(entry.get("options", {}))
+        else:
+            _fail(source, f"models.{model} must be a list of ablations or a mapping", "e.g. fg_cme: [full]")
+        cells += [(model, str(ablation)) for ablation in ablations]
+    train = {**TRAIN_DEFAULTS, **(data.get("train") or {})}
+    resources = {**RESOURCE_DEFAULTS, **(data.get("resources") or {})}
+    seeds = data.get("seeds", [0])
+    seeds = seeds if isinstance(seeds, list) else [seeds]
+    search = data.get("search")
+    return Sweep(name=name, corpus=corpus, folds=data.get("folds"), cells=cells, model_options=options,
+                 seeds=[int(s) for s in seeds], train=train, search=search, resources=resources,
+                 storage=str(data.get("storage", "results")), cache=data.get("cache"),
+                 vectors=str(data.get("vectors", "glove-6b-50d")), source=source,
+                 fold_indices=data.get("fold_indices"), raw=copy.deepcopy(data))
+
+
+def load_sweep(path: str | Path) -> Sweep:
+    path = Path(path)
+    if not path.exists():
+        raise SweepError(f"{path}: sweep file not found. Fix: give the path of a YAML sweep file")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise SweepError(f"{path}: not valid YAML ({err}). Fix: check indentation and quoting") from None
+    return parse_sweep(data, str(path))
+
+
+def validate(sweep: Sweep, corpus=None, cluster_resources: dict | None = None) -> None:
+    """Everything that can be checked before training; raises SweepError."""
+    from ser_models.registry import IncompatibleInputs, all_models, check_corpus_supports
+
+    src, models = sweep.source, all_models()
+    for model, ablation in sweep.cells:
+        if model not in models:
+            _fail(src, f"unknown model {model!r}", f"use one of {sorted(models)} (python -m ser_models list)")
+        if ablation not in models[model].ablations:
+            _fail(src, f"model {model!r} has no ablation {ablation!r}", f"use one of {sorted(models[model].ablations)}")
+        try:
+            models[model].config(ablation, **sweep.model_options.get(model, {}))
+        except KeyError as err:
+            _fail(src, f"models.{model}.options: {err.args[0]}", "remove or rename the option")
+        if corpus is not None:
+            try:
+                check_corpus_supports(model, ablation, corpus)
+            except IncompatibleInputs as err:
+                _fail(src, str(err), "drop that cell from the sweep")
+    train = sweep.train
+    if train["select_on"] not in SELECT_ON:
+        _fail(src, f"train.select_on {train['select_on']!r} is not a validation metric",
+              f"use one of {SELECT_ON} (model selection never uses the test fold)")
+    for key in ("epochs", "batch_size"):
+        if not isinstance(train[key], int) or train[key] < 1:
+            _fail(src, f"train.{key} must be a positive integer, got {train[key]!r}", f"set train.{key}: 20")
+    res = sweep.resources
+    if res["mode"] not in ("inprocess", "ddp"):
+        _fail(src, f"resources.mode {res['mode']!r}", "use inprocess (laptops, tests) or ddp (Ray Train)")
+    if not isinstance(res["workers_per_trial"], int) or res["workers_per_trial"] < 1:
+        _fail(src, f"resources.workers_per_trial must be >= 1, got {res['workers_per_trial']!r}", "set it to 1 or more")
+    gpus = float(res["gpus_per_worker"])
+    if gpus < 0 or (gpus > 1 and gpus != int(gpus)):
+        _fail(src, f"resources.gpus_per_worker {gpus} is invalid", "use a fraction <= 1 or a whole number")
+    if res["mode"] == "ddp" and res["workers_per_trial"] > 1 and 0 < gpus < 1:
+        _fail(src, "two DDP workers of one trial would share one GPU (NCCL rejects duplicate GPUs)",
+              "use gpus_per_worker: 1 with DDP, or workers_per_trial: 1 with fractional GPUs")
+    if float(res["cpus_per_worker"]) <= 0:
+        _fail(src, "resources.cpus_per_worker must be > 0", "set it to 1")
+    if cluster_resources is not None:
+        need_gpu = gpus * (res["workers_per_trial"] if res["mode"] == "ddp" else 1)
+        if need_gpu > cluster_resources.get("GPU", 0):
+            _fail(src, f"a trial needs {need_gpu} GPU(s) but the Ray cluster has {cluster_resources.get('GPU', 0)}",
+                  "set resources.gpus_per_worker: 0 here, or run on the GPU cluster (ray up cluster.yaml)")
+        need_cpu = float(res["cpus_per_worker"]) * (res["workers_per_trial"] if res["mode"] == "ddp" else 1)
+        if need_cpu > cluster_resources.get("CPU", 0):
+            _fail(src, f"a trial needs {need_cpu} CPUs but the Ray cluster has {cluster_resources.get('CPU', 0)}",
+                  "lower resources.cpus_per_worker or workers_per_trial")
+    if sweep.search is not None:
+        _validate_search(sweep)
+    root = sweep.corpus.get("root")
+    if sweep.corpus["name"] != "synthetic" and not root:
+        _fail(src, f"corpus {sweep.corpus['name']!r} needs a root", "add corpus.root: /path/to/corpus")
+    if root and not os.path.exists(os.path.expanduser(str(root))):
+        _fail(src, f"corpus root {root} does not exist", "correct corpus.root (absolute paths are safest)")
+
+
+def _validate_search(sweep: Sweep) -> None:
+    from .spaces import parse_space
+
+    search = sweep.search
+    if not isinstance(search, dict) or "space" not in search:
+        _fail(sweep.source, "search needs a space", "e.g. search: {samples: 8, space: {lr: [1.0e-4, 1.0e-2, log]}}")
+    if search.get("sampler", "tpe") not in ("tpe", "random"):
+        _fail(sweep.source, f"search.sampler {search.get('sampler')!r}", "use tpe or random")
+    if int(search.get("samples", 0)) < 1:
+        _fail(sweep.source, "search.samples must be >= 1", "set search.samples: 8")
+    try:
+        parse_space(search["space"])
+    except ValueError as err:
+        _fail(sweep.source, f"search.space: {err}", "see the README's search example")

@@ -1,0 +1,198 @@
+"""Run a sweep: python orchestration/sweep.py [SWEEP.yaml] [--storage URI] [--restart-errored]
+
+With no sweep file it runs the embedded demo (configs/demo.yaml) on a local
+Ray instance. Every (model, ablation, fold, seed) is one trial of ONE Tune
+experiment at <storage>/<name>/experiment. Running the same command again
+continues an interrupted sweep: finished trials are kept, interrupted ones
+resume from their last checkpoint, errored ones are retried. At the end the
+per-trial table is written to <storage>/<name>/trials.parquet.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:  # `python orchestration/sweep.py` from a checkout
+    sys.path.insert(0, str(REPO))
+
+from orchestration.config import SweepError, load_sweep, validate  # noqa: E402
+
+DEMO = REPO / "configs" / "demo.yaml"
+os.environ.setdefault("RAY_TRAIN_ENABLE_V2_MIGRATION_WARNINGS", "0")
+os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+# snapshots forced by per-epoch checkpoints are what make resume exact; the warning about them is noise here
+os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+
+
+def storage_root(storage: str) -> str:
+    return storage if "://" in storage else str(Path(storage).expanduser().resolve())
+
+
+def start_ray(address: str | None, verbose: bool):
+    import ray
+
+    if ray.is_initialized():
+        return ray
+    address = address or os.environ.get("RAY_ADDRESS")
+    if address:
+        ray.init(address=address, log_to_driver=verbose)
+    else:  # the embedded default: a local instance; TRAIN_DRIVER keeps DDP trial drivers schedulable
+        ray.init(resources={"TRAIN_DRIVER": 64}, include_dashboard=False, log_to_driver=verbose,
+                 configure_logging=verbose)
+    return ray
+
+
+def base_config(sweep, root: str) -> dict:
+    """Constants merged into every trial's config."""
+    return {"sweep": sweep.name, "corpus": sweep.corpus, "folds": sweep.folds, "train": sweep.train,
+            "resources": sweep.resources, "cache": sweep.cache, "vectors": sweep.vectors,
+            "storage_path": f"{root}/{sweep.name}", "predictions_dir": f"{root}/{sweep.name}/predictions",
+            "model_options": None}
+
+
+def prepare_features(sweep, corpus) -> int:
+    """Fill the feature cache once, in the driver, before any trial starts."""
+    from orchestration.task import prepare_task
+    from ser_models.registry import model_inputs
+
+    inputs = sorted({i for model, ablation in sweep.cells for i in model_inputs(model, ablation)})
+    task = prepare_task(sweep.corpus, sweep.folds, inputs, sweep.cache, sweep.vectors, progress=True)
+    print(f"[sweep] corpus {corpus.name}: {len(task.table)} usable utterances in {len(task.folds)} speaker-disjoint "
+          f"folds, classes {task.classes}; features {sorted(task.report.stores)} ready"
+          + (f", {task.oov_words} words without vectors" if task.vocab else ""))
+    return len(task.folds)
+
+
+def check_unchanged(sweep, experiment_marker: Path | None, uri: str) -> None:
+    digest = hashlib.sha256(json.dumps(sweep.raw, sort_keys=True, default=str).encode()).hexdigest()
+    if experiment_marker is None:
+        return
+    if experiment_marker.exists():
+        stored = json.loads(experiment_marker.read_text())
+        if stored["digest"] != digest:
+            raise SweepError(f"{sweep.source}: the sweep file changed since {uri} was started. Fix: give the sweep a "
+                             f"new name, or delete {uri} to start it over")
+    else:
+        experiment_marker.parent.mkdir(parents=True, exist_ok=True)
+        experiment_marker.write_text(json.dumps({"digest": digest, "sweep": sweep.raw}, indent=2, default=str))
+
+
+def clear_errored_train_runs(experiment: Path) -> int:
+    """--restart-errored: a restarted trial must not find its old Train snapshot."""
+    from orchestration.aggregate import collect_trials
+
+    cleared = 0
+    for row in collect_trials(str(experiment), "").itertuples():
+        if row.status == "error":
+            shutil.rmtree(experiment / "train" / row.trial_id, ignore_errors=True)
+            cleared += 1
+    return cleared
+
+
+def run(sweep, restart_errored: bool = False, address: str | None = None, verbose: bool = False) -> int:
+    from orchestration.task import corpus_from_config
+
+    corpus = corpus_from_config(sweep.corpus)
+    validate(sweep, corpus)
+    n_folds = prepare_features(sweep, corpus)
+    folds = sweep.fold_indices if sweep.fold_indices is not None else list(range(n_folds))
+    if any(not 0 <= f < n_folds for f in folds):
+        raise SweepError(f"{sweep.source}: fold_indices {folds} outside 0..{n_folds - 1}. Fix: correct fold_indices")
+    ray = start_ray(address, verbose)
+    validate(sweep, corpus, cluster_resources=ray.cluster_resources())
+    root = storage_root(sweep.storage)
+    experiment = f"{root}/{sweep.name}/experiment"
+    local = None if "://" in root else Path(experiment)
+    check_unchanged(sweep, local.parent / "sweep.json" if local else None, experiment)
+    results = fit(sweep, folds, root, experiment, local, restart_errored)
+    return finish(sweep, root, experiment, results)
+
+
+def fit(sweep, folds, root, experiment, local, restart_errored):
+    from ray import tune
+
+    from orchestration.progress import SweepProgress
+    from orchestration.search import SweepSearcher
+    from orchestration.trial import run_trial
+
+    resources = sweep.resources
+    if resources["mode"] == "inprocess":
+        trial_resources = {"CPU": float(resources["cpus_per_worker"]), "GPU": float(resources["gpus_per_worker"])}
+    else:
+        trial_resources = {"CPU": 0.01, "TRAIN_DRIVER": 0.01}
+    trainable = tune.with_resources(run_trial, trial_resources)
+    searcher = SweepSearcher(sweep.cells, folds, sweep.seeds, sweep.search, metric="objective",
+                             mode="min" if sweep.train["select_on"] == "val_loss" else "max")
+    progress = SweepProgress(searcher.total_trials)
+    print(f"[sweep] {sweep.name}: {len(sweep.cells)} model/ablation cells x {searcher.samples} setting(s) x "
+          f"{len(folds)} folds x {len(sweep.seeds)} seed(s) = {searcher.total_trials} trials -> {experiment}")
+    if tune.Tuner.can_restore(experiment):
+        if restart_errored and local is not None:
+            print(f"[sweep] --restart-errored: cleared {clear_errored_train_runs(local)} errored trial(s)")
+        from orchestration.aggregate import collect_trials
+        progress.done = int((collect_trials(experiment, sweep.name).get("status") == "finished").sum())
+        print(f"[sweep] resuming: {progress.done} trials already finished")
+        tuner = tune.Tuner.restore(experiment, trainable=trainable, resume_unfinished=True,
+                                   resume_errored=not restart_errored, restart_errored=restart_errored)
+        tuner._local_tuner._run_config.callbacks = [progress]  # the restored run config cannot be passed again
+    else:
+        concurrency = resources["max_concurrent_trials"]
+        tuner = tune.Tuner(
+            trainable, param_space=base_config(sweep, root),
+            tune_config=tune.TuneConfig(search_alg=searcher, num_samples=searcher.total_trials,
+                                        max_concurrent_trials=concurrency),
+            run_config=tune.RunConfig(
+                name="experiment", storage_path=f"{root}/{sweep.name}", verbose=0, callbacks=[progress],
+                failure_config=tune.FailureConfig(max_failures=int(sweep.train["retries"])),
+                checkpoint_config=tune.CheckpointConfig(num_to_keep=2)))
+    started = time.monotonic()
+    results = tuner.fit()
+    print(f"[sweep] fit finished in {time.monotonic() - started:.0f} s")
+    return results
+
+
+def finish(sweep, root, experiment, results) -> int:
+    from orchestration.aggregate import collect_trials, summarize, write_table
+
+    table = collect_trials(experiment, sweep.name)
+    write_table(table, f"{root}/{sweep.name}/trials.parquet")
+    counts = table["status"].value_counts().to_dict()
+    print(f"[sweep] {len(table)} trials: {counts}; table: {root}/{sweep.name}/trials.parquet")
+    summary = summarize(table)
+    if not summary.empty:
+        print("[sweep] test metrics, mean +- std over folds and seeds (epoch chosen on validation):")
+        for row in summary.itertuples():
+            print(f"  {row.model:16s} {row.ablation:20s} UA {row.test_ua_mean:.3f} +- {row.test_ua_std:.3f}  "
+                  f"WA {row.test_wa_mean:.3f} +- {row.test_wa_std:.3f}  (n={row.n})")
+    return 0 if counts.get("finished", 0) else 1
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("sweep", nargs="?", default=str(DEMO), help="sweep YAML (default: the embedded demo)")
+    parser.add_argument("--storage", help="override the sweep's storage (path, NFS path or s3://...)")
+    parser.add_argument("--restart-errored", action="store_true", help="start errored trials from scratch")
+    parser.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else a local instance)")
+    parser.add_argument("--verbose", action="store_true", help="show Ray's own logs")
+    args = parser.parse_args(argv)
+    try:
+        sweep = load_sweep(args.sweep)
+        if args.storage:
+            sweep.storage = args.storage
+        return run(sweep, args.restart_errored, args.address, args.verbose)
+    except (SweepError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,339 @@
+"""The training loop: one function for unit tests, Tune trials (in-process) and DDP workers.
+
+`train_loop(config, session)` trains one (model, ablation, fold, seed),
+reports train and validation metrics every epoch with a checkpoint, picks
+the epoch on the validation split (`select_on`), scores the test split once
+with that checkpoint, writes its test predictions, and returns the final
+metrics. What differs between the three settings lives in the Session.
+"""
+from __future__ import annotations
+
+import os
+import random
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, DistributedSampler
+
+from ser_models.data.dataset import UtteranceDataset, collate
+from ser_models.metrics import classification_metrics
+from ser_models.registry import build_model, get_spec, model_inputs
+
+from .task import prepare_task
+
+STATE_FILE = "state.pt"
+
+
+class InjectedFailure(RuntimeError):
+    """Raised on purpose by `train.inject_failure` (fault-injection tests)."""
+
+
+# ---------------------------------------------------------------- sessions
+
+class LocalSession:
+    """No Ray: checkpoints in a directory, reports kept in a list (unit tests, debugging)."""
+
+    rank, world_size = 0, 1
+
+    def __init__(self, directory: str | Path):
+        self.directory = Path(directory)
+        self.reports: list[dict] = []
+
+    def restore(self) -> dict | None:
+        path = self.directory / "latest" / STATE_FILE
+        return torch.load(path, weights_only=False) if path.exists() else None
+
+    def report(self, metrics: dict, state: dict) -> None:
+        self.reports.append(metrics)
+        target = self.directory / "latest"
+        target.mkdir(parents=True, exist_ok=True)
+        _atomic_save(state, target / STATE_FILE)
+
+    def device(self) -> torch.device:
+        return torch.device("cpu")
+
+    def prepare_model(self, model):
+        return model
+
+    def trial_id(self) -> str:
+        return "local"
+
+
+class TuneSession(LocalSession):
+    """Inside a Tune function trainable: tune.report with a checkpoint every epoch."""
+
+    def __init__(self):
+        self.reports = []
+
+    def restore(self):
+        from ray import tune
+
+        checkpoint = tune.get_checkpoint()
+        if checkpoint is None:
+            return None
+        with checkpoint.as_directory() as directory:
+            return torch.load(Path(directory) / STATE_FILE, weights_only=False)
+
+    def report(self, metrics, state):
+        from ray import tune
+
+        with tempfile.TemporaryDirectory() as directory:
+            _atomic_save(state, Path(directory) / STATE_FILE)
+            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(directory))
+
+    def device(self):
+        return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
+
+    def trial_id(self):
+        from ray import tune
+
+        return tune.get_context().get_trial_id()
+
+
+class TrainSession(LocalSession):
+    """Inside a Ray Train DDP worker: every rank reports (it is a barrier), rank 0 checkpoints."""
+
+    def __init__(self):
+        import ray.train
+
+        context = ray.train.get_context()
+        self.rank, self.world_size = context.get_world_rank(), context.get_world_size()
+        self.reports = []
+
+    def restore(self):
+        import ray.train
+
+        checkpoint = ray.train.get_checkpoint()
+        if checkpoint is None:
+            return None
+        with checkpoint.as_directory() as directory:
+            return torch.load(Path(directory) / STATE_FILE, weights_only=False)
+
+    def report(self, metrics, state):
+        import ray.train
+
+        with tempfile.TemporaryDirectory() as directory:
+            checkpoint = None
+            if self.rank == 0:
+                _atomic_save(state, Path(directory) / STATE_FILE)
+                checkpoint = ray.train.Checkpoint.from_directory(directory)
+            ray.train.report(metrics, checkpoint=checkpoint)
+
+    def device(self):
+        from ray.train.torch import get_device
+
+        return get_device()
+
+    def prepare_model(self, model):
+        from ray.train.torch import prepare_model
+
+        return prepare_model(model)
+
+    def trial_id(self):
+        return os.environ.get("EMOSWEEP_TRIAL_ID", "ddp")
+
+
+def _atomic_save(state: dict, path: Path) -> None:
+    tmp = path.with_suffix(".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+# ---------------------------------------------------------------- the loop
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def make_loaders(task, fold, inputs, config, session, seed):
+    split = {name: task.table[task.table["utt_id"].isin(set(getattr(fold, name)))]
+             for name in ("train", "validation", "test")}
+    datasets = {name: UtteranceDataset(part, task.report.stores, inputs, task.classes, task.vocab)
+                for name, part in split.items()}
+    batch_size = int(config["train"]["batch_size"])
+    sampler = None
+    if session.world_size > 1:  # equal batch counts on every rank: DistributedSampler pads by repeating
+        sampler = DistributedSampler(datasets["train"], session.world_size, session.rank, shuffle=True, seed=seed)
+    generator = torch.Generator().manual_seed(seed)
+    train = DataLoader(datasets["train"], batch_size=batch_size, shuffle=sampler is None, sampler=sampler,
+                       collate_fn=collate, generator=generator, num_workers=int(config["train"]["num_workers"]))
+    evaluate = {name: DataLoader(datasets[name], batch_size=batch_size, collate_fn=collate)
+                for name in ("validation", "test")}
+    return train, evaluate, sampler, {name: len(d) for name, d in datasets.items()}
+
+
+def to_device(batch: dict, device) -> dict:
+    return {k: v.to(device) if torch.is_tensor(v) and not k.endswith("_lengths") else v for k, v in batch.items()}
+
+
+@torch.no_grad()
+def predict(model, loader, device) -> dict:
+    model.eval()
+    utt_ids, labels, probabilities, loss_sum = [], [], [], 0.0
+    for batch in loader:
+        logits = model(to_device(batch, device))
+        target = batch["labels"].to(device)
+        loss_sum += F.cross_entropy(logits, target, reduction="sum").item()
+        probabilities.append(logits.softmax(-1).cpu())
+        labels.append(batch["labels"])
+        utt_ids += batch["utt_id"]
+    probabilities = torch.cat(probabilities).numpy()
+    labels = torch.cat(labels).numpy()
+    return {"utt_id": utt_ids, "labels": labels, "probabilities": probabilities,
+            "loss": loss_sum / max(1, len(labels))}
+
+
+def split_metrics(prefix: str, outputs: dict, num_classes: int) -> dict:
+    scores = classification_metrics(outputs["labels"], outputs["probabilities"].argmax(1), num_classes)
+    return {f"{prefix}_{key}": value for key, value in scores.items()} | {f"{prefix}_loss": outputs["loss"]}
+
+
+def better(score: float, best: float | None, select_on: str) -> bool:
+    if best is None:
+        return True
+    return score < best if select_on == "val_loss" else score > best
+
+
+def build_for_task(config: dict, task):
+    model_name, ablation = config["model"], config["ablation"]
+    options = dict(config.get("model_options") or {})
+    options.update({k: v for k, v in (config.get("hparams") or {}).items() if k in get_spec(model_name).defaults})
+    if task.vocab is not None:
+        options.update(vocab_size=len(task.vocab), embeddings=task.embeddings, embedding_dim=task.embeddings.shape[1])
+    return build_model(model_name, ablation, num_classes=len(task.classes), **options)
+
+
+def train_settings(config: dict) -> dict:
+    """Sweep-level train settings, overridden by searched hyperparameters of the same name."""
+    settings = dict(config["train"])
+    settings.update({k: v for k, v in (config.get("hparams") or {}).items() if k in settings})
+    return settings
+
+
+def train_loop(config: dict, session) -> dict:
+    settings = train_settings(config)
+    config = {**config, "train": settings}
+    seed = int(config["seed"]) * 1000 + int(config["fold"])
+    seed_everything(seed)
+    inputs = model_inputs(config["model"], config["ablation"])
+    task = prepare_task(config["corpus"], config.get("folds"), inputs, config.get("cache"), config.get("vectors"))
+    fold = task.folds[int(config["fold"])]
+    device = session.device()
+    model = build_for_task(config, task).to(device)
+    train_loader, eval_loaders, sampler, sizes = make_loaders(task, fold, inputs, config, session, seed)
+    optimizer = torch.optim.Adam(model.parameters(), lr=float(settings["lr"]),
+                                 weight_decay=float(settings["weight_decay"]))
+    core = model
+    objective = session.prepare_model(TrainingObjective(model))
+    state = session.restore()
+    if state is not None and state.get("final"):
+        return state["final"]  # finished before an interruption: nothing to redo
+    start, history, best = 0, [], {"epoch": None, "score": None, "model": None, "metrics": None}
+    if state is not None:
+        core.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        start, history, best = state["epoch"] + 1, state["history"], state["best"]
+    resumed_from = start
+    select_on, classes = settings["select_on"], len(task.classes)
+    for epoch in range(start, int(settings["epochs"])):
+        started = time.perf_counter()
+        if sampler is not None:
+            sampler.set_epoch(epoch)
+        train_loss = train_one_epoch(objective, train_loader, optimizer, device)
+        _maybe_fail(config, epoch, session)
+        validation = split_metrics("val", predict(core, eval_loaders["validation"], device), classes)
+        metrics = {"epoch": epoch, "train_loss": train_loss, "epoch_seconds": time.perf_counter() - started,
+                   "resumed_from": resumed_from, "done": False,
+                   **{k: v for k, v in validation.items() if not isinstance(v, list)}}
+        if better(metrics[select_on], best["score"], select_on):
+            best = {"epoch": epoch, "score": metrics[select_on], "metrics": metrics,
+                    "model": {k: v.detach().cpu().clone() for k, v in core.state_dict().items()}}
+        history.append(metrics)
+        metrics["selected_epoch"], metrics["objective"] = best["epoch"], best["score"]
+        session.report(metrics, {"epoch": epoch, "model": core.state_dict(), "optimizer": optimizer.state_dict(),
+                                 "history": history, "best": best})
+    final = finish(config, session, core, best, eval_loaders["test"], device, task, sizes, resumed_from, history)
+    session.report(final, {"final": final, "history": history, "best": {**best, "model": None}})
+    return final
+
+
+class TrainingObjective(torch.nn.Module):
+    """forward = the model's training loss, so DDP's forward hooks (gradient sync) see the whole step."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, batch, labels):
+        return self.model.training_loss(batch, labels)
+
+
+def train_one_epoch(objective, loader, optimizer, device) -> float:
+    objective.train()
+    total, count = 0.0, 0
+    for batch in loader:
+        batch = to_device(batch, device)
+        optimizer.zero_grad(set_to_none=True)
+        loss, _ = objective(batch, batch["labels"])
+        loss.backward()
+        optimizer.step()
+        total += loss.item() * len(batch["labels"])
+        count += len(batch["labels"])
+    return total / max(1, count)
+
+
+def finish(config, session, model, best, test_loader, device, task, sizes, resumed_from, history) -> dict:
+    """Score the test split once, with the checkpoint chosen on validation."""
+    model.load_state_dict(best["model"])
+    outputs = predict(model, test_loader, device)
+    test = split_metrics("test", outputs, len(task.classes))
+    selected = {f"selected_{k}": v for k, v in best["metrics"].items() if k.startswith("val_")}
+    final = {"done": True, "epoch": history[-1]["epoch"], "selected_epoch": best["epoch"],
+             "select_on": config["train"]["select_on"], "objective": best["score"], "resumed_from": resumed_from,
+             **selected, **test, "classes": list(task.classes), "n_train": sizes["train"],
+             "n_validation": sizes["validation"], "n_test": sizes["test"],
+             "quarantined": len(task.report.quarantine), "oov_words": task.oov_words}
+    if session.rank == 0 and config.get("predictions_dir"):
+        write_predictions(config, session.trial_id(), outputs, task)
+    return final
+
+
+def write_predictions(config: dict, trial_id: str, outputs: dict, task) -> None:
+    from pyarrow import fs
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    meta = task.table.set_index("utt_id").loc[outputs["utt_id"]]
+    frame = pd.DataFrame({
+        "trial_id": trial_id, "utt_id": outputs["utt_id"], "speaker": meta["speaker"].to_numpy(),
+        "session": meta["session"].to_numpy(), "dialog": meta["dialog"].to_numpy(),
+        "turn": meta["turn"].to_numpy(), "label": [task.classes[i] for i in outputs["labels"]],
+        "predicted": [task.classes[i] for i in outputs["probabilities"].argmax(1)],
+        "probabilities": list(outputs["probabilities"].astype(np.float32))})
+    filesystem, root = fs.FileSystem.from_uri(config["predictions_dir"])
+    filesystem.create_dir(root, recursive=True)
+    pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), f"{root}/{trial_id}.parquet",
+                   filesystem=filesystem)
+
+
+def _maybe_fail(config: dict, epoch: int, session) -> None:
+    """Fault injection for tests: fail at `epoch` while fewer than `times` failures were recorded."""
+    spec = config["train"].get("inject_failure")
+    if not spec or epoch != int(spec.get("epoch", 0)):
+        return
+    if any(config.get(k) != v for k, v in spec.items() if k in ("model", "ablation", "fold", "seed")):
+        return
+    marker_dir = Path(spec["marker_dir"])
+    marker_dir.mkdir(parents=True, exist_ok=True)
+    key = f"{config['model']}-{config['ablation']}-{config['fold']}-{config['seed']}"
+    done = len(list(marker_dir.glob(f"{key}-*")))
+    if done < int(spec.get("times", 1)):
+        (marker_dir / f"{key}-{done}").touch()
+        raise InjectedFailure(f"injected failure {done + 1} for {key} at epoch {epoch}")

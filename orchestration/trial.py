@@ -1,0 +1,49 @@
+"""The Tune trial: train in-process, or drive a Ray Train TorchTrainer (DDP) that runs the same loop."""
+from __future__ import annotations
+
+import os
+
+import torch
+
+from .training import TrainSession, TuneSession, train_loop
+
+
+def run_trial(config: dict) -> dict | None:
+    resources = config["resources"]
+    if resources["mode"] == "inprocess":
+        torch.set_num_threads(max(1, int(float(resources["cpus_per_worker"]))))
+        return train_loop(config, TuneSession())
+    return run_ddp(config)
+
+
+def ddp_worker(config: dict) -> dict:
+    return train_loop(config, TrainSession())
+
+
+def run_ddp(config: dict) -> None:
+    import ray.train
+    from ray import tune
+    from ray.train.torch import TorchTrainer
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    context = tune.get_context()
+    resources = config["resources"]
+    gpus = float(resources["gpus_per_worker"])
+    per_worker = {"CPU": float(resources["cpus_per_worker"])} | ({"GPU": gpus} if gpus else {})
+    trial_id = context.get_trial_id()
+    TorchTrainer(
+        ddp_worker,
+        train_loop_config=config,
+        scaling_config=ray.train.ScalingConfig(num_workers=int(resources["workers_per_trial"]), use_gpu=gpus > 0,
+                                               resources_per_worker=per_worker),
+        run_config=ray.train.RunConfig(
+            # deterministic name: a restarted trial finds its Train snapshot and resumes from the last checkpoint
+            name=f"{context.get_experiment_name()}/train/{trial_id}",
+            storage_path=config["storage_path"],
+            callbacks=[TuneReportCallback()],
+            failure_config=ray.train.FailureConfig(max_failures=int(config["train"]["retries"])),
+            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
+            worker_runtime_env={"env_vars": {"EMOSWEEP_TRIAL_ID": trial_id}},
+        ),
+    ).fit()
+    return None

@@ -1,0 +1,50 @@
+import pytest
+import torch
+
+from orchestration.training import LocalSession, train_loop
+
+from .conftest import SMALL_SYNTHETIC
+
+
+def trial_config(synthetic_root, tmp_path, model="fg_cme", ablation="full", epochs=3, **train):
+    return {"model": model, "ablation": ablation, "fold": 0, "seed": 0, "hparams": {},
+            "corpus": {"name": "synthetic", "root": str(synthetic_root), **SMALL_SYNTHETIC.__dict__},
+            "folds": "sessions", "cache": str(tmp_path / "cache"), "vectors": "glove-6b-50d",
+            "predictions_dir": str(tmp_path / "predictions"),
+            "train": {"epochs": epochs, "batch_size": 8, "lr": 2e-3, "weight_decay": 0.0, "select_on": "val_ua",
+                      "num_workers": 0, **train}}
+
+
+def test_loop_reports_selects_on_validation_and_scores_test_once(synthetic_root, tmp_path):
+    session = LocalSession(tmp_path / "run")
+    final = train_loop(trial_config(synthetic_root, tmp_path), session)
+    epochs = [r for r in session.reports if not r["done"]]
+    assert [r["epoch"] for r in epochs] == [0, 1, 2]
+    assert all("test_wa" not in r for r in epochs)                       # test is never looked at per epoch
+    best = max(epochs, key=lambda r: r["val_ua"])
+    assert final["selected_epoch"] == best["epoch"] and final["objective"] == best["val_ua"]
+    assert final["selected_val_ua"] == best["val_ua"]
+    assert 0 <= final["test_ua"] <= 1 and len(final["test_confusion"]) == 4
+    assert sum(map(sum, final["test_confusion"])) == final["n_test"]
+    assert (tmp_path / "predictions" / "local.parquet").exists()
+
+
+def test_loop_resumes_from_its_checkpoint(synthetic_root, tmp_path):
+    config = trial_config(synthetic_root, tmp_path, epochs=4,
+                          inject_failure={"epoch": 2, "times": 1, "marker_dir": str(tmp_path / "faults")})
+    session = LocalSession(tmp_path / "run")
+    with pytest.raises(RuntimeError, match="injected failure"):
+        train_loop(config, session)
+    assert [r["epoch"] for r in session.reports] == [0, 1]
+    resumed = LocalSession(tmp_path / "run")
+    final = train_loop(config, resumed)
+    assert [r["epoch"] for r in resumed.reports if not r["done"]] == [2, 3]
+    assert final["resumed_from"] == 2
+    again = LocalSession(tmp_path / "run")
+    assert train_loop(config, again) == final and again.reports == []  # finished: nothing is redone
+
+
+def test_same_seed_same_result(synthetic_root, tmp_path):
+    first = train_loop(trial_config(synthetic_root, tmp_path, model="cnn_lstm", epochs=2), LocalSession(tmp_path / "a"))
+    second = train_loop(trial_config(synthetic_root, tmp_path, model="cnn_lstm", epochs=2), LocalSession(tmp_path / "b"))
+    assert first["test_confusion"] == second["test_confusion"] and first["objective"] == second["objective"]
