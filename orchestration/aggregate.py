@@ -55,7 +55,8 @@ def collect_trials(experiment: str, sweep: str) -> pd.DataFrame:
         if final:
             classes = final["classes"]
             row.update({"selected_epoch": final["selected_epoch"], "select_on": final["select_on"],
-                        "resumed_from": final.get("resumed_from", 0), "n_train": final["n_train"],
+                        "resumed_from": final.get("resumed_from", 0), "world_size": final.get("world_size", 1),
+                        "n_train": final["n_train"],
                         "n_validation": final["n_validation"], "n_test": final["n_test"],
                         "classes": json.dumps(classes), "test_confusion": json.dumps(final["test_confusion"]),
                         "test_support": json.dumps(final["test_support"])})

@@ -65,6 +65,12 @@ def parse_sweep(data: dict, source: str = "<embedded>") -> Sweep:
     corpus = data["corpus"] if isinstance(data["corpus"], dict) else {"name": data["corpus"]}
     if "name" not in corpus:
         _fail(source, "corpus needs a name (iemocap, ravdess, manifest or synthetic)", "add corpus: {name: ...}")
+    corpus = dict(corpus)
+    if corpus.get("root") and "://" not in str(corpus["root"]):
+        # trials chdir into their own directories: resolve relative paths now
+        corpus["root"] = str(Path(os.path.expanduser(str(corpus["root"]))).resolve())
+    cache = data.get("cache")
+    cache = str(Path(os.path.expanduser(str(cache))).resolve()) if cache else None
     cells, options = [], {}
     models = data["models"]
     if not isinstance(models, dict) or not models:
@@ -87,7 +93,7 @@ def parse_sweep(data: dict, source: str = "<embedded>") -> Sweep:
     search = data.get("search")
     return Sweep(name=name, corpus=corpus, folds=data.get("folds"), cells=cells, model_options=options,
                  seeds=[int(s) for s in seeds], train=train, search=search, resources=resources,
-                 storage=str(data.get("storage", "results")), cache=data.get("cache"),
+                 storage=str(data.get("storage", "results")), cache=cache,
                  vectors=str(data.get("vectors", "glove-6b-50d")), source=source,
                  fold_indices=data.get("fold_indices"), raw=copy.deepcopy(data))
 
@@ -104,7 +110,11 @@ def load_sweep(path: str | Path) -> Sweep:
 
 
 def validate(sweep: Sweep, corpus=None, cluster_resources: dict | None = None) -> None:
-    """Everything that can be checked before training; raises SweepError."""
+    """Everything that can be checked before training; raises SweepError.
+
+    Call it first without a corpus (names, settings, paths), then with the
+    loaded corpus (inputs it must provide) and the Ray cluster's resources.
+    """
     from ser_models.registry import IncompatibleInputs, all_models, check_corpus_supports
 
     src, models = sweep.source, all_models()

@@ -101,7 +101,11 @@ def clear_errored_train_runs(experiment: Path) -> int:
 def run(sweep, restart_errored: bool = False, address: str | None = None, verbose: bool = False) -> int:
     from orchestration.task import corpus_from_config
 
-    corpus = corpus_from_config(sweep.corpus)
+    validate(sweep)
+    try:
+        corpus = corpus_from_config(sweep.corpus)
+    except (FileNotFoundError, ValueError) as err:
+        raise SweepError(f"{sweep.source}: cannot load corpus: {err}") from None
     validate(sweep, corpus)
     n_folds = prepare_features(sweep, corpus)
     folds = sweep.fold_indices if sweep.fold_indices is not None else list(range(n_folds))
@@ -128,7 +132,7 @@ def fit(sweep, folds, root, experiment, local, restart_errored):
     if resources["mode"] == "inprocess":
         trial_resources = {"CPU": float(resources["cpus_per_worker"]), "GPU": float(resources["gpus_per_worker"])}
     else:
-        trial_resources = {"CPU": 0.01, "TRAIN_DRIVER": 0.01}
+        trial_resources = {"TRAIN_DRIVER": 0.01}  # drivers hold no CPU: the workers need every core
     trainable = tune.with_resources(run_trial, trial_resources)
     searcher = SweepSearcher(sweep.cells, folds, sweep.seeds, sweep.search, metric="objective",
                              mode="min" if sweep.train["select_on"] == "val_loss" else "max")

@@ -299,7 +299,8 @@ def finish(config, session, model, best, test_loader, device, task, sizes, resum
              "select_on": config["train"]["select_on"], "objective": best["score"], "resumed_from": resumed_from,
              **selected, **test, "classes": list(task.classes), "n_train": sizes["train"],
              "n_validation": sizes["validation"], "n_test": sizes["test"],
-             "quarantined": len(task.report.quarantine), "oov_words": task.oov_words}
+             "quarantined": len(task.report.quarantine), "oov_words": task.oov_words,
+             "world_size": session.world_size}
     if session.rank == 0 and config.get("predictions_dir"):
         write_predictions(config, session.trial_id(), outputs, task)
     return final
@@ -325,15 +326,17 @@ def write_predictions(config: dict, trial_id: str, outputs: dict, task) -> None:
 
 def _maybe_fail(config: dict, epoch: int, session) -> None:
     """Fault injection for tests: fail at `epoch` while fewer than `times` failures were recorded."""
-    spec = config["train"].get("inject_failure")
-    if not spec or epoch != int(spec.get("epoch", 0)):
-        return
-    if any(config.get(k) != v for k, v in spec.items() if k in ("model", "ablation", "fold", "seed")):
-        return
-    marker_dir = Path(spec["marker_dir"])
-    marker_dir.mkdir(parents=True, exist_ok=True)
-    key = f"{config['model']}-{config['ablation']}-{config['fold']}-{config['seed']}"
-    done = len(list(marker_dir.glob(f"{key}-*")))
-    if done < int(spec.get("times", 1)):
-        (marker_dir / f"{key}-{done}").touch()
-        raise InjectedFailure(f"injected failure {done + 1} for {key} at epoch {epoch}")
+    specs = config["train"].get("inject_failure") or []
+    for spec in specs if isinstance(specs, list) else [specs]:
+        if epoch != int(spec.get("epoch", 0)):
+            continue
+        if any(config.get(k) != v for k, v in spec.items() if k in ("model", "ablation", "fold", "seed")):
+            continue
+        marker_dir = Path(spec["marker_dir"])
+        marker_dir.mkdir(parents=True, exist_ok=True)
+        key = f"{config['model']}-{config['ablation']}-{config['fold']}-{config['seed']}"
+        done = len(list(marker_dir.glob(f"{key}-*")))
+        if done < int(spec.get("times", 1)) and session.rank == 0:
+            (marker_dir / f"{key}-{done}").touch()
+        if done < int(spec.get("times", 1)):
+            raise InjectedFailure(f"injected failure {done + 1} for {key} at epoch {epoch}")

@@ -1,0 +1,106 @@
+"""Sweeps on a real local Ray instance, through the real command line."""
+import pickle
+
+import pytest
+
+from orchestration.config import SweepError, load_sweep, parse_sweep, validate
+from orchestration.sweep import main
+
+from .sweeps import run_sweep, table, write_sweep
+
+
+def test_grid_sweep(tmp_path, synthetic_root):
+    path = write_sweep(tmp_path, synthetic_root, models={"lstm_attn_text": ["full"], "fg_cme": ["no_excite"]})
+    done = run_sweep(path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    trials = table(tmp_path)
+    assert len(trials) == 4 and set(trials["status"]) == {"finished"}
+    assert not trials.duplicated(["model", "ablation", "fold", "seed"]).any()
+    assert set(zip(trials["model"], trials["fold"])) == {("lstm_attn_text", 0), ("lstm_attn_text", 1),
+                                                         ("fg_cme", 0), ("fg_cme", 1)}
+    assert trials["selected_epoch"].between(0, 1).all() and trials["test_ua"].between(0, 1).all()
+    experiment = tmp_path / "results" / "t" / "experiment"
+    assert len([d for d in experiment.iterdir() if (d / "params.json").exists()]) == 4  # one experiment
+    assert len(list((tmp_path / "results" / "t" / "predictions").glob("*.parquet"))) == 4
+    assert "[sweep] 4/4 done" in done.stdout
+
+
+def test_optuna_sweep_runs_each_suggestion_on_every_fold(tmp_path, synthetic_root):
+    path = write_sweep(tmp_path, synthetic_root, fold_indices=[0, 1, 2],
+                       search={"sampler": "tpe", "samples": 3, "space": {"lr": [1.0e-4, 1.0e-2, "log"]}})
+    done = run_sweep(path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    trials = table(tmp_path)
+    assert len(trials) == 9 and set(trials["status"]) == {"finished"}
+    groups = trials.groupby("group")
+    assert groups.ngroups == 3
+    assert all(sorted(g["fold"]) == [0, 1, 2] and g["hparams"].nunique() == 1 for _, g in groups)
+    assert trials["hparams"].nunique() == 3
+    # Optuna's value for each suggestion is the mean validation objective over its folds, never a test metric
+    state_file = max((tmp_path / "results" / "t" / "experiment").glob("searcher-state-*.pkl"))
+    state = pickle.loads(state_file.read_bytes())
+    study = next(iter(state["studies"].values()))
+    told = {t.number: t.value for t in study.trials if t.value is not None}
+    assert len(told) == 3
+    for group_id, group in state["groups"].items():
+        rows = trials[trials["group"] == group_id]
+        assert told[group["optuna_number"]] == pytest.approx(rows["val_ua"].mean())
+
+
+def test_failing_trial_is_retried_then_recorded(tmp_path, synthetic_root):
+    faults = str(tmp_path / "faults")
+    path = write_sweep(tmp_path, synthetic_root, fold_indices=[0, 1, 2], train={
+        "epochs": 2, "batch_size": 8, "lr": 3e-3, "retries": 1,
+        "inject_failure": [{"fold": 1, "epoch": 1, "times": 1, "marker_dir": faults},
+                           {"fold": 2, "epoch": 0, "times": 99, "marker_dir": faults}]})
+    done = run_sweep(path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    trials = table(tmp_path).set_index("fold")
+    assert trials.loc[0, "status"] == "finished"
+    assert trials.loc[1, "status"] == "finished"                  # failed once, retried from its checkpoint
+    assert trials.loc[1, "resumed_from"] == 1
+    assert trials.loc[2, "status"] == "error" and "injected failure" in trials.loc[2, "error"]
+    assert len(list((tmp_path / "faults").glob("lstm_attn_text-full-2-0-*"))) == 2  # first try + one retry
+    assert "FAILED lstm_attn_text/full fold 2" in done.stdout
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"models": {"fgcme": ["full"]}}, "unknown model 'fgcme'"),
+    ({"models": {"fg_cme": ["no_exite"]}}, "has no ablation 'no_exite'"),
+    ({"train": {"select_on": "test_ua"}}, "never uses the test fold"),
+    ({"resources": {"mode": "ddp", "workers_per_trial": 2, "gpus_per_worker": 0.5}}, "share one GPU"),
+    ({"resources": {"workers_per_trial": 0}}, "workers_per_trial must be >= 1"),
+    ({"search": {"samples": 2, "space": {"lr": [0.1, 0.01]}}}, "bad range"),
+    ({"corpus": {"name": "ravdess", "root": "/nowhere/ravdess"}}, "does not exist"),
+])
+def test_bad_sweep_files_exit_2_before_any_work(tmp_path, synthetic_root, capsys, change, message):
+    path = write_sweep(tmp_path, synthetic_root, **change)
+    assert main([str(path)]) == 2
+    error = capsys.readouterr().err
+    assert message in error and str(path) in error and "Fix:" in error
+    assert not (tmp_path / "results").exists()
+
+
+def test_text_model_on_corpus_without_transcripts(tmp_path):
+    import pandas as pd
+
+    from .fixtures.audio import write
+
+    rows = [{"path": str(write(tmp_path / f"{s}_{e}.wav")), "label": e, "speaker": s}
+            for s in "abcdef" for e in ("angry", "sad")]
+    pd.DataFrame(rows).to_csv(tmp_path / "m.csv", index=False)
+    sweep = parse_sweep({"name": "x", "corpus": {"name": "manifest", "root": str(tmp_path / "m.csv")},
+                         "models": {"fg_cme": ["full"]}}, "x.yaml")
+    from orchestration.task import corpus_from_config
+    with pytest.raises(SweepError, match="needs transcripts"):
+        validate(sweep, corpus_from_config(sweep.corpus))
+
+
+def test_malformed_yaml(tmp_path, capsys):
+    (tmp_path / "bad.yaml").write_text("name: x\nmodels: [fg_cme\n")
+    assert main([str(tmp_path / "bad.yaml")]) == 2
+    assert "not valid YAML" in capsys.readouterr().err
+    with pytest.raises(SweepError, match="unknown key"):
+        parse_sweep({"name": "x", "corpus": "synthetic", "models": {"fg_cme": None}, "epochs": 3})
+    assert load_sweep("configs/demo.yaml").cells == [("fg_cme", "full"), ("fg_cme", "no_excite"),
+                                                     ("lstm_attn_text", "full")]
