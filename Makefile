@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(PY) -m ser_models.data demo
+	$(PY) orchestration/sweep.py
 
 test: $(STAMP)
 	$(PY) -m pytest

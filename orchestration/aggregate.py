@@ -1,20 +1,73 @@
-"""Experiment directory -> one row per trial, read from Tune's own files (params.json, result.json).
+"""Experiment directory -> the sweep's Parquet tables, idempotent and atomic.
 
-Works on any finished, interrupted or resumed experiment, local or remote
-(pyarrow filesystems), without a running Ray cluster.
+Tables (under <sweep>/tables/, each with an explicit schema):
+  folds        one row per trial: every validation and test metric, selected epoch, confusion, recall, support
+  epochs       learning curves: one row per trial and epoch
+  predictions  one row per test utterance per trial, with class probabilities
+  trials       status, error text, attempts, durations, resources, node, package versions, git commit
+  summary      per (model, ablation, hparams): mean and std over folds and seeds, pooled and test-oracle columns
+folds, epochs and predictions are hive-partitioned by model and ablation.
+
+Everything is rebuilt from Tune's own files (params.json, result.json) and
+the trials' prediction files, so running it twice gives the same rows. A
+local build is written to .versions/<id>/ and published by replacing the
+`tables` symlink in one atomic rename: a build killed halfway leaves the
+previous tables intact.
 """
 from __future__ import annotations
 
 import json
+import os
 import posixpath
+import shutil
+import signal
+import time
+from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 from pyarrow import fs
 
 METRICS = ("wa", "ua", "macro_f1", "loss")
+KEY = [("sweep", pa.string()), ("trial_id", pa.string()), ("model", pa.string()), ("ablation", pa.string()),
+       ("fold", pa.int64()), ("seed", pa.int64())]
+FOLDS = pa.schema(KEY + [
+    ("group", pa.string()), ("hparams", pa.string()), ("status", pa.string()), ("selection", pa.string()),
+    ("select_on", pa.string()), ("selected_epoch", pa.int64()), ("epochs_run", pa.int64()),
+    ("resumed_from", pa.int64()), ("world_size", pa.int64()), ("n_train", pa.int64()),
+    ("n_validation", pa.int64()), ("n_test", pa.int64())]
+    + [(f"{split}_{m}", pa.float64()) for split in ("val", "test") for m in METRICS]
+    + [("classes", pa.list_(pa.string())), ("test_recall", pa.list_(pa.float64())),
+       ("test_support", pa.list_(pa.int64())), ("test_confusion", pa.list_(pa.list_(pa.int64())))])
+EPOCHS = pa.schema(KEY + [("group", pa.string()), ("epoch", pa.int64()), ("train_loss", pa.float64())]
+                   + [(f"val_{m}", pa.float64()) for m in METRICS]
+                   + [(f"oracle_test_{m}", pa.float64()) for m in ("wa", "ua", "macro_f1")]
+                   + [("epoch_seconds", pa.float64())])
+PREDICTIONS = pa.schema(KEY + [
+    ("utt_id", pa.string()), ("speaker", pa.string()), ("session", pa.string()), ("dialog", pa.string()),
+    ("turn", pa.int64()), ("label", pa.string()), ("predicted", pa.string()),
+    ("probabilities", pa.list_(pa.float32()))])
+TRIALS = pa.schema(KEY + [
+    ("status", pa.string()), ("error", pa.string()), ("attempts", pa.int64()), ("time_total_s", pa.float64()),
+    ("finished_at", pa.string()), ("mode", pa.string()), ("workers_per_trial", pa.int64()),
+    ("cpus_per_worker", pa.float64()), ("gpus_per_worker", pa.float64()), ("node", pa.string()),
+    ("node_ip", pa.string()), ("python", pa.string()), ("emosweep", pa.string()), ("torch", pa.string()),
+    ("torchaudio", pa.string()), ("ray", pa.string()), ("optuna", pa.string()), ("git_commit", pa.string())])
+SUMMARY = pa.schema([
+    ("sweep", pa.string()), ("model", pa.string()), ("ablation", pa.string()), ("hparams", pa.string()),
+    ("n", pa.int64()), ("n_folds", pa.int64()), ("n_seeds", pa.int64())]
+    + [(f"{split}_{m}_{stat}", pa.float64()) for split in ("test", "val") for m in ("wa", "ua", "macro_f1")
+       for stat in ("mean", "std")]
+    + [("pooled_test_wa", pa.float64()), ("pooled_test_ua", pa.float64())]
+    + [(f"test_oracle_{m}_{stat}", pa.float64()) for m in ("wa", "ua") for stat in ("mean", "std")])
+SCHEMAS = {"folds": FOLDS, "epochs": EPOCHS, "predictions": PREDICTIONS, "trials": TRIALS, "summary": SUMMARY}
+PARTITIONED = ("folds", "epochs", "predictions")
 
+
+# ------------------------------------------------------------------ reading Tune's files
 
 def _read_text(filesystem, path: str) -> str | None:
     try:
@@ -26,67 +79,278 @@ def _read_text(filesystem, path: str) -> str | None:
 
 def trial_dirs(experiment: str):
     filesystem, root = fs.FileSystem.from_uri(experiment)
-    for info in filesystem.get_file_info(fs.FileSelector(root)):
+    for info in sorted(filesystem.get_file_info(fs.FileSelector(root)), key=lambda i: i.path):
         if info.type == fs.FileType.Directory and _read_text(filesystem, posixpath.join(info.path, "params.json")):
             yield filesystem, info.path
 
 
 def read_trial(filesystem, path: str) -> tuple[dict, list[dict], str | None]:
     config = json.loads(_read_text(filesystem, posixpath.join(path, "params.json")))
-    results = [json.loads(line) for line in (_read_text(filesystem, posixpath.join(path, "result.json")) or "").splitlines()
-               if line.strip()]
-    error = _read_text(filesystem, posixpath.join(path, "error.txt"))
-    return config, results, error
+    text = _read_text(filesystem, posixpath.join(path, "result.json")) or ""
+    results = [json.loads(line) for line in text.splitlines() if line.strip()]
+    return config, results, _read_text(filesystem, posixpath.join(path, "error.txt"))
 
 
-def collect_trials(experiment: str, sweep: str) -> pd.DataFrame:
-    rows = []
+def _key(sweep: str, trial_id: str, config: dict) -> dict:
+    return {"sweep": sweep, "trial_id": trial_id, "model": config["model"], "ablation": config["ablation"],
+            "fold": int(config["fold"]), "seed": int(config["seed"])}
+
+
+def read_experiment(experiment: str, sweep: str) -> dict[str, pd.DataFrame]:
+    folds, epochs, trials, predictions = [], [], [], []
     for filesystem, path in trial_dirs(experiment):
         config, results, error = read_trial(filesystem, path)
+        trial_id = results[-1]["trial_id"] if results else posixpath.basename(path).split("_")[2]
+        key = _key(sweep, trial_id, config)
         final = next((r for r in reversed(results) if r.get("done") and "test_ua" in r), None)
-        epochs = [r for r in results if not r.get("done")]
+        per_epoch = {r["epoch"]: r for r in results if not r.get("done") and "epoch" in r}  # last report wins
         status = "finished" if final else ("error" if error else "incomplete")
-        row = {"sweep": sweep, "trial_id": (results[-1]["trial_id"] if results else posixpath.basename(path)),
-               "model": config["model"], "ablation": config["ablation"], "fold": int(config["fold"]),
-               "seed": int(config["seed"]), "group": config.get("group"),
-               "hparams": json.dumps(config.get("hparams") or {}, sort_keys=True), "status": status,
-               "error": (error or "")[-2000:] if status != "finished" else "",
-               "epochs_run": len({r["epoch"] for r in epochs}), "path": path}
+        folds.append(fold_row(key, config, final, status, len(per_epoch)))
+        epochs += [{**key, "group": config.get("group"), **{f: r.get(f) for f in EPOCHS.names if f in r}}
+                   for _, r in sorted(per_epoch.items())]
+        trials.append(trial_row(key, config, results, final, status, error))
         if final:
-            classes = final["classes"]
-            row.update({"selected_epoch": final["selected_epoch"], "select_on": final["select_on"],
-                        "resumed_from": final.get("resumed_from", 0), "world_size": final.get("world_size", 1),
-                        "n_train": final["n_train"],
-                        "n_validation": final["n_validation"], "n_test": final["n_test"],
-                        "classes": json.dumps(classes), "test_confusion": json.dumps(final["test_confusion"]),
-                        "test_support": json.dumps(final["test_support"])})
-            for metric in METRICS:
-                row[f"val_{metric}"] = final.get(f"selected_val_{metric}")
-                row[f"test_{metric}"] = final.get(f"test_{metric}")
-            for name, recall in zip(classes, final["test_recall"]):
-                row[f"test_recall_{name}"] = recall
+            predictions.append(read_predictions(config, trial_id, key))
+    frames = {"folds": folds, "epochs": epochs, "trials": trials}
+    tables = {name: _frame(rows, SCHEMAS[name]) for name, rows in frames.items()}
+    tables["predictions"] = (pd.concat(predictions, ignore_index=True) if predictions
+                             else _frame([], PREDICTIONS))
+    return {name: _sorted(name, frame) for name, frame in tables.items()}
+
+
+def fold_row(key: dict, config: dict, final: dict | None, status: str, epochs_run: int) -> dict:
+    row = {**key, "group": config.get("group"), "hparams": json.dumps(config.get("hparams") or {}, sort_keys=True),
+           "status": status, "selection": "validation", "epochs_run": epochs_run}
+    if final:
+        row.update({k: final.get(k) for k in ("select_on", "selected_epoch", "resumed_from", "world_size",
+                                               "n_train", "n_validation", "n_test", "classes", "test_recall",
+                                               "test_support", "test_confusion")})
+        row.update({f"val_{m}": final.get(f"selected_val_{m}") for m in METRICS})
+        row.update({f"test_{m}": final.get(f"test_{m}") for m in METRICS})
+    return row
+
+
+def trial_row(key: dict, config: dict, results: list[dict], final: dict | None, status: str,
+              error: str | None) -> dict:
+    last = results[-1] if results else {}
+    versions = (final or {}).get("versions") or {}
+    resources = config.get("resources") or {}
+    starts = sum(1 for r in results if r.get("iterations_since_restore") == 1)
+    return {**key, "status": status, "error": (error or "")[-4000:] if status != "finished" else "",
+            "attempts": max(1, starts + (status == "error")), "time_total_s": last.get("time_total_s"),
+            "finished_at": last.get("date"), "mode": resources.get("mode"),
+            "workers_per_trial": resources.get("workers_per_trial"), "cpus_per_worker": resources.get("cpus_per_worker"),
+            "gpus_per_worker": resources.get("gpus_per_worker"), "node": last.get("hostname"),
+            "node_ip": last.get("node_ip"), **{k: versions.get(k) for k in
+                                               ("python", "emosweep", "torch", "torchaudio", "ray", "optuna")},
+            "git_commit": (final or {}).get("git_commit") or config.get("git_commit")}
+
+
+def read_predictions(config: dict, trial_id: str, key: dict) -> pd.DataFrame:
+    filesystem, root = fs.FileSystem.from_uri(config["predictions_dir"])
+    frame = pq.read_table(f"{root}/{trial_id}.parquet", filesystem=filesystem).to_pandas()
+    for name, value in key.items():
+        frame[name] = value
+    return frame
+
+
+def _clean(value):
+    """NaN -> None and arrays -> lists, so pandas rows fit the Arrow schema."""
+    if isinstance(value, float) and np.isnan(value):
+        return None
+    if isinstance(value, np.ndarray):
+        return [_clean(v) for v in value.tolist()]
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def _frame(rows: list[dict], schema: pa.Schema) -> pd.DataFrame:
+    table = pa.Table.from_pylist([{name: _clean(row.get(name)) for name in schema.names} for row in rows],
+                                 schema=schema)
+    return table.to_pandas()
+
+
+def _sorted(name: str, frame: pd.DataFrame) -> pd.DataFrame:
+    order = {"epochs": ["model", "ablation", "fold", "seed", "trial_id", "epoch"],
+             "predictions": ["model", "ablation", "fold", "seed", "trial_id", "utt_id"],
+             "summary": ["model", "ablation", "hparams"]}.get(name, ["model", "ablation", "group", "fold", "seed"])
+    order = [c for c in order if c in frame.columns]
+    return frame.sort_values(order, kind="stable").reset_index(drop=True) if len(frame) else frame
+
+
+# ------------------------------------------------------------------ derived rows
+
+def summarize(folds: pd.DataFrame, epochs: pd.DataFrame, predictions: pd.DataFrame, sweep: str) -> pd.DataFrame:
+    from ser_models.metrics import classification_metrics
+
+    done = folds[folds["status"] == "finished"]
+    rows = []
+    for (model, ablation, hparams), group in done.groupby(["model", "ablation", "hparams"], sort=True):
+        row = {"sweep": sweep, "model": model, "ablation": ablation, "hparams": hparams, "n": len(group),
+               "n_folds": group["fold"].nunique(), "n_seeds": group["seed"].nunique()}
+        for split in ("test", "val"):
+            for metric in ("wa", "ua", "macro_f1"):
+                values = group[f"{split}_{metric}"].astype(float)
+                row[f"{split}_{metric}_mean"] = values.mean()
+                row[f"{split}_{metric}_std"] = values.std(ddof=1) if len(values) > 1 else float("nan")
+        pooled = predictions[predictions["trial_id"].isin(group["trial_id"]) & (predictions["model"] == model)]
+        if len(pooled):
+            classes = list(group["classes"].iloc[0])
+            index = {c: i for i, c in enumerate(classes)}
+            scores = classification_metrics(pooled["label"].map(index), pooled["predicted"].map(index), len(classes))
+            row["pooled_test_wa"], row["pooled_test_ua"] = scores["wa"], scores["ua"]
+        curves = epochs[epochs["trial_id"].isin(group["trial_id"])]
+        if len(curves) and curves["oracle_test_ua"].notna().any():
+            # what released code reports: the best test value over epochs, per trial (WA and UA separately)
+            best = curves.groupby("trial_id")[["oracle_test_wa", "oracle_test_ua"]].max()
+            for metric in ("wa", "ua"):
+                row[f"test_oracle_{metric}_mean"] = best[f"oracle_test_{metric}"].mean()
+                row[f"test_oracle_{metric}_std"] = (best[f"oracle_test_{metric}"].std(ddof=1) if len(best) > 1
+                                                    else float("nan"))
         rows.append(row)
-    frame = pd.DataFrame(rows)
-    if frame.empty:
-        return frame
-    return frame.sort_values(["model", "ablation", "group", "fold", "seed"], kind="stable").reset_index(drop=True)
+    return _sorted("summary", _frame(rows, SUMMARY))
 
 
-def write_table(frame: pd.DataFrame, uri: str) -> None:
-    """Write a Parquet file atomically (temporary name, then rename)."""
-    filesystem, path = fs.FileSystem.from_uri(uri)
-    filesystem.create_dir(posixpath.dirname(path), recursive=True)
-    tmp = f"{path}.tmp"
-    pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), tmp, filesystem=filesystem)
-    filesystem.move(tmp, path)
+def add_ded_rows(tables: dict, corpus, strategy: str | None) -> dict:
+    """Dialogical emotion decoding over every model's test predictions, as extra `<model>+ded` rows."""
+    from ser_models import ded
+    from ser_models.metrics import classification_metrics
+
+    predictions, folds = tables["predictions"], tables["folds"]
+    if predictions.empty or not corpus.has_dialogs:
+        return tables
+    table = corpus.table
+    speaker_of = dict(zip(table["utt_id"], table["speaker"]))
+    emotion_of = dict(zip(table["utt_id"], table["emotion"].replace({"excited": "happy"})))
+    fold_list = corpus.folds(strategy)
+    new_folds, new_predictions = [], []
+    for trial_id, rows in predictions.groupby("trial_id", sort=True):
+        if rows["model"].iloc[0].endswith("+ded"):
+            continue
+        fold_row_ = folds[folds["trial_id"] == trial_id].iloc[0]
+        train_ids = set(fold_list[int(fold_row_["fold"])].train)
+        train_dialogs = _dialogs(table[table["utt_id"].isin(train_ids)])
+        p0 = ded.transition_bias(train_dialogs, emotion_of, speaker_of)
+        classes = list(fold_row_["classes"])
+        test_dialogs = _dialogs(table[table["utt_id"].isin(set(rows["utt_id"]))])
+        scores = {u: np.log(np.clip(np.asarray(p, dtype=float), 1e-8, None))
+                  for u, p in zip(rows["utt_id"], rows["probabilities"])}
+        decoded = ded.decode(test_dialogs, scores, speaker_of, p0)
+        ded_rows = rows.copy()
+        ded_rows["model"] = rows["model"].iloc[0] + "+ded"
+        ded_rows["trial_id"] = f"{trial_id}+ded"
+        ded_rows["predicted"] = [classes[decoded[u]] for u in rows["utt_id"]]
+        new_predictions.append(ded_rows)
+        index = {c: i for i, c in enumerate(classes)}
+        scores_ = classification_metrics(ded_rows["label"].map(index), ded_rows["predicted"].map(index), len(classes))
+        new_row = fold_row_.to_dict()
+        new_row.update({"model": ded_rows["model"].iloc[0], "trial_id": f"{trial_id}+ded",
+                        "test_wa": scores_["wa"], "test_ua": scores_["ua"], "test_macro_f1": scores_["macro_f1"],
+                        "test_loss": None, "test_recall": scores_["recall"], "test_support": scores_["support"],
+                        "test_confusion": scores_["confusion"], "selection": f"validation, then DED (p0={p0:.3f})"})
+        new_folds.append(new_row)
+    if new_folds:
+        tables["folds"] = _sorted("folds", pd.concat([folds, _frame(new_folds, FOLDS)], ignore_index=True))
+        tables["predictions"] = _sorted("predictions", pd.concat([predictions] + new_predictions, ignore_index=True))
+    return tables
 
 
-def summarize(frame: pd.DataFrame) -> pd.DataFrame:
-    done = frame[frame["status"] == "finished"]
-    if done.empty:
-        return pd.DataFrame()
-    grouped = done.groupby(["model", "ablation", "hparams"])
-    summary = grouped[["test_ua", "test_wa", "val_ua"]].agg(["mean", "std"])
-    summary.columns = [f"{m}_{s}" for m, s in summary.columns]
-    summary["n"] = grouped.size()
-    return summary.reset_index()
+def _dialogs(table: pd.DataFrame) -> dict[str, list[str]]:
+    ordered = table.dropna(subset=["dialog"]).sort_values(["dialog", "turn"], kind="stable")
+    return {dialog: list(group["utt_id"]) for dialog, group in ordered.groupby("dialog", sort=True)}
+
+
+# ------------------------------------------------------------------ writing
+
+def build_tables(sweep_dir: str, corpus=None, strategy: str | None = None) -> dict[str, pd.DataFrame]:
+    sweep = posixpath.basename(sweep_dir.rstrip("/"))
+    tables = read_experiment(f"{sweep_dir}/experiment", sweep)
+    if corpus is not None:
+        tables = add_ded_rows(tables, corpus, strategy)
+    tables["summary"] = summarize(tables["folds"], tables["epochs"], tables["predictions"], sweep)
+    return tables
+
+
+def write_tables(tables: dict[str, pd.DataFrame], sweep_dir: str) -> str:
+    """Write every table, then publish them together. Returns where they are."""
+    if "://" in sweep_dir:
+        return _write_remote(tables, sweep_dir)
+    root = Path(sweep_dir)
+    version = root / ".versions" / f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}-{time.monotonic_ns()}"
+    for name, frame in tables.items():
+        _write_table(name, frame, str(version / name), fs.LocalFileSystem())
+        if os.environ.get("EMOSWEEP_AGGREGATE_KILL_AFTER") == name:  # fault injection for the atomicity test
+            os.kill(os.getpid(), signal.SIGKILL)
+    link, tmp_link = root / "tables", root / f".tables-{os.getpid()}"
+    previous = link.resolve() if link.is_symlink() else None
+    os.symlink(os.path.relpath(version, root), tmp_link)
+    os.replace(tmp_link, link)  # the one atomic step
+    for old in (root / ".versions").iterdir():
+        if old != version and (previous is None or old == previous or old.name < version.name):
+            shutil.rmtree(old, ignore_errors=True)
+    return str(link)
+
+
+def _write_table(name: str, frame: pd.DataFrame, path: str, filesystem) -> None:
+    table = pa.Table.from_pandas(frame, schema=SCHEMAS[name], preserve_index=False)
+    if name in PARTITIONED:
+        partitioning = ds.partitioning(pa.schema([("model", pa.string()), ("ablation", pa.string())]),
+                                       flavor="hive")
+        ds.write_dataset(table, path, format="parquet", partitioning=partitioning, filesystem=filesystem,
+                         basename_template="part-{i}.parquet", existing_data_behavior="delete_matching")
+    else:
+        filesystem.create_dir(path, recursive=True)
+        pq.write_table(table, f"{path}/part-0.parquet", filesystem=filesystem)
+
+
+def _write_remote(tables, sweep_dir: str) -> str:
+    """Object stores have no atomic rename: tables are replaced one by one (documented)."""
+    filesystem, root = fs.FileSystem.from_uri(sweep_dir)
+    for name, frame in tables.items():
+        target = f"{root}/tables/{name}"
+        try:
+            filesystem.delete_dir(target)
+        except (FileNotFoundError, OSError):
+            pass
+        _write_table(name, frame, target, filesystem)
+    return f"{sweep_dir}/tables"
+
+
+def read_table(sweep_dir: str, name: str) -> pd.DataFrame:
+    """A table as pandas (partition columns as plain strings)."""
+    sweep_dir = absolute(sweep_dir)
+    frame = pd.read_parquet(f"{sweep_dir}/tables/{name}")
+    for column in ("model", "ablation"):
+        if column in frame and isinstance(frame[column].dtype, pd.CategoricalDtype):
+            frame[column] = frame[column].astype(str)
+    return _sorted(name, frame[[c for c in SCHEMAS[name].names if c in frame.columns]])
+
+
+def absolute(path: str) -> str:
+    """pyarrow needs a URI or an absolute path."""
+    return str(path) if "://" in str(path) else os.path.abspath(os.path.expanduser(str(path)))
+
+
+def aggregate(sweep_dir: str, with_ded: bool = True) -> dict[str, pd.DataFrame]:
+    """Rebuild and publish the tables of the sweep at sweep_dir (local path, NFS path or s3://)."""
+    sweep_dir = absolute(sweep_dir)
+    corpus, strategy = (load_sweep_corpus(sweep_dir) if with_ded else (None, None))
+    tables = build_tables(sweep_dir, corpus, strategy)
+    write_tables(tables, sweep_dir)
+    return tables
+
+
+def load_sweep_corpus(sweep_dir: str):
+    """The sweep's corpus (for dialog decoding), or (None, None) if it cannot be loaded here."""
+    from .task import corpus_from_config
+
+    filesystem, root = fs.FileSystem.from_uri(sweep_dir) if "://" in sweep_dir else (fs.LocalFileSystem(), sweep_dir)
+    text = _read_text(filesystem, f"{root}/sweep.json")
+    if text is None:
+        return None, None
+    stored = json.loads(text)
+    try:
+        return corpus_from_config(stored["corpus"]), stored.get("folds")
+    except (FileNotFoundError, ValueError, KeyError):
+        return None, None

@@ -24,8 +24,9 @@ optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 class SweepSearcher(Searcher):
     def __init__(self, cells, folds, seeds, search: dict | None = None, metric: str = "objective",
-                 mode: str = "max", seed: int = 0):
+                 mode: str = "max", seed: int = 0, model_options: dict | None = None):
         super().__init__(metric=metric, mode=mode)
+        self.model_options = model_options or {}
         self.cells, self.folds, self.seeds = [tuple(c) for c in cells], list(folds), list(seeds)
         self.samples = int(search["samples"]) if search else 1
         self.space = parse_space(search["space"]) if search else None
@@ -63,7 +64,8 @@ class SweepSearcher(Searcher):
             self.groups[group] = {"cell": cell, "optuna_number": number, "params": params,
                                   "expected": len(members), "results": {}}
             self.queue += [{"model": cell[0], "ablation": cell[1], "fold": fold, "seed": seed, "hparams": params,
-                            "group": group} for fold, seed in members]
+                            "group": group, "model_options": self.model_options.get(cell[0], {})}
+                           for fold, seed in members]
             return
 
     def suggest(self, trial_id: str):

@@ -5,7 +5,7 @@ Ray instance. Every (model, ablation, fold, seed) is one trial of ONE Tune
 experiment at <storage>/<name>/experiment. Running the same command again
 continues an interrupted sweep: finished trials are kept, interrupted ones
 resume from their last checkpoint, errored ones are retried. At the end the
-per-trial table is written to <storage>/<name>/trials.parquet.
+Parquet tables are written to <storage>/<name>/tables/.
 """
 from __future__ import annotations
 
@@ -55,8 +55,18 @@ def base_config(sweep, root: str) -> dict:
     """Constants merged into every trial's config."""
     return {"sweep": sweep.name, "corpus": sweep.corpus, "folds": sweep.folds, "train": sweep.train,
             "resources": sweep.resources, "cache": sweep.cache, "vectors": sweep.vectors,
-            "storage_path": f"{root}/{sweep.name}", "predictions_dir": f"{root}/{sweep.name}/predictions",
-            "model_options": None}
+            "storage_path": f"{root}/{sweep.name}", "predictions_dir": f"{root}/{sweep.name}/experiment/predictions",
+            "git_commit": git_commit()}
+
+
+def git_commit() -> str | None:
+    import subprocess
+
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True,
+                              timeout=10).stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
 
 
 def prepare_features(sweep, corpus) -> int:
@@ -83,19 +93,19 @@ def check_unchanged(sweep, experiment_marker: Path | None, uri: str) -> None:
                              f"new name, or delete {uri} to start it over")
     else:
         experiment_marker.parent.mkdir(parents=True, exist_ok=True)
-        experiment_marker.write_text(json.dumps({"digest": digest, "sweep": sweep.raw}, indent=2, default=str))
+        experiment_marker.write_text(json.dumps({"digest": digest, "sweep": sweep.raw, "corpus": sweep.corpus,
+                                                 "folds": sweep.folds}, indent=2, default=str))
 
 
 def clear_errored_train_runs(experiment: Path) -> int:
     """--restart-errored: a restarted trial must not find its old Train snapshot."""
-    from orchestration.aggregate import collect_trials
+    from orchestration.aggregate import read_experiment
 
-    cleared = 0
-    for row in collect_trials(str(experiment), "").itertuples():
-        if row.status == "error":
-            shutil.rmtree(experiment / "train" / row.trial_id, ignore_errors=True)
-            cleared += 1
-    return cleared
+    folds = read_experiment(str(experiment), "")["folds"]
+    errored = folds.loc[folds["status"] == "error", "trial_id"]
+    for trial_id in errored:
+        shutil.rmtree(experiment / "train" / trial_id, ignore_errors=True)
+    return len(errored)
 
 
 def run(sweep, restart_errored: bool = False, address: str | None = None, verbose: bool = False) -> int:
@@ -135,15 +145,16 @@ def fit(sweep, folds, root, experiment, local, restart_errored):
         trial_resources = {"TRAIN_DRIVER": 0.01}  # drivers hold no CPU: the workers need every core
     trainable = tune.with_resources(run_trial, trial_resources)
     searcher = SweepSearcher(sweep.cells, folds, sweep.seeds, sweep.search, metric="objective",
-                             mode="min" if sweep.train["select_on"] == "val_loss" else "max")
+                             mode="min" if sweep.train["select_on"] == "val_loss" else "max",
+                             model_options=sweep.model_options)
     progress = SweepProgress(searcher.total_trials)
     print(f"[sweep] {sweep.name}: {len(sweep.cells)} model/ablation cells x {searcher.samples} setting(s) x "
           f"{len(folds)} folds x {len(sweep.seeds)} seed(s) = {searcher.total_trials} trials -> {experiment}")
     if tune.Tuner.can_restore(experiment):
         if restart_errored and local is not None:
             print(f"[sweep] --restart-errored: cleared {clear_errored_train_runs(local)} errored trial(s)")
-        from orchestration.aggregate import collect_trials
-        progress.done = int((collect_trials(experiment, sweep.name).get("status") == "finished").sum())
+        from orchestration.aggregate import read_experiment
+        progress.done = int((read_experiment(experiment, sweep.name)["folds"]["status"] == "finished").sum())
         print(f"[sweep] resuming: {progress.done} trials already finished")
         tuner = tune.Tuner.restore(experiment, trainable=trainable, resume_unfinished=True,
                                    resume_errored=not restart_errored, restart_errored=restart_errored)
@@ -165,18 +176,21 @@ def fit(sweep, folds, root, experiment, local, restart_errored):
 
 
 def finish(sweep, root, experiment, results) -> int:
-    from orchestration.aggregate import collect_trials, summarize, write_table
+    from orchestration.aggregate import aggregate
 
-    table = collect_trials(experiment, sweep.name)
-    write_table(table, f"{root}/{sweep.name}/trials.parquet")
-    counts = table["status"].value_counts().to_dict()
-    print(f"[sweep] {len(table)} trials: {counts}; table: {root}/{sweep.name}/trials.parquet")
-    summary = summarize(table)
+    sweep_dir = f"{root}/{sweep.name}"
+    tables = aggregate(sweep_dir)
+    folds = tables["folds"]
+    counts = folds.loc[~folds["model"].str.endswith("+ded"), "status"].value_counts().to_dict()
+    print(f"[sweep] {sum(counts.values())} trials: {counts}; tables: {sweep_dir}/tables/"
+          f"{{folds,epochs,predictions,trials,summary}}")
+    summary = tables["summary"]
     if not summary.empty:
         print("[sweep] test metrics, mean +- std over folds and seeds (epoch chosen on validation):")
         for row in summary.itertuples():
-            print(f"  {row.model:16s} {row.ablation:20s} UA {row.test_ua_mean:.3f} +- {row.test_ua_std:.3f}  "
+            print(f"  {row.model:20s} {row.ablation:20s} UA {row.test_ua_mean:.3f} +- {row.test_ua_std:.3f}  "
                   f"WA {row.test_wa_mean:.3f} +- {row.test_wa_std:.3f}  (n={row.n})")
+        print(f"[sweep] report: python orchestration/report.py {sweep_dir}")
     return 0 if counts.get("finished", 0) else 1
 
 

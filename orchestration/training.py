@@ -73,11 +73,7 @@ class TuneSession(LocalSession):
     def restore(self):
         from ray import tune
 
-        checkpoint = tune.get_checkpoint()
-        if checkpoint is None:
-            return None
-        with checkpoint.as_directory() as directory:
-            return torch.load(Path(directory) / STATE_FILE, weights_only=False)
+        return _load_state(tune.get_checkpoint())
 
     def report(self, metrics, state):
         from ray import tune
@@ -108,11 +104,7 @@ class TrainSession(LocalSession):
     def restore(self):
         import ray.train
 
-        checkpoint = ray.train.get_checkpoint()
-        if checkpoint is None:
-            return None
-        with checkpoint.as_directory() as directory:
-            return torch.load(Path(directory) / STATE_FILE, weights_only=False)
+        return _load_state(ray.train.get_checkpoint())
 
     def report(self, metrics, state):
         import ray.train
@@ -136,6 +128,13 @@ class TrainSession(LocalSession):
 
     def trial_id(self):
         return os.environ.get("EMOSWEEP_TRIAL_ID", "ddp")
+
+
+def _load_state(checkpoint) -> dict | None:
+    if checkpoint is None:
+        return None
+    with checkpoint.as_directory() as directory:
+        return torch.load(Path(directory) / STATE_FILE, weights_only=False)
 
 
 def _atomic_save(state: dict, path: Path) -> None:
@@ -252,6 +251,12 @@ def train_loop(config: dict, session) -> dict:
         metrics = {"epoch": epoch, "train_loss": train_loss, "epoch_seconds": time.perf_counter() - started,
                    "resumed_from": resumed_from, "done": False,
                    **{k: v for k, v in validation.items() if not isinstance(v, list)}}
+        if settings.get("test_oracle", True):
+            # Only for the labelled "test-oracle" column that reproduces papers which pick the epoch on
+            # the test fold. Selection below reads validation keys only.
+            oracle = split_metrics("oracle_test", predict(core, eval_loaders["test"], device), classes)
+            metrics.update({k: v for k, v in oracle.items() if k in ("oracle_test_wa", "oracle_test_ua",
+                                                                     "oracle_test_macro_f1")})
         if better(metrics[select_on], best["score"], select_on):
             best = {"epoch": epoch, "score": metrics[select_on], "metrics": metrics,
                     "model": {k: v.detach().cpu().clone() for k, v in core.state_dict().items()}}
@@ -300,10 +305,24 @@ def finish(config, session, model, best, test_loader, device, task, sizes, resum
              **selected, **test, "classes": list(task.classes), "n_train": sizes["train"],
              "n_validation": sizes["validation"], "n_test": sizes["test"],
              "quarantined": len(task.report.quarantine), "oov_words": task.oov_words,
-             "world_size": session.world_size}
+             "world_size": session.world_size, "versions": package_versions(),
+             "git_commit": config.get("git_commit")}
     if session.rank == 0 and config.get("predictions_dir"):
         write_predictions(config, session.trial_id(), outputs, task)
     return final
+
+
+def package_versions() -> dict:
+    import platform
+    from importlib.metadata import PackageNotFoundError, version
+
+    found = {"python": platform.python_version()}
+    for package in ("emosweep", "torch", "torchaudio", "ray", "optuna"):
+        try:
+            found[package] = version(package)
+        except PackageNotFoundError:
+            found[package] = None
+    return found
 
 
 def write_predictions(config: dict, trial_id: str, outputs: dict, task) -> None:

@@ -32,5 +32,9 @@ def run_sweep(path: Path, *args, timeout: int = 600) -> subprocess.CompletedProc
                           env={**os.environ, "PYTHONUNBUFFERED": "1"})
 
 
-def table(tmp_path: Path, name: str = "t") -> pd.DataFrame:
-    return pd.read_parquet(tmp_path / "results" / name / "trials.parquet")
+def table(tmp_path: Path, name: str = "t", which: str = "folds") -> pd.DataFrame:
+    """A sweep table, without the extra DED rows."""
+    from orchestration.aggregate import read_table
+
+    frame = read_table(str(tmp_path / "results" / name), which)
+    return frame[~frame["model"].str.endswith("+ded")].reset_index(drop=True) if "model" in frame else frame

@@ -21,7 +21,7 @@ def test_grid_sweep(tmp_path, synthetic_root):
     assert trials["selected_epoch"].between(0, 1).all() and trials["test_ua"].between(0, 1).all()
     experiment = tmp_path / "results" / "t" / "experiment"
     assert len([d for d in experiment.iterdir() if (d / "params.json").exists()]) == 4  # one experiment
-    assert len(list((tmp_path / "results" / "t" / "predictions").glob("*.parquet"))) == 4
+    assert len(list((tmp_path / "results" / "t" / "experiment" / "predictions").glob("*.parquet"))) == 4
     assert "[sweep] 4/4 done" in done.stdout
 
 

@@ -60,14 +60,21 @@ class LSTMAttention(SERModel):
         return self.head(self.attention(outputs, lengths_to_mask(lengths, outputs.shape[1])))
 
 
-class UttConcat(SERModel):
-    """UttConcat^m (Yoon et al. 2018, [RECON]): final states of an fbank BiLSTM and a word BiLSTM, concatenated."""
+class TwoEncoders(SERModel):
+    """Word embeddings, an fbank BiLSTM and a word BiLSTM (256 x 2 each), shared by the bimodal baselines."""
 
     def __init__(self, cfg):
         super().__init__()
         self.embedding = _embedding(cfg)
         self.acoustic = PackedLSTM(40, cfg["hidden"])
         self.semantic = PackedLSTM(self.embedding.dim, cfg["hidden"])
+
+
+class UttConcat(TwoEncoders):
+    """UttConcat^m (Yoon et al. 2018, [RECON]): final states of an fbank BiLSTM and a word BiLSTM, concatenated."""
+
+    def __init__(self, cfg):
+        super().__init__(cfg)
         self.head = nn.Linear(4 * cfg["hidden"], cfg["num_classes"])
 
     def forward(self, batch):
@@ -77,17 +84,14 @@ class UttConcat(SERModel):
         return self.head(torch.cat([acoustic, semantic], -1))
 
 
-class AttnFusion(SERModel):
+class AttnFusion(TwoEncoders):
     """AttnFusion^m (Xu et al. 2019, NeoDiDi): words attend to audio frames, then a BiLSTM over words.
 
     The reference passes no key-padding mask; we mask padded frames (switch `mask_frames`)."""
 
     def __init__(self, cfg):
-        super().__init__()
+        super().__init__(cfg)
         hidden = cfg["hidden"]
-        self.embedding = _embedding(cfg)
-        self.acoustic = PackedLSTM(40, hidden)
-        self.semantic = PackedLSTM(self.embedding.dim, hidden)
         self.attention = nn.MultiheadAttention(2 * hidden, cfg["heads"], dropout=cfg["dropout"], batch_first=True)
         self.fusion = PackedLSTM(4 * hidden, hidden)
         self.head = nn.Linear(2 * hidden, cfg["num_classes"])
@@ -104,15 +108,12 @@ class AttnFusion(SERModel):
         return self.head(masked_max(fused, lengths_to_mask(word_lengths, fused.shape[1])))
 
 
-class MultiHopAttention(SERModel):
+class MultiHopAttention(TwoEncoders):
     """MHA^m (Yoon et al. 2019, NeoMHA2) with the reference's sample-mixing bug fixed:
     the final state is cat(h_n forward, h_n backward) per sample, not a view across the batch."""
 
     def __init__(self, cfg):
-        super().__init__()
-        self.embedding = _embedding(cfg)
-        self.acoustic = PackedLSTM(40, cfg["hidden"])
-        self.semantic = PackedLSTM(self.embedding.dim, cfg["hidden"])
+        super().__init__(cfg)
         self.head = nn.Linear(6 * cfg["hidden"], cfg["num_classes"])
 
     @staticmethod

@@ -1,0 +1,239 @@
+"""Write a sweep's report: python orchestration/report.py results/<sweep>
+
+Produces <sweep>/report.md and <sweep>/figures/*.png: the summary table,
+the comparison with published numbers, paired comparisons, per-fold bars,
+confusion matrices, learning curves and per-speaker accuracy.
+"""
+from __future__ import annotations
+
+import argparse
+import itertools
+import sys
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from orchestration.aggregate import absolute, read_table  # noqa: E402
+from orchestration.published import OURS  # noqa: E402
+from orchestration.results import published_table, to_markdown  # noqa: E402
+from orchestration.stats import paired_comparison  # noqa: E402
+
+plt.rcParams.update({"figure.dpi": 110, "font.size": 10, "axes.spines.top": False, "axes.spines.right": False})
+
+
+def cell_name(model: str, ablation: str) -> str:
+    return model if ablation in ("full", "raw") else f"{model} / {ablation}"
+
+
+def cells_of(folds: pd.DataFrame) -> list[tuple[str, str]]:
+    done = folds[folds["status"] == "finished"]
+    return sorted(set(zip(done["model"], done["ablation"])))
+
+
+def fold_bars(folds: pd.DataFrame, path: Path) -> None:
+    cells = cells_of(folds)
+    fold_ids = sorted(folds["fold"].unique())
+    width = 0.8 / max(1, len(cells))
+    fig, ax = plt.subplots(figsize=(max(6, 1.4 * len(fold_ids) + 2), 4))
+    for i, (model, ablation) in enumerate(cells):
+        rows = folds[(folds["model"] == model) & (folds["ablation"] == ablation) & (folds["status"] == "finished")]
+        means = rows.groupby("fold")["test_ua"].mean().reindex(fold_ids)
+        ax.bar(np.arange(len(fold_ids)) + (i - (len(cells) - 1) / 2) * width, means, width,
+               label=f"{cell_name(model, ablation)} (mean {means.mean():.3f})")
+    ax.set_xticks(range(len(fold_ids)), [f"fold {f}" for f in fold_ids])
+    ax.set_ylabel("test UA (epoch chosen on validation)")
+    ax.set_ylim(0, 1)
+    ax.axhline(1 / len(folds["classes"].dropna().iloc[0]), color="grey", lw=0.8, ls="--", label="chance")
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=2, frameon=False)
+    ax.set_title("Test UA per fold")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def confusion_matrices(folds: pd.DataFrame, path: Path) -> None:
+    cells = cells_of(folds)
+    columns = min(3, len(cells))
+    rows_n = int(np.ceil(len(cells) / columns))
+    fig, axes = plt.subplots(rows_n, columns, figsize=(4.2 * columns, 3.9 * rows_n), squeeze=False)
+    for ax, (model, ablation) in zip(axes.flat, cells):
+        rows = folds[(folds["model"] == model) & (folds["ablation"] == ablation) & (folds["status"] == "finished")]
+        classes = list(rows["classes"].iloc[0])
+        counts = sum(np.array([list(r) for r in m]) for m in rows["test_confusion"])
+        share = counts / counts.sum(1, keepdims=True).clip(min=1)
+        ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
+        for (i, j), value in np.ndenumerate(counts):
+            ax.text(j, i, f"{share[i, j]:.2f}\n({value})", ha="center", va="center", fontsize=8,
+                    color="white" if share[i, j] > 0.55 else "black")
+        ax.set_xticks(range(len(classes)), classes, rotation=30)
+        ax.set_yticks(range(len(classes)), classes)
+        ax.set_xlabel("predicted")
+        ax.set_ylabel("true")
+        ax.set_title(f"{cell_name(model, ablation)}\n(summed over {len(rows)} test folds)", fontsize=9)
+    for ax in list(axes.flat)[len(cells):]:
+        ax.axis("off")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def learning_curves(folds: pd.DataFrame, epochs: pd.DataFrame, path: Path) -> None:
+    cells = [c for c in cells_of(folds) if not c[0].endswith("+ded")]
+    fig, axes = plt.subplots(2, len(cells), figsize=(4.2 * len(cells), 6), squeeze=False, sharex="col")
+    for column, (model, ablation) in enumerate(cells):
+        curves = epochs[(epochs["model"] == model) & (epochs["ablation"] == ablation)]
+        chosen = folds[(folds["model"] == model) & (folds["ablation"] == ablation)].set_index("trial_id")
+        for trial_id, curve in sorted(curves.groupby("trial_id"), key=lambda item: int(item[1]["fold"].iloc[0])):
+            fold = int(curve["fold"].iloc[0])
+            line, = axes[0, column].plot(curve["epoch"], curve["val_ua"], lw=1.2, label=f"fold {fold}")
+            axes[1, column].plot(curve["epoch"], curve["train_loss"], lw=1.2, color=line.get_color())
+            if trial_id in chosen.index and pd.notna(chosen.loc[trial_id, "selected_epoch"]):
+                epoch = int(chosen.loc[trial_id, "selected_epoch"])
+                point = curve[curve["epoch"] == epoch]
+                axes[0, column].plot(point["epoch"], point["val_ua"], "o", color=line.get_color(), ms=6)
+        axes[0, column].set_title(cell_name(model, ablation), fontsize=10)
+        axes[0, column].set_ylabel("validation UA")
+        axes[0, column].set_ylim(0, 1)
+        axes[1, column].set_ylabel("train loss")
+        axes[1, column].set_xlabel("epoch")
+        axes[0, column].legend(fontsize=7, frameon=False)
+    fig.suptitle("Learning curves (dots: the epoch chosen on validation)", fontsize=11)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def speaker_accuracy(predictions: pd.DataFrame, path: Path) -> None:
+    if predictions.empty:
+        return
+    predictions = predictions.assign(correct=predictions["label"] == predictions["predicted"],
+                                     cell=[cell_name(m, a) for m, a in zip(predictions["model"], predictions["ablation"])])
+    table = predictions.groupby(["speaker", "cell"])["correct"].mean().unstack("cell")
+    table = table.loc[sorted(table.index)]
+    fig, ax = plt.subplots(figsize=(max(7, 0.45 * len(table) * max(1, len(table.columns)) / 2 + 2), 4))
+    width = 0.8 / len(table.columns)
+    for i, cell in enumerate(table.columns):
+        ax.bar(np.arange(len(table)) + (i - (len(table.columns) - 1) / 2) * width, table[cell], width, label=cell)
+    ax.set_xticks(range(len(table)), table.index, rotation=60, fontsize=8)
+    ax.set_ylabel("test accuracy (WA) of the speaker")
+    ax.set_ylim(0, 1)
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.25), ncol=3, frameon=False)
+    ax.set_title("Per-speaker accuracy on the test folds (each speaker is tested once)")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def published_bars(comparison: pd.DataFrame, path: Path) -> bool:
+    rows = comparison[comparison["paper_UA"].notna()]
+    if rows.empty:
+        return False
+    fig, ax = plt.subplots(figsize=(max(6, 1.8 * len(rows) + 2), 4))
+    x = np.arange(len(rows))
+    ax.bar(x - 0.27, rows["ours_UA"], 0.27, yerr=rows["ours_UA_std"], capsize=3, label="ours: epoch chosen on validation")
+    ax.bar(x, rows["test_oracle_UA"], 0.27, color="#bbbbbb", label="ours: test-oracle epoch (NOT a result)")
+    ax.bar(x + 0.27, rows["paper_UA"], 0.27, color="#e39b54", label="published (their protocol)")
+    ax.set_xticks(x, [cell_name(m, a) for m, a in zip(rows["model"], rows["ablation"])], fontsize=9)
+    ax.set_ylabel("UA")
+    ax.set_ylim(0, 1)
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=3, frameon=False)
+    ax.set_title("Ours beside the published numbers")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return True
+
+
+def summary_markdown(summary: pd.DataFrame) -> str:
+    def pm(mean, std):
+        return "" if pd.isna(mean) else (f"{mean:.3f} ± {std:.3f}" if pd.notna(std) else f"{mean:.3f}")
+    rows = [{"model": r.model, "ablation": r.ablation, "n": r.n, "test UA": pm(r.test_ua_mean, r.test_ua_std),
+             "test WA": pm(r.test_wa_mean, r.test_wa_std), "test macro-F1": pm(r.test_macro_f1_mean, r.test_macro_f1_std),
+             "val UA": pm(r.val_ua_mean, r.val_ua_std), "pooled UA": pm(r.pooled_test_ua, None),
+             "test-oracle UA (not a result)": pm(r.test_oracle_ua_mean, r.test_oracle_ua_std)}
+            for r in summary.itertuples()]
+    return to_markdown(pd.DataFrame(rows))
+
+
+def comparisons_markdown(folds: pd.DataFrame) -> str:
+    cells = cells_of(folds)
+    rows = []
+    for a, b in itertools.combinations(cells, 2):
+        result = paired_comparison(folds, a, b, "test_ua")
+        if result["n_pairs"] >= 2:
+            rows.append({"A": cell_name(*a), "B": cell_name(*b), "pairs": result["n_pairs"],
+                         "mean A-B (UA)": f"{result['mean_diff']:+.3f}",
+                         "95% CI": f"{result['ci_low']:+.3f} .. {result['ci_high']:+.3f}",
+                         "paired t p": f"{result['p_ttest']:.3f}", "bootstrap p": f"{result['p_bootstrap']:.3f}"})
+    return to_markdown(pd.DataFrame(rows)) if rows else "_Fewer than two shared folds: no paired comparison._"
+
+
+def write_report(sweep_dir: str) -> Path:
+    sweep_dir = absolute(sweep_dir)
+    root = Path(sweep_dir)
+    figures = root / "figures"
+    figures.mkdir(exist_ok=True)
+    folds, epochs = read_table(sweep_dir, "folds"), read_table(sweep_dir, "epochs")
+    predictions, summary = read_table(sweep_dir, "predictions"), read_table(sweep_dir, "summary")
+    trials = read_table(sweep_dir, "trials")
+    comparison = published_table(sweep_dir)
+    fold_bars(folds, figures / "fold_bars.png")
+    confusion_matrices(folds, figures / "confusion.png")
+    learning_curves(folds, epochs, figures / "learning_curves.png")
+    speaker_accuracy(predictions, figures / "speakers.png")
+    has_published = published_bars(comparison, figures / "published.png")
+    status = trials["status"].value_counts().to_dict()
+    versions = trials.dropna(subset=["torch"]).head(1)
+    lines = [f"# Sweep `{root.name}`", "",
+             f"Protocol: {OURS}. WA = accuracy, UA = mean per-class recall; mean ± std over folds and seeds. "
+             "The test-oracle column picks, per trial, the best test value over epochs (what released code of "
+             "the DS-LSTM and FG_CME papers reports); it is shown only to compare with published figures and is "
+             "never a result.", "",
+             f"Trials: {status}.", "", "## Summary", "", summary_markdown(summary), "",
+             "## Beside the published numbers", "",
+             to_markdown(comparison.drop(columns=["ours_UA_std"])), ""]
+    if has_published:
+        lines += ["![published](figures/published.png)", ""]
+    lines += ["## Paired comparisons (same folds and seeds, test UA)", "", comparisons_markdown(folds), "",
+              "## Per fold", "", "![per-fold test UA](figures/fold_bars.png)", "",
+              "## Confusion matrices", "", "![confusion matrices](figures/confusion.png)", "",
+              "## Learning curves", "", "![learning curves](figures/learning_curves.png)", "",
+              "## Per speaker", "", "![per-speaker accuracy](figures/speakers.png)", ""]
+    errors = trials[trials["status"] != "finished"]
+    if len(errors):
+        lines += ["## Trials that did not finish", "",
+                  to_markdown(errors[["model", "ablation", "fold", "seed", "status", "attempts"]]), ""]
+    if len(versions):
+        v = versions.iloc[0]
+        lines += ["## Reproducibility", "",
+                  f"emosweep {v['emosweep']}, torch {v['torch']}, torchaudio {v['torchaudio']}, ray {v['ray']}, "
+                  f"optuna {v['optuna']}, Python {v['python']}; git commit `{v['git_commit']}`.", ""]
+    report = root / "report.md"
+    report.write_text("\n".join(lines))
+    return report
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("sweep_dir")
+    args = parser.parse_args(argv)
+    try:
+        print(f"wrote {write_report(args.sweep_dir)}")
+    except FileNotFoundError as err:
+        print(f"error: {err}. Fix: run the sweep, or `python orchestration/results.py aggregate` first",
+              file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

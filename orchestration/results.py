@@ -1,0 +1,143 @@
+"""Query a sweep's tables.
+
+  python orchestration/results.py aggregate results/<sweep>            rebuild the tables (idempotent, atomic)
+  python orchestration/results.py show results/<sweep> --where model=fg_cme --by ablation --format markdown
+  python orchestration/results.py show results/<sweep> --table predictions --where model=fg_cme fold=0
+  python orchestration/results.py compare results/<sweep> fg_cme/full lstm_attn_audio/full --metric test_ua
+  python orchestration/results.py published results/<sweep>           ours beside the papers' numbers
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from orchestration.aggregate import SCHEMAS, aggregate, load_sweep_corpus, read_table  # noqa: E402
+from orchestration.published import OURS, published  # noqa: E402
+from orchestration.stats import paired_comparison  # noqa: E402
+
+DEFAULT_METRICS = ["test_ua", "test_wa", "test_macro_f1", "val_ua"]
+
+
+def parse_where(clauses: list[str]) -> list[tuple[str, str]]:
+    pairs = []
+    for clause in clauses:
+        if "=" not in clause:
+            raise ValueError(f"--where {clause!r}: write column=value")
+        column, value = clause.split("=", 1)
+        pairs.append((column.strip(), value.strip()))
+    return pairs
+
+
+def filtered(frame: pd.DataFrame, where: list[tuple[str, str]]) -> pd.DataFrame:
+    for column, value in where:
+        if column not in frame.columns:
+            raise ValueError(f"no column {column!r}; columns: {list(frame.columns)}")
+        frame = frame[frame[column].astype(str) == value]
+    return frame
+
+
+def grouped(frame: pd.DataFrame, by: list[str], metrics: list[str]) -> pd.DataFrame:
+    """mean and std of each metric per group, with n."""
+    groups = frame.groupby(by, sort=True)
+    out = groups[metrics].agg(["mean", "std"])
+    out.columns = [f"{metric}_{stat}" for metric, stat in out.columns]
+    out.insert(0, "n", groups.size())
+    return out.reset_index()
+
+
+def render(frame: pd.DataFrame, fmt: str) -> str:
+    if fmt == "csv":
+        return frame.to_csv(index=False)
+    if fmt == "markdown":
+        return to_markdown(frame)
+    return frame.to_string(index=False)
+
+
+def to_markdown(frame: pd.DataFrame, digits: int = 3) -> str:
+    def cell(value):
+        if isinstance(value, float):
+            return "" if pd.isna(value) else f"{value:.{digits}f}"
+        return str(value)
+    lines = ["| " + " | ".join(map(str, frame.columns)) + " |", "|" + "---|" * len(frame.columns)]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in frame.itertuples(index=False)]
+    return "\n".join(lines)
+
+
+def published_table(sweep_dir: str) -> pd.DataFrame:
+    """Ours (validation-selected and test-oracle) beside the published number for the same model and ablation."""
+    summary = read_table(sweep_dir, "summary")
+    corpus, _ = load_sweep_corpus(sweep_dir)
+    corpus_name = corpus.name if corpus is not None else "?"
+    rows = []
+    for row in summary.itertuples():
+        paper = published(corpus_name, row.model, row.ablation)
+        rows.append({"model": row.model, "ablation": row.ablation, "n": row.n,
+                     "ours_UA": row.test_ua_mean, "ours_UA_std": row.test_ua_std, "ours_WA": row.test_wa_mean,
+                     "test_oracle_UA": row.test_oracle_ua_mean, "test_oracle_WA": row.test_oracle_wa_mean,
+                     "paper_UA": paper[1] if paper else None, "paper_WA": paper[0] if paper else None,
+                     "paper_protocol": paper[2] if paper else "not reported for this corpus"})
+    frame = pd.DataFrame(rows)
+    frame.attrs["ours"] = OURS
+    return frame
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    agg = sub.add_parser("aggregate")
+    agg.add_argument("sweep_dir")
+    agg.add_argument("--no-ded", action="store_true")
+    show = sub.add_parser("show")
+    show.add_argument("sweep_dir")
+    show.add_argument("--table", default="folds", choices=sorted(SCHEMAS))
+    show.add_argument("--where", nargs="*", default=[])
+    show.add_argument("--by", default=None, help="comma-separated group-by columns")
+    show.add_argument("--metrics", default=",".join(DEFAULT_METRICS))
+    show.add_argument("--columns", default=None, help="comma-separated columns to print (no --by)")
+    show.add_argument("--format", default="table", choices=["table", "csv", "markdown"])
+    compare = sub.add_parser("compare")
+    compare.add_argument("sweep_dir")
+    compare.add_argument("a", help="model/ablation")
+    compare.add_argument("b", help="model/ablation")
+    compare.add_argument("--metric", default="test_ua")
+    pub = sub.add_parser("published")
+    pub.add_argument("sweep_dir")
+    pub.add_argument("--format", default="table", choices=["table", "csv", "markdown"])
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "aggregate":
+            tables = aggregate(args.sweep_dir, with_ded=not args.no_ded)
+            print(", ".join(f"{name}: {len(frame)} rows" for name, frame in tables.items()))
+        elif args.command == "show":
+            frame = filtered(read_table(args.sweep_dir, args.table), parse_where(args.where))
+            if args.by:
+                frame = grouped(frame, args.by.split(","), args.metrics.split(","))
+            elif args.columns:
+                frame = frame[args.columns.split(",")]
+            print(render(frame, args.format))
+        elif args.command == "compare":
+            folds = read_table(args.sweep_dir, "folds")
+            result = paired_comparison(folds, tuple(args.a.split("/")), tuple(args.b.split("/")), args.metric)
+            print(f"{result['a']} - {result['b']} on {args.metric} over {result['n_pairs']} paired folds/seeds: "
+                  f"{result['mean_diff']:+.4f} (95% CI {result['ci_low']:+.4f} .. {result['ci_high']:+.4f}, "
+                  f"paired t-test p = {result['p_ttest']:.4f}; bootstrap 95% CI {result['boot_low']:+.4f} .. "
+                  f"{result['boot_high']:+.4f}, p = {result['p_bootstrap']:.4f})")
+        else:
+            frame = published_table(args.sweep_dir)
+            print(render(frame, args.format))
+            print(f"\nours: {frame.attrs['ours']}")
+    except (FileNotFoundError, ValueError, KeyError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
