@@ -283,11 +283,10 @@ def write_tables(tables: dict[str, pd.DataFrame], sweep_dir: str) -> str:
         if os.environ.get("EMOSWEEP_AGGREGATE_KILL_AFTER") == name:  # fault injection for the atomicity test
             os.kill(os.getpid(), signal.SIGKILL)
     link, tmp_link = root / "tables", root / f".tables-{os.getpid()}"
-    previous = link.resolve() if link.is_symlink() else None
     os.symlink(os.path.relpath(version, root), tmp_link)
     os.replace(tmp_link, link)  # the one atomic step
-    for old in (root / ".versions").iterdir():
-        if old != version and (previous is None or old == previous or old.name < version.name):
+    for old in (root / ".versions").iterdir():  # earlier versions and half-written ones of killed runs
+        if old != version:
             shutil.rmtree(old, ignore_errors=True)
     return str(link)
 

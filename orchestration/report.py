@@ -39,25 +39,34 @@ def cells_of(folds: pd.DataFrame) -> list[tuple[str, str]]:
     return sorted(set(zip(done["model"], done["ablation"])))
 
 
-def fold_bars(folds: pd.DataFrame, path: Path) -> None:
-    cells = cells_of(folds)
-    fold_ids = sorted(folds["fold"].unique())
-    width = 0.8 / max(1, len(cells))
-    fig, ax = plt.subplots(figsize=(max(6, 1.4 * len(fold_ids) + 2), 4))
-    for i, (model, ablation) in enumerate(cells):
-        rows = folds[(folds["model"] == model) & (folds["ablation"] == ablation) & (folds["status"] == "finished")]
-        means = rows.groupby("fold")["test_ua"].mean().reindex(fold_ids)
-        ax.bar(np.arange(len(fold_ids)) + (i - (len(cells) - 1) / 2) * width, means, width,
-               label=f"{cell_name(model, ablation)} (mean {means.mean():.3f})")
-    ax.set_xticks(range(len(fold_ids)), [f"fold {f}" for f in fold_ids])
-    ax.set_ylabel("test UA (epoch chosen on validation)")
+def grouped_bars(frame: pd.DataFrame, path: Path, ylabel: str, title: str, chance: float | None = None,
+                 rotation: int = 0) -> None:
+    """One group of bars per index value, one bar per column, values in [0, 1]."""
+    width = 0.8 / max(1, len(frame.columns))
+    fig, ax = plt.subplots(figsize=(max(7, 0.3 * len(frame) * len(frame.columns) + 2), 4.2))
+    for i, column in enumerate(frame.columns):
+        ax.bar(np.arange(len(frame)) + (i - (len(frame.columns) - 1) / 2) * width, frame[column], width, label=column)
+    if chance is not None:
+        ax.axhline(chance, color="grey", lw=0.8, ls="--", label="chance")
+    ax.set_xticks(range(len(frame)), frame.index, rotation=rotation, fontsize=8 if rotation else 10)
+    ax.set_ylabel(ylabel)
     ax.set_ylim(0, 1)
-    ax.axhline(1 / len(folds["classes"].dropna().iloc[0]), color="grey", lw=0.8, ls="--", label="chance")
-    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=2, frameon=False)
-    ax.set_title("Test UA per fold")
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.14 if not rotation else -0.25), ncol=3,
+              frameon=False)
+    ax.set_title(title)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
+
+
+def fold_bars(folds: pd.DataFrame, path: Path) -> None:
+    done = folds[folds["status"] == "finished"]
+    table = done.assign(cell=[cell_name(m, a) for m, a in zip(done["model"], done["ablation"])]) \
+        .groupby(["fold", "cell"])["test_ua"].mean().unstack("cell")
+    table.columns = [f"{cell} (mean {table[cell].mean():.3f})" for cell in table.columns]
+    table.index = [f"fold {f}" for f in table.index]
+    grouped_bars(table, path, "test UA (epoch chosen on validation)", "Test UA per fold",
+                 chance=1 / len(done["classes"].iloc[0]))
 
 
 def confusion_matrices(folds: pd.DataFrame, path: Path) -> None:
@@ -115,22 +124,11 @@ def learning_curves(folds: pd.DataFrame, epochs: pd.DataFrame, path: Path) -> No
 def speaker_accuracy(predictions: pd.DataFrame, path: Path) -> None:
     if predictions.empty:
         return
-    predictions = predictions.assign(correct=predictions["label"] == predictions["predicted"],
-                                     cell=[cell_name(m, a) for m, a in zip(predictions["model"], predictions["ablation"])])
-    table = predictions.groupby(["speaker", "cell"])["correct"].mean().unstack("cell")
-    table = table.loc[sorted(table.index)]
-    fig, ax = plt.subplots(figsize=(max(7, 0.45 * len(table) * max(1, len(table.columns)) / 2 + 2), 4))
-    width = 0.8 / len(table.columns)
-    for i, cell in enumerate(table.columns):
-        ax.bar(np.arange(len(table)) + (i - (len(table.columns) - 1) / 2) * width, table[cell], width, label=cell)
-    ax.set_xticks(range(len(table)), table.index, rotation=60, fontsize=8)
-    ax.set_ylabel("test accuracy (WA) of the speaker")
-    ax.set_ylim(0, 1)
-    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.25), ncol=3, frameon=False)
-    ax.set_title("Per-speaker accuracy on the test folds (each speaker is tested once)")
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    cells = [cell_name(m, a) for m, a in zip(predictions["model"], predictions["ablation"])]
+    table = predictions.assign(correct=predictions["label"] == predictions["predicted"], cell=cells) \
+        .groupby(["speaker", "cell"])["correct"].mean().unstack("cell").sort_index()
+    grouped_bars(table, path, "test accuracy (WA) of the speaker",
+                 "Per-speaker accuracy on the test folds (each speaker is tested once)", rotation=60)
 
 
 def published_bars(comparison: pd.DataFrame, path: Path) -> bool:
@@ -222,12 +220,31 @@ def write_report(sweep_dir: str) -> Path:
     return report
 
 
+def publish(sweep_dir: str, destination: Path, tables=("summary", "folds", "epochs", "trials")) -> None:
+    """Copy the report, its figures and the small tables (dereferenced) to a folder meant for git."""
+    import shutil
+
+    source = Path(absolute(sweep_dir))
+    destination.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(source / "report.md", destination / "report.md")
+    shutil.copytree(source / "figures", destination / "figures", dirs_exist_ok=True)
+    for name in tables:
+        target = destination / "tables" / name
+        shutil.rmtree(target, ignore_errors=True)
+        shutil.copytree((source / "tables" / name).resolve(), target)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("sweep_dir")
+    parser.add_argument("--publish", type=Path, default=None,
+                        help="also copy report, figures and small tables here (e.g. results/reports/<sweep>)")
     args = parser.parse_args(argv)
     try:
         print(f"wrote {write_report(args.sweep_dir)}")
+        if args.publish:
+            publish(args.sweep_dir, args.publish)
+            print(f"published to {args.publish}")
     except FileNotFoundError as err:
         print(f"error: {err}. Fix: run the sweep, or `python orchestration/results.py aggregate` first",
               file=sys.stderr)

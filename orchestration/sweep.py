@@ -190,8 +190,18 @@ def finish(sweep, root, experiment, results) -> int:
         for row in summary.itertuples():
             print(f"  {row.model:20s} {row.ablation:20s} UA {row.test_ua_mean:.3f} +- {row.test_ua_std:.3f}  "
                   f"WA {row.test_wa_mean:.3f} +- {row.test_wa_std:.3f}  (n={row.n})")
-        print(f"[sweep] report: python orchestration/report.py {sweep_dir}")
+        write_report_safely(sweep_dir)
     return 0 if counts.get("finished", 0) else 1
+
+
+def write_report_safely(sweep_dir: str) -> None:
+    """The report is a convenience: a plotting problem must never fail a finished sweep."""
+    from orchestration.report import write_report
+
+    try:
+        print(f"[sweep] report: {write_report(sweep_dir)}")
+    except Exception as err:  # noqa: BLE001
+        print(f"[sweep] report not written ({err}); run python orchestration/report.py {sweep_dir}")
 
 
 def main(argv=None) -> int:

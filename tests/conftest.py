@@ -37,3 +37,13 @@ def synthetic_corpus(synthetic_root):
     from ser_models.data.corpus import load_corpus
 
     return load_corpus("synthetic", synthetic_root, **SMALL_SYNTHETIC.__dict__)
+
+
+@pytest.fixture(scope="session")
+def grid_sweep(tmp_path_factory, synthetic_root):
+    """One real grid sweep (2 cells x 2 folds) shared by the sweep and results tests."""
+    from .sweeps import run_sweep, write_sweep
+
+    tmp_path = tmp_path_factory.mktemp("grid")
+    path = write_sweep(tmp_path, synthetic_root, models={"lstm_attn_text": ["full"], "fg_cme": ["no_excite"]})
+    return tmp_path, run_sweep(path)

@@ -9,9 +9,8 @@ from orchestration.sweep import main
 from .sweeps import run_sweep, table, write_sweep
 
 
-def test_grid_sweep(tmp_path, synthetic_root):
-    path = write_sweep(tmp_path, synthetic_root, models={"lstm_attn_text": ["full"], "fg_cme": ["no_excite"]})
-    done = run_sweep(path)
+def test_grid_sweep(grid_sweep):
+    tmp_path, done = grid_sweep
     assert done.returncode == 0, done.stderr[-3000:]
     trials = table(tmp_path)
     assert len(trials) == 4 and set(trials["status"]) == {"finished"}

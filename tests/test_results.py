@@ -1,0 +1,110 @@
+"""The results layer on a real sweep: tables, atomic and idempotent aggregation, queries, report."""
+import os
+import subprocess
+import sys
+
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+
+from orchestration.aggregate import SCHEMAS, aggregate, read_table
+from orchestration.results import main as results_main
+from orchestration.stats import paired_comparison
+
+from .conftest import REPO
+
+
+@pytest.fixture(scope="module")
+def sweep_dir(grid_sweep):
+    tmp_path, done = grid_sweep
+    assert done.returncode == 0, done.stderr[-3000:]
+    return tmp_path / "results" / "t"
+
+
+def test_tables_have_their_schemas_and_partitions(sweep_dir):
+    for name, schema in SCHEMAS.items():
+        frame = read_table(str(sweep_dir), name)
+        assert list(frame.columns) == schema.names, name
+    assert (sweep_dir / "tables" / "folds" / "model=fg_cme" / "ablation=no_excite").is_dir()
+    part = next((sweep_dir / "tables" / "epochs").rglob("*.parquet"))
+    assert pq.read_schema(part).field("oracle_test_ua").type == "double"
+    folds = read_table(str(sweep_dir), "folds")
+    plain = folds[~folds["model"].str.endswith("+ded")]
+    assert len(plain) == 4 and set(plain["status"]) == {"finished"}
+    assert {"lstm_attn_text+ded", "fg_cme+ded"} <= set(folds["model"])   # dialogs: DED rows are added
+    epochs = read_table(str(sweep_dir), "epochs")
+    assert len(epochs) == 8 and epochs["oracle_test_ua"].notna().all()
+    predictions = read_table(str(sweep_dir), "predictions")
+    assert set(predictions.groupby("trial_id").size()) == set(plain["n_test"])
+    assert predictions["probabilities"].map(len).eq(4).all()
+    trials = read_table(str(sweep_dir), "trials")
+    assert trials["torch"].str.startswith("2.").all() and trials["git_commit"].notna().all()
+    summary = read_table(str(sweep_dir), "summary")
+    row = summary[(summary["model"] == "fg_cme") & (summary["ablation"] == "no_excite")].iloc[0]
+    assert row["n"] == 2 and row["test_ua_mean"] == pytest.approx(plain[plain.model == "fg_cme"]["test_ua"].mean())
+    assert row["test_oracle_ua_mean"] >= row["test_ua_mean"] - 1e-9  # the oracle can only look better
+
+
+def test_aggregating_twice_gives_identical_rows(sweep_dir):
+    first = {name: read_table(str(sweep_dir), name) for name in SCHEMAS}
+    aggregate(str(sweep_dir))
+    second = {name: read_table(str(sweep_dir), name) for name in SCHEMAS}
+    for name in SCHEMAS:
+        pd.testing.assert_frame_equal(first[name], second[name], check_like=False)
+
+
+def test_killed_aggregation_leaves_the_old_tables(sweep_dir):
+    before_target = os.readlink(sweep_dir / "tables")
+    before = {name: read_table(str(sweep_dir), name) for name in SCHEMAS}
+    killed = subprocess.run([sys.executable, str(REPO / "orchestration" / "results.py"), "aggregate", str(sweep_dir)],
+                            env={**os.environ, "EMOSWEEP_AGGREGATE_KILL_AFTER": "epochs"}, capture_output=True)
+    assert killed.returncode == -9
+    assert os.readlink(sweep_dir / "tables") == before_target
+    for name in SCHEMAS:
+        pd.testing.assert_frame_equal(before[name], read_table(str(sweep_dir), name))
+    aggregate(str(sweep_dir))  # the next run publishes and clears the half-written version
+    assert len(list((sweep_dir / ".versions").iterdir())) == 1
+
+
+def test_query_cli(sweep_dir, capsys):
+    assert results_main(["show", str(sweep_dir), "--where", "model=fg_cme", "--by", "ablation",
+                         "--format", "markdown"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("| ablation | n | test_ua_mean") and "| no_excite | 2 |" in out
+    assert results_main(["show", str(sweep_dir), "--table", "predictions", "--where", "fold=0",
+                         "--columns", "utt_id,label,predicted", "--format", "csv"]) == 0
+    assert capsys.readouterr().out.startswith("utt_id,label,predicted")
+    assert results_main(["show", str(sweep_dir), "--where", "nonsense=1"]) == 2
+    assert results_main(["compare", str(sweep_dir), "fg_cme/no_excite", "lstm_attn_text/full"]) == 0
+    assert "over 2 paired folds/seeds" in capsys.readouterr().out
+
+
+def test_duckdb_reads_the_tables(sweep_dir):
+    duckdb = pytest.importorskip("duckdb")
+    rows = duckdb.sql(f"SELECT model, count(*) FROM read_parquet('{sweep_dir}/tables/folds/**/*.parquet', "
+                      f"hive_partitioning=true) GROUP BY model ORDER BY model").fetchall()
+    assert rows[0] == ("fg_cme", 2) and len(rows) == 4
+
+
+def test_paired_comparison_statistics():
+    folds = pd.DataFrame({"model": ["a"] * 5 + ["b"] * 5, "ablation": "full", "status": "finished",
+                          "fold": list(range(5)) * 2, "seed": 0,
+                          "test_ua": [0.70, 0.72, 0.68, 0.75, 0.71, 0.65, 0.66, 0.64, 0.70, 0.66]})
+    result = paired_comparison(folds, ("a", "full"), ("b", "full"))
+    assert result["n_pairs"] == 5 and result["mean_diff"] == pytest.approx(0.05)
+    # differences 0.05 0.06 0.04 0.05 0.05: sd 0.00707, se 0.00316, t = 15.8 (4 df), p = 9.3e-5,
+    # 95% CI 0.05 +- 2.776 * 0.00316
+    assert result["p_ttest"] == pytest.approx(9.35e-5, rel=0.01)
+    assert result["ci_low"] == pytest.approx(0.0412, abs=2e-4) and result["ci_high"] == pytest.approx(0.0588, abs=2e-4)
+    assert result["p_bootstrap"] < 0.01
+
+
+def test_report_writes_markdown_and_figures(sweep_dir):
+    done = subprocess.run([sys.executable, str(REPO / "orchestration" / "report.py"), str(sweep_dir)],
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    report = (sweep_dir / "report.md").read_text()
+    for figure in ("fold_bars", "confusion", "learning_curves", "speakers"):
+        path = sweep_dir / "figures" / f"{figure}.png"
+        assert path.stat().st_size > 10_000 and f"figures/{figure}.png" in report
+    assert "test-oracle" in report and "## Paired comparisons" in report and "## Beside the published" in report
