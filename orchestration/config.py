@@ -16,7 +16,7 @@ import yaml
 
 SELECT_ON = ("val_ua", "val_wa", "val_macro_f1", "val_loss")
 TRAIN_DEFAULTS = {"epochs": 20, "batch_size": 32, "lr": 1e-3, "weight_decay": 0.0, "select_on": "val_ua",
-                  "retries": 2, "num_workers": 0, "test_oracle": True}
+                  "retries": 2, "num_workers": 0, "test_oracle": False}
 RESOURCE_DEFAULTS = {"mode": "inprocess", "workers_per_trial": 1, "cpus_per_worker": 1, "gpus_per_worker": 0.0,
                      "max_concurrent_trials": None}
 

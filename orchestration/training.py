@@ -251,7 +251,7 @@ def train_loop(config: dict, session) -> dict:
         metrics = {"epoch": epoch, "train_loss": train_loss, "epoch_seconds": time.perf_counter() - started,
                    "resumed_from": resumed_from, "done": False,
                    **{k: v for k, v in validation.items() if not isinstance(v, list)}}
-        if settings.get("test_oracle", True):
+        if settings.get("test_oracle"):
             # Only for the labelled "test-oracle" column that reproduces papers which pick the epoch on
             # the test fold. Selection below reads validation keys only.
             oracle = split_metrics("oracle_test", predict(core, eval_loaders["test"], device), classes)

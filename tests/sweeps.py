@@ -15,7 +15,8 @@ from .conftest import REPO, SMALL_SYNTHETIC
 def write_sweep(tmp_path: Path, synthetic_root: Path, **overrides) -> Path:
     sweep = {"name": "t", "corpus": {"name": "synthetic", "root": str(synthetic_root), **SMALL_SYNTHETIC.__dict__},
              "folds": "sessions", "fold_indices": [0, 1], "models": {"lstm_attn_text": ["full"]}, "seeds": [0],
-             "train": {"epochs": 2, "batch_size": 8, "lr": 3e-3}, "resources": {"mode": "inprocess"},
+             "train": {"epochs": 2, "batch_size": 8, "lr": 3e-3, "test_oracle": True},
+             "resources": {"mode": "inprocess"},
              "storage": str(tmp_path / "results"), "cache": str(tmp_path / "cache")}
     sweep.update(overrides)
     path = tmp_path / f"{sweep['name']}.yaml"

@@ -9,7 +9,7 @@ from orchestration.sweep import main
 from .sweeps import run_sweep, table, write_sweep
 
 
-def test_grid_sweep(grid_sweep):
+def test_grid_sweep(grid_sweep):  # noqa: D103 (the sweep itself runs in the shared fixture)
     tmp_path, done = grid_sweep
     assert done.returncode == 0, done.stderr[-3000:]
     trials = table(tmp_path)
@@ -61,7 +61,12 @@ def test_failing_trial_is_retried_then_recorded(tmp_path, synthetic_root):
     assert trials.loc[2, "status"] == "error" and "injected failure" in trials.loc[2, "error"]
     assert len(list((tmp_path / "faults").glob("lstm_attn_text-full-2-0-*"))) == 2  # first try + one retry
     assert "FAILED lstm_attn_text/full fold 2" in done.stdout
-
+    again = run_sweep(path, "--restart-errored")                  # the errored trial runs again, from scratch
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "2 trials already finished" in again.stdout
+    assert len(list((tmp_path / "faults").glob("lstm_attn_text-full-2-0-*"))) == 4
+    rerun = table(tmp_path)
+    assert len(rerun) == 3 and list(rerun["status"]) == ["finished", "finished", "error"]
 
 @pytest.mark.parametrize("change, message", [
     ({"models": {"fgcme": ["full"]}}, "unknown model 'fgcme'"),

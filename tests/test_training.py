@@ -21,6 +21,7 @@ def test_loop_reports_selects_on_validation_and_scores_test_once(synthetic_root,
     epochs = [r for r in session.reports if not r["done"]]
     assert [r["epoch"] for r in epochs] == [0, 1, 2]
     assert all("test_wa" not in r for r in epochs)                       # test is never looked at per epoch
+    assert not any(k.startswith("oracle_test") for r in epochs for k in r)  # unless test_oracle is asked for
     best = max(epochs, key=lambda r: r["val_ua"])
     assert final["selected_epoch"] == best["epoch"] and final["objective"] == best["val_ua"]
     assert final["selected_val_ua"] == best["val_ua"]
