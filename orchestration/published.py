@@ -5,7 +5,8 @@ Keys: (corpus, model, ablation) -> (WA, UA, protocol). None = not reported.
 from __future__ import annotations
 
 FGCME_PROTOCOL = "LOSO / 5 folds, epoch chosen on the test fold (0.9 WA + 0.1 UA)"
-FGCME_RAVDESS = "5 folds of unknown construction, epoch chosen on the test fold, fallback-free TextGrid alignment"
+FGCME_RAVDESS = ("5 folds of unknown construction, epoch chosen on the test fold, forced-aligned TextGrid words "
+                 "(ours: actor folds, the proportional fallback alignment)")
 PUBLISHED = {
     ("iemocap", "fg_cme", "full"): (0.727, 0.735, FGCME_PROTOCOL),
     ("iemocap", "fg_cme", "no_excite_acoustic"): (0.713, 0.722, FGCME_PROTOCOL),

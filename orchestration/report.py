@@ -43,7 +43,7 @@ def grouped_bars(frame: pd.DataFrame, path: Path, ylabel: str, title: str, chanc
                  rotation: int = 0) -> None:
     """One group of bars per index value, one bar per column, values in [0, 1]."""
     width = 0.8 / max(1, len(frame.columns))
-    fig, ax = plt.subplots(figsize=(max(7, 0.3 * len(frame) * len(frame.columns) + 2), 4.2))
+    fig, ax = plt.subplots(figsize=(min(14, max(7, 0.3 * len(frame) * len(frame.columns) + 2)), 4.2))
     for i, column in enumerate(frame.columns):
         ax.bar(np.arange(len(frame)) + (i - (len(frame.columns) - 1) / 2) * width, frame[column], width, label=column)
     if chance is not None:
@@ -122,20 +122,31 @@ def learning_curves(folds: pd.DataFrame, epochs: pd.DataFrame, path: Path) -> No
 
 
 def speaker_accuracy(predictions: pd.DataFrame, path: Path) -> None:
+    """A heatmap: one row per model/ablation, one column per speaker, test accuracy in each cell."""
     if predictions.empty:
         return
     cells = [cell_name(m, a) for m, a in zip(predictions["model"], predictions["ablation"])]
     table = predictions.assign(correct=predictions["label"] == predictions["predicted"], cell=cells) \
-        .groupby(["speaker", "cell"])["correct"].mean().unstack("cell").sort_index()
-    grouped_bars(table, path, "test accuracy (WA) of the speaker",
-                 "Per-speaker accuracy on the test folds (each speaker is tested once)", rotation=60)
+        .groupby(["cell", "speaker"])["correct"].mean().unstack("speaker")
+    fig, ax = plt.subplots(figsize=(min(18, 1.2 + 0.55 * table.shape[1]), 1.2 + 0.55 * table.shape[0]))
+    image = ax.imshow(table.to_numpy(), cmap="RdYlGn", vmin=0, vmax=1, aspect="auto")
+    for (i, j), value in np.ndenumerate(table.to_numpy()):
+        if not np.isnan(value):
+            ax.text(j, i, f"{value:.2f}", ha="center", va="center", fontsize=7)
+    ax.set_xticks(range(table.shape[1]), table.columns, rotation=60, fontsize=8)
+    ax.set_yticks(range(table.shape[0]), table.index, fontsize=9)
+    ax.set_title("Per-speaker test accuracy (WA); each speaker is in exactly one test fold", fontsize=10)
+    fig.colorbar(image, ax=ax, fraction=0.02, pad=0.01)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
 
 
 def published_bars(comparison: pd.DataFrame, path: Path) -> bool:
     rows = comparison[comparison["paper_UA"].notna()]
     if rows.empty:
         return False
-    fig, ax = plt.subplots(figsize=(max(6, 1.8 * len(rows) + 2), 4))
+    fig, ax = plt.subplots(figsize=(max(4, 1.6 * len(rows) + 1) + 3.5, 4))
     x = np.arange(len(rows))
     ax.bar(x - 0.27, rows["ours_UA"], 0.27, yerr=rows["ours_UA_std"], capsize=3, label="ours: epoch chosen on validation")
     ax.bar(x, rows["test_oracle_UA"], 0.27, color="#bbbbbb", label="ours: test-oracle epoch (NOT a result)")
@@ -143,8 +154,8 @@ def published_bars(comparison: pd.DataFrame, path: Path) -> bool:
     ax.set_xticks(x, [cell_name(m, a) for m, a in zip(rows["model"], rows["ablation"])], fontsize=9)
     ax.set_ylabel("UA")
     ax.set_ylim(0, 1)
-    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=3, frameon=False)
-    ax.set_title("Ours beside the published numbers")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+    ax.set_title("Ours beside the published numbers (UA)")
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
@@ -162,6 +173,10 @@ def summary_markdown(summary: pd.DataFrame) -> str:
     return to_markdown(pd.DataFrame(rows))
 
 
+def p_value(p: float) -> str:
+    return "–" if np.isnan(p) else ("<0.0001" if p < 1e-4 else f"{p:.4f}")
+
+
 def comparisons_markdown(folds: pd.DataFrame) -> str:
     cells = cells_of(folds)
     rows = []
@@ -171,7 +186,7 @@ def comparisons_markdown(folds: pd.DataFrame) -> str:
             rows.append({"A": cell_name(*a), "B": cell_name(*b), "pairs": result["n_pairs"],
                          "mean A-B (UA)": f"{result['mean_diff']:+.3f}",
                          "95% CI": f"{result['ci_low']:+.3f} .. {result['ci_high']:+.3f}",
-                         "paired t p": f"{result['p_ttest']:.3f}", "bootstrap p": f"{result['p_bootstrap']:.3f}"})
+                         "paired t p": p_value(result["p_ttest"]), "bootstrap p": p_value(result["p_bootstrap"])})
     return to_markdown(pd.DataFrame(rows)) if rows else "_Fewer than two shared folds: no paired comparison._"
 
 
@@ -189,7 +204,7 @@ def write_report(sweep_dir: str) -> Path:
     learning_curves(folds, epochs, figures / "learning_curves.png")
     speaker_accuracy(predictions, figures / "speakers.png")
     has_published = published_bars(comparison, figures / "published.png")
-    status = trials["status"].value_counts().to_dict()
+    status = ", ".join(f"{count} {name}" for name, count in trials["status"].value_counts().items())
     versions = trials.dropna(subset=["torch"]).head(1)
     lines = [f"# Sweep `{root.name}`", "",
              f"Protocol: {OURS}. WA = accuracy, UA = mean per-class recall; mean ± std over folds and seeds. "

@@ -62,8 +62,10 @@ def render(frame: pd.DataFrame, fmt: str) -> str:
 
 def to_markdown(frame: pd.DataFrame, digits: int = 3) -> str:
     def cell(value):
+        if value is None or (isinstance(value, float) and pd.isna(value)):
+            return "–"
         if isinstance(value, float):
-            return "" if pd.isna(value) else f"{value:.{digits}f}"
+            return f"{value:.{digits}f}"
         return str(value)
     lines = ["| " + " | ".join(map(str, frame.columns)) + " |", "|" + "---|" * len(frame.columns)]
     lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in frame.itertuples(index=False)]
@@ -128,7 +130,7 @@ def main(argv=None) -> int:
             print(f"{result['a']} - {result['b']} on {args.metric} over {result['n_pairs']} paired folds/seeds: "
                   f"{result['mean_diff']:+.4f} (95% CI {result['ci_low']:+.4f} .. {result['ci_high']:+.4f}, "
                   f"paired t-test p = {result['p_ttest']:.4f}; bootstrap 95% CI {result['boot_low']:+.4f} .. "
-                  f"{result['boot_high']:+.4f}, p = {result['p_bootstrap']:.4f})")
+                  f"{result['boot_high']:+.4f}, p = {result['p_bootstrap']:.4f}; no bootstrap under 10 pairs)")
         else:
             frame = published_table(args.sweep_dir)
             print(render(frame, args.format))

@@ -3,6 +3,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
@@ -96,7 +97,12 @@ def test_paired_comparison_statistics():
     # 95% CI 0.05 +- 2.776 * 0.00316
     assert result["p_ttest"] == pytest.approx(9.35e-5, rel=0.01)
     assert result["ci_low"] == pytest.approx(0.0412, abs=2e-4) and result["ci_high"] == pytest.approx(0.0588, abs=2e-4)
-    assert result["p_bootstrap"] < 0.01
+    assert np.isnan(result["p_bootstrap"])  # 5 pairs: too few for an honest bootstrap
+    ten = folds.assign(seed=1)
+    ten["test_ua"] = ten["test_ua"] + np.where(ten["model"] == "a", 0.01, 0.0)
+    both = paired_comparison(pd.concat([folds, ten]), ("a", "full"), ("b", "full"))
+    assert both["n_pairs"] == 10 and both["boot_low"] < both["mean_diff"] < both["boot_high"]
+    assert both["p_bootstrap"] < 0.001
 
 
 def test_report_writes_markdown_and_figures(sweep_dir):
