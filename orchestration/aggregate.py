@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import os
 import posixpath
+import re
 import shutil
 import signal
 import time
@@ -96,10 +97,25 @@ def _key(sweep: str, trial_id: str, config: dict) -> dict:
             "fold": int(config["fold"]), "seed": int(config["seed"])}
 
 
+def _started(path: str) -> str:
+    """Tune ends a trial directory's name with its creation time: sortable."""
+    match = re.search(r"(\d{4}-\d{2}-\d{2}_\d{2}-\d{2}-\d{2})/?$", path)
+    return match.group(1) if match else ""
+
+
 def read_experiment(experiment: str, sweep: str) -> dict[str, pd.DataFrame]:
-    folds, epochs, trials, predictions = [], [], [], []
-    for filesystem, path in trial_dirs(experiment):
+    # --restart-errored makes Tune replace a trial by a new one (new id, new directory): per sweep
+    # trial (model, ablation, suggestion, fold, seed) the newest directory wins; attempts add up.
+    latest: dict[tuple, tuple] = {}
+    earlier_attempts: dict[tuple, int] = {}
+    for filesystem, path in sorted(trial_dirs(experiment), key=lambda item: _started(item[1])):
         config, results, error = read_trial(filesystem, path)
+        identity = (config["model"], config["ablation"], config.get("group"), int(config["fold"]), int(config["seed"]))
+        if identity in latest:
+            earlier_attempts[identity] = earlier_attempts.get(identity, 0) + latest[identity][4]
+        latest[identity] = (path, config, results, error, max(1, (error or "").count("Failure # ")))
+    folds, epochs, trials, predictions = [], [], [], []
+    for identity, (path, config, results, error, _) in latest.items():
         trial_id = results[-1]["trial_id"] if results else posixpath.basename(path).split("_")[2]
         key = _key(sweep, trial_id, config)
         final = next((r for r in reversed(results) if r.get("done") and "test_ua" in r), None)
@@ -108,7 +124,9 @@ def read_experiment(experiment: str, sweep: str) -> dict[str, pd.DataFrame]:
         folds.append(fold_row(key, config, final, status, len(per_epoch)))
         epochs += [{**key, "group": config.get("group"), **{f: r.get(f) for f in EPOCHS.names if f in r}}
                    for _, r in sorted(per_epoch.items())]
-        trials.append(trial_row(key, config, results, final, status, error))
+        row = trial_row(key, config, results, final, status, error)
+        row["attempts"] += earlier_attempts.get(identity, 0)
+        trials.append(row)
         if final:
             predictions.append(read_predictions(config, trial_id, key))
     frames = {"folds": folds, "epochs": epochs, "trials": trials}
@@ -135,9 +153,9 @@ def trial_row(key: dict, config: dict, results: list[dict], final: dict | None, 
     last = results[-1] if results else {}
     versions = (final or {}).get("versions") or {}
     resources = config.get("resources") or {}
-    starts = sum(1 for r in results if r.get("iterations_since_restore") == 1)
+    failures = (error or "").count("Failure # ")  # Tune appends one entry per failed attempt
     return {**key, "status": status, "error": (error or "")[-4000:] if status != "finished" else "",
-            "attempts": max(1, starts + (status == "error")), "time_total_s": last.get("time_total_s"),
+            "attempts": max(1, failures + (status != "error")), "time_total_s": last.get("time_total_s"),
             "finished_at": last.get("date"), "mode": resources.get("mode"),
             "workers_per_trial": resources.get("workers_per_trial"), "cpus_per_worker": resources.get("cpus_per_worker"),
             "gpus_per_worker": resources.get("gpus_per_worker"), "node": last.get("hostname"),

@@ -58,7 +58,10 @@ def test_failing_trial_is_retried_then_recorded(tmp_path, synthetic_root):
     assert trials.loc[0, "status"] == "finished"
     assert trials.loc[1, "status"] == "finished"                  # failed once, retried from its checkpoint
     assert trials.loc[1, "resumed_from"] == 1
-    assert trials.loc[2, "status"] == "error" and "injected failure" in trials.loc[2, "error"]
+    assert trials.loc[2, "status"] == "error"
+    errors = table(tmp_path, which="trials").set_index("fold")
+    assert "injected failure" in errors.loc[2, "error"] and errors.loc[2, "attempts"] == 2
+    assert list(errors["attempts"]) == [1, 2, 2]
     assert len(list((tmp_path / "faults").glob("lstm_attn_text-full-2-0-*"))) == 2  # first try + one retry
     assert "FAILED lstm_attn_text/full fold 2" in done.stdout
     again = run_sweep(path, "--restart-errored")                  # the errored trial runs again, from scratch
@@ -67,6 +70,7 @@ def test_failing_trial_is_retried_then_recorded(tmp_path, synthetic_root):
     assert len(list((tmp_path / "faults").glob("lstm_attn_text-full-2-0-*"))) == 4
     rerun = table(tmp_path)
     assert len(rerun) == 3 and list(rerun["status"]) == ["finished", "finished", "error"]
+    assert list(table(tmp_path, which="trials")["attempts"]) == [1, 2, 4]  # the restarted trial's attempts add up
 
 @pytest.mark.parametrize("change, message", [
     ({"models": {"fgcme": ["full"]}}, "unknown model 'fgcme'"),
