@@ -127,10 +127,12 @@ def main(argv=None) -> int:
         elif args.command == "compare":
             folds = read_table(args.sweep_dir, "folds")
             result = paired_comparison(folds, tuple(args.a.split("/")), tuple(args.b.split("/")), args.metric)
+            bootstrap = ("bootstrap needs >= 10 pairs" if pd.isna(result["p_bootstrap"]) else
+                         f"bootstrap 95% CI {result['boot_low']:+.4f} .. {result['boot_high']:+.4f}, "
+                         f"p = {result['p_bootstrap']:.4f}")
             print(f"{result['a']} - {result['b']} on {args.metric} over {result['n_pairs']} paired folds/seeds: "
                   f"{result['mean_diff']:+.4f} (95% CI {result['ci_low']:+.4f} .. {result['ci_high']:+.4f}, "
-                  f"paired t-test p = {result['p_ttest']:.4f}; bootstrap 95% CI {result['boot_low']:+.4f} .. "
-                  f"{result['boot_high']:+.4f}, p = {result['p_bootstrap']:.4f}; no bootstrap under 10 pairs)")
+                  f"paired t-test p = {result['p_ttest']:.4f}; {bootstrap})")
         else:
             frame = published_table(args.sweep_dir)
             print(render(frame, args.format))
