@@ -158,7 +158,7 @@ def fit(sweep, folds, root, experiment, local, restart_errored):
         print(f"[sweep] resuming: {progress.done} trials already finished")
         tuner = tune.Tuner.restore(experiment, trainable=trainable, resume_unfinished=True,
                                    resume_errored=not restart_errored, restart_errored=restart_errored)
-        tuner._local_tuner._run_config.callbacks = [progress]  # the restored run config cannot be passed again
+        attach_progress(tuner, progress)
     else:
         concurrency = resources["max_concurrent_trials"]
         tuner = tune.Tuner(
@@ -173,6 +173,14 @@ def fit(sweep, folds, root, experiment, local, restart_errored):
     results = tuner.fit()
     print(f"[sweep] fit finished in {time.monotonic() - started:.0f} s")
     return results
+
+
+def attach_progress(tuner, progress) -> None:
+    """Tuner.restore takes no run config, so the progress callback goes onto the restored one (Ray 2.60 layout)."""
+    try:
+        tuner._local_tuner._run_config.callbacks = [progress]
+    except AttributeError:
+        print("[sweep] (this Ray version hides the restored run config: no progress lines while resuming)")
 
 
 def finish(sweep, root, experiment, results) -> int:
