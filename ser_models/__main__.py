@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .registry import all_models
+from .registry import INPUTS, all_models
 
 
 def rows(vocab_size: int = 2):
@@ -34,6 +34,9 @@ def main(argv=None) -> int:
         for row in table:
             print(f"{row['model']:16s} {row['paper']:13s} {row['ablation']:26s} {row['params']:>11,d}  {row['inputs']}")
         print("\nparameters: trainable, without word-embedding tables (their size depends on the vocabulary)")
+        print("inputs:")
+        for name, meaning in INPUTS.items():
+            print(f"  {name:14s} {meaning}")
     return 0
 
 

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from ser_models.registry import IncompatibleInputs, all_models, build_model, check_corpus_supports, model_inputs
+from ser_models.registry import INPUTS, IncompatibleInputs, all_models, build_model, check_corpus_supports, model_inputs
 
 from .model_inputs import VOCAB, batch_for, pad_more
 
@@ -18,6 +18,7 @@ def test_forward_backward_and_padding(name, ablation):
     torch.manual_seed(0)
     model = build_model(name, ablation, **small(name))
     inputs = model_inputs(name, ablation)
+    assert set(inputs) <= set(INPUTS)
     batch = batch_for(inputs, batch=3)
     loss, logits = model.training_loss(batch, batch["labels"])
     assert logits.shape == (3, 4) and torch.isfinite(logits).all() and torch.isfinite(loss)

@@ -39,9 +39,6 @@ class Corpus:
     def folds(self, strategy: str | None = None) -> list[Fold]:
         return make_folds(self.task, strategy or DEFAULT_FOLDS.get(self.name, "speakers-5"))
 
-    def label_index(self) -> dict[str, int]:
-        return {label: i for i, label in enumerate(self.classes)}
-
 
 def load_corpus(name: str, root: str | Path | None = None, classes: str | list[str] | None = None,
                 **options) -> Corpus:
