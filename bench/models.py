@@ -16,12 +16,9 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from orchestration.training import to_device  # noqa: E402
 from ser_models.registry import all_models, build_model, model_inputs  # noqa: E402
 from tests.model_inputs import VOCAB, batch_for  # noqa: E402
-
-
-def to_device(batch: dict, device: str) -> dict:
-    return {k: v.to(device) if torch.is_tensor(v) and not k.endswith("_lengths") else v for k, v in batch.items()}
 
 
 def main() -> None:

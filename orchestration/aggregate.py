@@ -103,7 +103,17 @@ def _started(path: str) -> str:
     return match.group(1) if match else ""
 
 
-def read_experiment(experiment: str, sweep: str) -> dict[str, pd.DataFrame]:
+def outcome(results: list[dict], error: str | None) -> tuple[dict | None, str, int]:
+    """(final report, status, attempts) of one trial directory.
+
+    Tune appends one "Failure # N" entry to error.txt per failed attempt.
+    """
+    final = next((r for r in reversed(results) if r.get("done") and "test_ua" in r), None)
+    status = "finished" if final else ("error" if error else "incomplete")
+    return final, status, max(1, (error or "").count("Failure # ") + (status != "error"))
+
+
+def read_experiment(experiment: str, sweep: str, with_predictions: bool = True) -> dict[str, pd.DataFrame]:
     # --restart-errored makes Tune replace a trial by a new one (new id, new directory): per sweep
     # trial (model, ablation, suggestion, fold, seed) the newest directory wins; attempts add up.
     latest: dict[tuple, tuple] = {}
@@ -112,22 +122,20 @@ def read_experiment(experiment: str, sweep: str) -> dict[str, pd.DataFrame]:
         config, results, error = read_trial(filesystem, path)
         identity = (config["model"], config["ablation"], config.get("group"), int(config["fold"]), int(config["seed"]))
         if identity in latest:
-            earlier_attempts[identity] = earlier_attempts.get(identity, 0) + latest[identity][4]
-        latest[identity] = (path, config, results, error, max(1, (error or "").count("Failure # ")))
+            earlier_attempts[identity] = earlier_attempts.get(identity, 0) + outcome(*latest[identity][2:])[2]
+        latest[identity] = (path, config, results, error)
     folds, epochs, trials, predictions = [], [], [], []
-    for identity, (path, config, results, error, _) in latest.items():
+    for identity, (path, config, results, error) in latest.items():
         trial_id = results[-1]["trial_id"] if results else posixpath.basename(path).split("_")[2]
         key = _key(sweep, trial_id, config)
-        final = next((r for r in reversed(results) if r.get("done") and "test_ua" in r), None)
+        final, status, attempts = outcome(results, error)
         per_epoch = {r["epoch"]: r for r in results if not r.get("done") and "epoch" in r}  # last report wins
-        status = "finished" if final else ("error" if error else "incomplete")
         folds.append(fold_row(key, config, final, status, len(per_epoch)))
         epochs += [{**key, "group": config.get("group"), **{f: r.get(f) for f in EPOCHS.names if f in r}}
                    for _, r in sorted(per_epoch.items())]
-        row = trial_row(key, config, results, final, status, error)
-        row["attempts"] += earlier_attempts.get(identity, 0)
-        trials.append(row)
-        if final:
+        trials.append(trial_row(key, config, results, final, status, error,
+                                attempts + earlier_attempts.get(identity, 0)))
+        if final and with_predictions:
             predictions.append(read_predictions(config, trial_id, key))
     frames = {"folds": folds, "epochs": epochs, "trials": trials}
     tables = {name: _frame(rows, SCHEMAS[name]) for name, rows in frames.items()}
@@ -149,13 +157,12 @@ def fold_row(key: dict, config: dict, final: dict | None, status: str, epochs_ru
 
 
 def trial_row(key: dict, config: dict, results: list[dict], final: dict | None, status: str,
-              error: str | None) -> dict:
+              error: str | None, attempts: int) -> dict:
     last = results[-1] if results else {}
     versions = (final or {}).get("versions") or {}
     resources = config.get("resources") or {}
-    failures = (error or "").count("Failure # ")  # Tune appends one entry per failed attempt
     return {**key, "status": status, "error": (error or "")[-4000:] if status != "finished" else "",
-            "attempts": max(1, failures + (status != "error")), "time_total_s": last.get("time_total_s"),
+            "attempts": attempts, "time_total_s": last.get("time_total_s"),
             "finished_at": last.get("date"), "mode": resources.get("mode"),
             "workers_per_trial": resources.get("workers_per_trial"), "cpus_per_worker": resources.get("cpus_per_worker"),
             "gpus_per_worker": resources.get("gpus_per_worker"), "node": last.get("hostname"),
@@ -281,11 +288,13 @@ def _dialogs(table: pd.DataFrame) -> dict[str, list[str]]:
 
 # ------------------------------------------------------------------ writing
 
-def build_tables(sweep_dir: str, corpus=None, strategy: str | None = None) -> dict[str, pd.DataFrame]:
+def build_tables(sweep_dir: str, with_ded: bool = True) -> dict[str, pd.DataFrame]:
     sweep = posixpath.basename(sweep_dir.rstrip("/"))
     tables = read_experiment(f"{sweep_dir}/experiment", sweep)
-    if corpus is not None:
-        tables = add_ded_rows(tables, corpus, strategy)
+    if with_ded and tables["predictions"]["dialog"].notna().any():  # parse the corpus only for dialogs
+        corpus, strategy = load_sweep_corpus(sweep_dir)
+        if corpus is not None:
+            tables = add_ded_rows(tables, corpus, strategy)
     tables["summary"] = summarize(tables["folds"], tables["epochs"], tables["predictions"], sweep)
     return tables
 
@@ -352,22 +361,24 @@ def absolute(path: str) -> str:
 def aggregate(sweep_dir: str, with_ded: bool = True) -> dict[str, pd.DataFrame]:
     """Rebuild and publish the tables of the sweep at sweep_dir (local path, NFS path or s3://)."""
     sweep_dir = absolute(sweep_dir)
-    corpus, strategy = (load_sweep_corpus(sweep_dir) if with_ded else (None, None))
-    tables = build_tables(sweep_dir, corpus, strategy)
+    tables = build_tables(sweep_dir, with_ded)
     write_tables(tables, sweep_dir)
     return tables
+
+
+def sweep_record(sweep_dir: str) -> dict | None:
+    """What the sweep stored about itself in sweep.json (its file, resolved corpus and folds)."""
+    filesystem, root = fs.FileSystem.from_uri(sweep_dir) if "://" in sweep_dir else (fs.LocalFileSystem(), sweep_dir)
+    text = _read_text(filesystem, f"{root}/sweep.json")
+    return json.loads(text) if text else None
 
 
 def load_sweep_corpus(sweep_dir: str):
     """The sweep's corpus (for dialog decoding), or (None, None) if it cannot be loaded here."""
     from .task import corpus_from_config
 
-    filesystem, root = fs.FileSystem.from_uri(sweep_dir) if "://" in sweep_dir else (fs.LocalFileSystem(), sweep_dir)
-    text = _read_text(filesystem, f"{root}/sweep.json")
-    if text is None:
-        return None, None
-    stored = json.loads(text)
+    record = sweep_record(sweep_dir)
     try:
-        return corpus_from_config(stored["corpus"]), stored.get("folds")
-    except (FileNotFoundError, ValueError, KeyError):
+        return corpus_from_config(record["corpus"]), record.get("folds")
+    except (FileNotFoundError, ValueError, KeyError, TypeError):
         return None, None

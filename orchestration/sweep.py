@@ -18,7 +18,6 @@ import sys
 import time
 from pathlib import Path
 
-import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # `python orchestration/sweep.py` from a checkout
@@ -101,7 +100,7 @@ def clear_errored_train_runs(experiment: Path) -> int:
     """--restart-errored: a restarted trial must not find its old Train snapshot."""
     from orchestration.aggregate import read_experiment
 
-    folds = read_experiment(str(experiment), "")["folds"]
+    folds = read_experiment(str(experiment), "", with_predictions=False)["folds"]
     errored = folds.loc[folds["status"] == "error", "trial_id"]
     for trial_id in errored:
         shutil.rmtree(experiment / "train" / trial_id, ignore_errors=True)
@@ -154,7 +153,8 @@ def fit(sweep, folds, root, experiment, local, restart_errored):
         if restart_errored and local is not None:
             print(f"[sweep] --restart-errored: cleared {clear_errored_train_runs(local)} errored trial(s)")
         from orchestration.aggregate import read_experiment
-        progress.done = int((read_experiment(experiment, sweep.name)["folds"]["status"] == "finished").sum())
+        finished = read_experiment(experiment, sweep.name, with_predictions=False)["folds"]["status"] == "finished"
+        progress.done = int(finished.sum())
         print(f"[sweep] resuming: {progress.done} trials already finished")
         tuner = tune.Tuner.restore(experiment, trainable=trainable, resume_unfinished=True,
                                    resume_errored=not restart_errored, restart_errored=restart_errored)

@@ -1,7 +1,6 @@
 """The Tune trial: train in-process, or drive a Ray Train TorchTrainer (DDP) that runs the same loop."""
 from __future__ import annotations
 
-import os
 
 import torch
 

@@ -1,7 +1,6 @@
 import subprocess
 import sys
 
-import torch
 from torch.utils.data import DataLoader
 
 from ser_models.data.cache import extract

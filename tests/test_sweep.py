@@ -9,7 +9,7 @@ from orchestration.sweep import main
 from .sweeps import run_sweep, table, write_sweep
 
 
-def test_grid_sweep(grid_sweep):  # noqa: D103 (the sweep itself runs in the shared fixture)
+def test_grid_sweep(grid_sweep):  # the sweep itself runs in the shared fixture
     tmp_path, done = grid_sweep
     assert done.returncode == 0, done.stderr[-3000:]
     trials = table(tmp_path)

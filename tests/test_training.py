@@ -1,5 +1,4 @@
 import pytest
-import torch
 
 from orchestration.training import LocalSession, train_loop
 

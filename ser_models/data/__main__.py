@@ -1,6 +1,5 @@
 """Data-pipeline CLI.
 
-  python -m ser_models.data demo                       synthetic corpus -> folds -> features, summary under results/
   python -m ser_models.data summary ravdess ROOT       parse a corpus and print its folds
   python -m ser_models.data extract ravdess ROOT --features fbank40 mfcc39
 """
@@ -9,7 +8,6 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from pathlib import Path
 
 from .cache import DEFAULT_CACHE, extract
 from .corpus import load_corpus
@@ -44,34 +42,11 @@ def cmd_extract(args) -> int:
     return 0
 
 
-def cmd_demo(args) -> int:
-    started = time.perf_counter()
-    corpus = load_corpus("synthetic", args.root)
-    task = corpus.task
-    print(f"synthetic corpus: {len(task)} utterances, {task['speaker'].nunique()} speakers, classes {corpus.classes}")
-    folds = corpus.folds()
-    summary = fold_summary(task, folds)
-    print(f"{len(folds)} leave-one-session-out folds, no speaker shared between train/validation and test")
-    features = ["waveform", "fbank40", "mfcc39", "mel512_fixed", "mel1024_fixed", "spec257", "word_spans"]
-    report = extract(task, features, args.cache)
-    for name, store in report.stores.items():
-        print(f"  {name:15s} {len(store)} utterances, dims per frame {store.dims}")
-    out = Path(args.results) / "data-demo"
-    out.mkdir(parents=True, exist_ok=True)
-    task.drop(columns=["align_words", "align_start", "align_end"]).to_parquet(out / "utterances.parquet")
-    summary.to_csv(out / "folds.csv", index=False)
-    print(f"wrote {out}/utterances.parquet and {out}/folds.csv in {time.perf_counter() - started:.1f} s")
-    return 0
-
-
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m ser_models.data", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cache", default=str(DEFAULT_CACHE), help="feature cache directory")
     sub = parser.add_subparsers(dest="command", required=True)
-    demo = sub.add_parser("demo")
-    demo.add_argument("--root", default=None, help="where to write the synthetic corpus")
-    demo.add_argument("--results", default="results")
     for name in ("summary", "extract"):
         p = sub.add_parser(name)
         p.add_argument("corpus", choices=["iemocap", "ravdess", "synthetic", "manifest"])
@@ -83,7 +58,7 @@ def main(argv=None) -> int:
             p.add_argument("--workers", type=int, default=None)
     args = parser.parse_args(argv)
     try:
-        return {"summary": cmd_summary, "extract": cmd_extract, "demo": cmd_demo}[args.command](args)
+        return {"summary": cmd_summary, "extract": cmd_extract}[args.command](args)
     except (FileNotFoundError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

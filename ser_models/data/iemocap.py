@@ -10,6 +10,8 @@ import re
 import warnings
 from pathlib import Path
 
+import pandas as pd
+
 from .alignment import parse_wdseg
 from .schema import apply_class_map, canonical_emotion, make_table
 
@@ -59,7 +61,7 @@ def parse_transcripts(path: Path) -> dict[str, str]:
     return texts
 
 
-def load(root: str | Path, classes: str = "4") -> "pd.DataFrame":  # noqa: F821
+def load(root: str | Path, classes: str = "4") -> pd.DataFrame:
     root = find_root(root)
     if classes not in CLASS_MAPS:
         raise ValueError(f"unknown IEMOCAP class map {classes!r}; choose one of {sorted(CLASS_MAPS)}")
