@@ -16,7 +16,9 @@ import yaml
 
 SELECT_ON = ("val_ua", "val_wa", "val_macro_f1", "val_loss")
 TRAIN_DEFAULTS = {"epochs": 20, "batch_size": 32, "lr": 1e-3, "weight_decay": 0.0, "select_on": "val_ua",
-                  "retries": 2, "num_workers": 0, "test_oracle": False}
+                  "retries": 2, "num_workers": 0, "test_oracle": False, "precision": "auto"}
+# auto: bf16 autocast on a GPU that supports it, fp32 elsewhere (so CPU results never change)
+PRECISIONS = ("auto", "fp32", "bf16")
 RESOURCE_DEFAULTS = {"mode": "inprocess", "workers_per_trial": 1, "cpus_per_worker": 1, "gpus_per_worker": 0.0,
                      "max_concurrent_trials": None}
 
@@ -136,6 +138,8 @@ def validate(sweep: Sweep, corpus=None, cluster_resources: dict | None = None) -
     if train["select_on"] not in SELECT_ON:
         _fail(src, f"train.select_on {train['select_on']!r} is not a validation metric",
               f"use one of {SELECT_ON} (model selection never uses the test fold)")
+    if train["precision"] not in PRECISIONS:
+        _fail(src, f"train.precision {train['precision']!r}", f"use one of {PRECISIONS}")
     for key in ("epochs", "batch_size"):
         if not isinstance(train[key], int) or train[key] < 1:
             _fail(src, f"train.{key} must be a positive integer, got {train[key]!r}", f"set train.{key}: 20")

@@ -1,4 +1,9 @@
-"""Console progress for a sweep: trials done / running / failed of the total, and an ETA."""
+"""Console progress for a sweep: trials and epochs done of the total, and an ETA from epochs.
+
+The ETA comes from finished epochs, not finished trials, so it appears after
+the first epoch of the first trial. The stream is looked up when a line is
+printed: the callback holds no open file and pickles (Ray Client ships it).
+"""
 from __future__ import annotations
 
 import sys
@@ -8,46 +13,68 @@ from ray.tune import Callback
 
 
 class SweepProgress(Callback):
-    def __init__(self, total: int, already_done: int = 0, every_s: float = 15.0, stream=sys.stdout):
-        self.total, self.every_s, self.stream = total, every_s, stream
-        self.done, self.failed, self.running = already_done, 0, set()
-        self.started, self.last_print, self.finished_here = time.monotonic(), 0.0, 0
+    def __init__(self, total: int, epochs_per_trial: int, every_s: float = 15.0):
+        self.total, self.epochs_per_trial, self.every_s = total, epochs_per_trial, every_s
+        self.done, self.failed, self.running = 0, 0, set()
+        self.epochs_done = 0
+        self.epochs_here = 0  # epochs trained by this process: the ETA's rate
+        self.started, self.last_print = time.monotonic(), 0.0
+
+    def resume(self, finished_trials: int) -> None:
+        self.done, self.epochs_done = finished_trials, finished_trials * self.epochs_per_trial
+
+    @property
+    def total_epochs(self) -> int:
+        return self.total * self.epochs_per_trial
 
     def line(self) -> str:
         elapsed = time.monotonic() - self.started
-        remaining = self.total - self.done - self.failed
-        eta = "?" if not self.finished_here else f"{elapsed / self.finished_here * remaining / 60:.1f} min"
-        return (f"[sweep] {self.done}/{self.total} done, {len(self.running)} running, {self.failed} failed, "
-                f"elapsed {elapsed / 60:.1f} min, ETA {eta}")
+        remaining = max(0, self.total_epochs - self.epochs_done)
+        eta = "?" if not self.epochs_here else f"{elapsed / self.epochs_here * remaining / 60:.1f} min"
+        return (f"[sweep] {self.done}/{self.total} trials done, {len(self.running)} running, {self.failed} failed; "
+                f"epochs {self.epochs_done}/{self.total_epochs}; elapsed {elapsed / 60:.1f} min, ETA {eta}")
 
     def _print(self, force: bool = False) -> None:
         now = time.monotonic()
         if force or now - self.last_print >= self.every_s:
-            print(self.line(), file=self.stream, flush=True)
+            self._say(self.line())
             self.last_print = now
+
+    @staticmethod
+    def _say(text: str) -> None:
+        print(text, file=sys.stdout, flush=True)
 
     def on_trial_start(self, iteration, trials, trial, **info):
         self.running.add(trial.trial_id)
         self._print()
 
-    def on_trial_complete(self, iteration, trials, trial, **info):
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        if not result.get("done") and "epoch" in result:
+            self.epochs_done += 1
+            self.epochs_here += 1
+            self._print(force=self.epochs_here == 1)  # the first ETA as soon as there is one
+
+    def _close(self, trial) -> None:
+        """A trial that ended before its last epoch (early stop, error) still fills its share of the total."""
         self.running.discard(trial.trial_id)
+        last_epoch = int((trial.last_result or {}).get("epoch", -1))
+        self.epochs_done += max(0, self.epochs_per_trial - 1 - last_epoch)
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        self._close(trial)
         self.done += 1
-        self.finished_here += 1
         config = trial.config
         result = trial.last_result or {}
-        print(f"[sweep] finished {config.get('model')}/{config.get('ablation')} fold {config.get('fold')} "
-              f"seed {config.get('seed')}: val UA {result.get('selected_val_ua', float('nan')):.3f} "
-              f"(epoch {result.get('selected_epoch')}), test UA {result.get('test_ua', float('nan')):.3f}",
-              file=self.stream, flush=True)
+        self._say(f"[sweep] finished {config.get('model')}/{config.get('ablation')} fold {config.get('fold')} "
+                  f"seed {config.get('seed')}: val UA {result.get('selected_val_ua', float('nan')):.3f} "
+                  f"(epoch {result.get('selected_epoch')}), test UA {result.get('test_ua', float('nan')):.3f}")
         self._print(force=True)
 
     def on_trial_error(self, iteration, trials, trial, **info):
-        self.running.discard(trial.trial_id)
+        self._close(trial)
         self.failed += 1
-        self.finished_here += 1
-        print(f"[sweep] FAILED {trial.config.get('model')}/{trial.config.get('ablation')} fold "
-              f"{trial.config.get('fold')}: see {trial.local_path}/error.txt", file=self.stream, flush=True)
+        self._say(f"[sweep] FAILED {trial.config.get('model')}/{trial.config.get('ablation')} fold "
+                  f"{trial.config.get('fold')}: see {trial.local_path}/error.txt")
         self._print(force=True)
 
     def on_step_end(self, iteration, trials, **info):

@@ -107,9 +107,26 @@ def clear_errored_train_runs(experiment: Path) -> int:
     return len(errored)
 
 
+class Phases:
+    """Wall time of each phase of a sweep, printed at the end (bench/orchestration.py reads the line)."""
+
+    def __init__(self):
+        self.seconds: dict[str, float] = {}
+        self._started = time.perf_counter()
+
+    def done(self, name: str) -> None:
+        now = time.perf_counter()
+        self.seconds[name] = self.seconds.get(name, 0.0) + now - self._started
+        self._started = now
+
+    def line(self) -> str:
+        return "[sweep] timing: " + ", ".join(f"{name} {value:.2f} s" for name, value in self.seconds.items())
+
+
 def run(sweep, restart_errored: bool = False, address: str | None = None, verbose: bool = False) -> int:
     from orchestration.task import corpus_from_config
 
+    phases = Phases()
     validate(sweep)
     try:
         corpus = corpus_from_config(sweep.corpus)
@@ -120,14 +137,21 @@ def run(sweep, restart_errored: bool = False, address: str | None = None, verbos
     folds = sweep.fold_indices if sweep.fold_indices is not None else list(range(n_folds))
     if any(not 0 <= f < n_folds for f in folds):
         raise SweepError(f"{sweep.source}: fold_indices {folds} outside 0..{n_folds - 1}. Fix: correct fold_indices")
+    phases.done("data")
     ray = start_ray(address, verbose)
     validate(sweep, corpus, cluster_resources=ray.cluster_resources())
+    phases.done("ray_start")
     root = storage_root(sweep.storage)
     experiment = f"{root}/{sweep.name}/experiment"
     local = None if "://" in root else Path(experiment)
     check_unchanged(sweep, local.parent / "sweep.json" if local else None, experiment)
     results = fit(sweep, folds, root, experiment, local, restart_errored)
-    return finish(sweep, root, experiment, results)
+    phases.done("trials")
+    code = finish(sweep, root, experiment, results, phases)
+    ray.shutdown()
+    phases.done("ray_stop")
+    print(phases.line(), flush=True)
+    return code
 
 
 def fit(sweep, folds, root, experiment, local, restart_errored):
@@ -146,7 +170,7 @@ def fit(sweep, folds, root, experiment, local, restart_errored):
     searcher = SweepSearcher(sweep.cells, folds, sweep.seeds, sweep.search, metric="objective",
                              mode="min" if sweep.train["select_on"] == "val_loss" else "max",
                              model_options=sweep.model_options)
-    progress = SweepProgress(searcher.total_trials)
+    progress = SweepProgress(searcher.total_trials, int(sweep.train["epochs"]))
     print(f"[sweep] {sweep.name}: {len(sweep.cells)} model/ablation cells x {searcher.samples} setting(s) x "
           f"{len(folds)} folds x {len(sweep.seeds)} seed(s) = {searcher.total_trials} trials -> {experiment}")
     if tune.Tuner.can_restore(experiment):
@@ -154,7 +178,7 @@ def fit(sweep, folds, root, experiment, local, restart_errored):
             print(f"[sweep] --restart-errored: cleared {clear_errored_train_runs(local)} errored trial(s)")
         from orchestration.aggregate import read_experiment
         finished = read_experiment(experiment, sweep.name, with_predictions=False)["folds"]["status"] == "finished"
-        progress.done = int(finished.sum())
+        progress.resume(int(finished.sum()))
         print(f"[sweep] resuming: {progress.done} trials already finished")
         tuner = tune.Tuner.restore(experiment, trainable=trainable, resume_unfinished=True,
                                    resume_errored=not restart_errored, restart_errored=restart_errored)
@@ -163,8 +187,10 @@ def fit(sweep, folds, root, experiment, local, restart_errored):
         concurrency = resources["max_concurrent_trials"]
         tuner = tune.Tuner(
             trainable, param_space=base_config(sweep, root),
+            # reuse_actors: one trial process per slot runs trial after trial (imports, data and
+            # torch's lazy initialisation paid once per slot, not once per trial)
             tune_config=tune.TuneConfig(search_alg=searcher, num_samples=searcher.total_trials,
-                                        max_concurrent_trials=concurrency),
+                                        max_concurrent_trials=concurrency, reuse_actors=True),
             run_config=tune.RunConfig(
                 name="experiment", storage_path=f"{root}/{sweep.name}", verbose=0, callbacks=[progress],
                 failure_config=tune.FailureConfig(max_failures=int(sweep.train["retries"])),
@@ -183,11 +209,12 @@ def attach_progress(tuner, progress) -> None:
         print("[sweep] (this Ray version hides the restored run config: no progress lines while resuming)")
 
 
-def finish(sweep, root, experiment, results) -> int:
+def finish(sweep, root, experiment, results, phases: Phases) -> int:
     from orchestration.aggregate import aggregate
 
     sweep_dir = f"{root}/{sweep.name}"
     tables = aggregate(sweep_dir)
+    phases.done("tables")
     folds = tables["folds"]
     counts = folds.loc[~folds["model"].str.endswith("+ded"), "status"].value_counts().to_dict()
     print(f"[sweep] {sum(counts.values())} trials: {counts}; tables: {sweep_dir}/tables/"
@@ -199,6 +226,7 @@ def finish(sweep, root, experiment, results) -> int:
             print(f"  {row.model:20s} {row.ablation:20s} UA {row.test_ua_mean:.3f} +- {row.test_ua_std:.3f}  "
                   f"WA {row.test_wa_mean:.3f} +- {row.test_wa_std:.3f}  (n={row.n})")
         write_report_safely(sweep_dir)
+        phases.done("report")
     return 0 if counts.get("finished", 0) else 1
 
 

@@ -24,6 +24,7 @@ from ser_models.data.dataset import UtteranceDataset, collate
 from ser_models.metrics import classification_metrics
 from ser_models.registry import build_model, get_spec, model_inputs
 
+from .config import TRAIN_DEFAULTS
 from .task import prepare_task
 
 STATE_FILE = "state.pt"
@@ -151,7 +152,7 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def make_loaders(task, fold, inputs, config, session, seed):
+def make_loaders(task, fold, inputs, config, session, seed, device):
     split = {name: task.table[task.table["utt_id"].isin(set(getattr(fold, name)))]
              for name in ("train", "validation", "test")}
     datasets = {name: UtteranceDataset(part, task.report.stores, inputs, task.classes, task.vocab)
@@ -162,26 +163,38 @@ def make_loaders(task, fold, inputs, config, session, seed):
         sampler = DistributedSampler(datasets["train"], session.world_size, session.rank, shuffle=True, seed=seed)
     generator = torch.Generator().manual_seed(seed)
     train = DataLoader(datasets["train"], batch_size=batch_size, shuffle=sampler is None, sampler=sampler,
-                       collate_fn=collate, generator=generator, num_workers=int(config["train"]["num_workers"]))
-    evaluate = {name: DataLoader(datasets[name], batch_size=batch_size, collate_fn=collate)
+                       collate_fn=collate, generator=generator, num_workers=int(config["train"]["num_workers"]),
+                       pin_memory=device.type == "cuda")
+    # evaluation batches are the same every epoch: collated once and kept on the device
+    evaluate = {name: [to_device(batch, device) for batch in DataLoader(datasets[name], batch_size=batch_size,
+                                                                        collate_fn=collate)]
                 for name in ("validation", "test")}
     return train, evaluate, sampler, {name: len(d) for name, d in datasets.items()}
 
 
 def to_device(batch: dict, device) -> dict:
-    return {k: v.to(device) if torch.is_tensor(v) and not k.endswith("_lengths") else v for k, v in batch.items()}
+    return {k: v.to(device, non_blocking=True) if torch.is_tensor(v) and not k.endswith("_lengths") else v
+            for k, v in batch.items()}
+
+
+def autocast(device, precision: str):
+    """bf16 autocast where asked for (or `auto` on a GPU that supports it); otherwise a no-op context."""
+    use_bf16 = precision == "bf16" or (precision == "auto" and device.type == "cuda"
+                                       and torch.cuda.is_bf16_supported())
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16)
 
 
 @torch.no_grad()
-def predict(model, loader, device) -> dict:
+def predict(model, loader, device, precision: str = "fp32") -> dict:
     model.eval()
     utt_ids, labels, probabilities, loss_sum = [], [], [], 0.0
     for batch in loader:
-        logits = model(to_device(batch, device))
-        target = batch["labels"].to(device)
-        loss_sum += F.cross_entropy(logits, target, reduction="sum").item()
+        batch = to_device(batch, device)
+        with autocast(device, precision):
+            logits = model(batch).float()
+        loss_sum += F.cross_entropy(logits, batch["labels"], reduction="sum").item()
         probabilities.append(logits.softmax(-1).cpu())
-        labels.append(batch["labels"])
+        labels.append(batch["labels"].cpu())
         utt_ids += batch["utt_id"]
     probabilities = torch.cat(probabilities).numpy()
     labels = torch.cat(labels).numpy()
@@ -210,8 +223,8 @@ def build_for_task(config: dict, task):
 
 
 def train_settings(config: dict) -> dict:
-    """Sweep-level train settings, overridden by searched hyperparameters of the same name."""
-    settings = dict(config["train"])
+    """Sweep-level train settings over the defaults, overridden by searched hyperparameters of the same name."""
+    settings = {**TRAIN_DEFAULTS, **config["train"]}
     settings.update({k: v for k, v in (config.get("hparams") or {}).items() if k in settings})
     return settings
 
@@ -226,7 +239,7 @@ def train_loop(config: dict, session) -> dict:
     fold = task.folds[int(config["fold"])]
     device = session.device()
     model = build_for_task(config, task).to(device)
-    train_loader, eval_loaders, sampler, sizes = make_loaders(task, fold, inputs, config, session, seed)
+    train_loader, eval_loaders, sampler, sizes = make_loaders(task, fold, inputs, config, session, seed, device)
     optimizer = torch.optim.Adam(model.parameters(), lr=float(settings["lr"]),
                                  weight_decay=float(settings["weight_decay"]))
     core = model
@@ -240,21 +253,21 @@ def train_loop(config: dict, session) -> dict:
         optimizer.load_state_dict(state["optimizer"])
         start, history, best = state["epoch"] + 1, state["history"], state["best"]
     resumed_from = start
-    select_on, classes = settings["select_on"], len(task.classes)
+    select_on, classes, precision = settings["select_on"], len(task.classes), settings["precision"]
     for epoch in range(start, int(settings["epochs"])):
         started = time.perf_counter()
         if sampler is not None:
             sampler.set_epoch(epoch)
-        train_loss = train_one_epoch(objective, train_loader, optimizer, device)
+        train_loss = train_one_epoch(objective, train_loader, optimizer, device, precision)
         _maybe_fail(config, epoch, session)
-        validation = split_metrics("val", predict(core, eval_loaders["validation"], device), classes)
+        validation = split_metrics("val", predict(core, eval_loaders["validation"], device, precision), classes)
         metrics = {"epoch": epoch, "train_loss": train_loss, "epoch_seconds": time.perf_counter() - started,
                    "resumed_from": resumed_from, "done": False,
                    **{k: v for k, v in validation.items() if not isinstance(v, list)}}
         if settings.get("test_oracle"):
             # Only for the labelled "test-oracle" column that reproduces papers which pick the epoch on
             # the test fold. Selection below reads validation keys only.
-            oracle = split_metrics("oracle_test", predict(core, eval_loaders["test"], device), classes)
+            oracle = split_metrics("oracle_test", predict(core, eval_loaders["test"], device, precision), classes)
             metrics.update({k: v for k, v in oracle.items() if k in ("oracle_test_wa", "oracle_test_ua",
                                                                      "oracle_test_macro_f1")})
         if better(metrics[select_on], best["score"], select_on):
@@ -280,13 +293,14 @@ class TrainingObjective(torch.nn.Module):
         return self.model.training_loss(batch, labels)
 
 
-def train_one_epoch(objective, loader, optimizer, device) -> float:
+def train_one_epoch(objective, loader, optimizer, device, precision: str = "fp32") -> float:
     objective.train()
     total, count = 0.0, 0
     for batch in loader:
         batch = to_device(batch, device)
         optimizer.zero_grad(set_to_none=True)
-        loss, _ = objective(batch, batch["labels"])
+        with autocast(device, precision):
+            loss, _ = objective(batch, batch["labels"])
         loss.backward()
         optimizer.step()
         total += loss.item() * len(batch["labels"])
@@ -297,7 +311,7 @@ def train_one_epoch(objective, loader, optimizer, device) -> float:
 def finish(config, session, model, best, test_loader, device, task, sizes, resumed_from, history) -> dict:
     """Score the test split once, with the checkpoint chosen on validation."""
     model.load_state_dict(best["model"])
-    outputs = predict(model, test_loader, device)
+    outputs = predict(model, test_loader, device, config["train"]["precision"])
     test = split_metrics("test", outputs, len(task.classes))
     selected = {f"selected_{k}": v for k, v in best["metrics"].items() if k.startswith("val_")}
     final = {"done": True, "epoch": history[-1]["epoch"], "selected_epoch": best["epoch"],

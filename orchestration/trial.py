@@ -7,15 +7,20 @@ import torch
 from .training import TrainSession, TuneSession, train_loop
 
 
+def use_trial_cpus(config: dict) -> None:
+    """torch threads = the CPUs Ray reserved, so packed trials do not oversubscribe the cores."""
+    torch.set_num_threads(max(1, int(float(config["resources"]["cpus_per_worker"]))))
+
+
 def run_trial(config: dict) -> dict | None:
-    resources = config["resources"]
-    if resources["mode"] == "inprocess":
-        torch.set_num_threads(max(1, int(float(resources["cpus_per_worker"]))))
+    if config["resources"]["mode"] == "inprocess":
+        use_trial_cpus(config)
         return train_loop(config, TuneSession())
     return run_ddp(config)
 
 
 def ddp_worker(config: dict) -> dict:
+    use_trial_cpus(config)
     return train_loop(config, TrainSession())
 
 

@@ -1,5 +1,6 @@
 """Sweeps on a real local Ray instance, through the real command line."""
 import pickle
+import re
 
 import pytest
 
@@ -21,7 +22,11 @@ def test_grid_sweep(grid_sweep):  # the sweep itself runs in the shared fixture
     experiment = tmp_path / "results" / "t" / "experiment"
     assert len([d for d in experiment.iterdir() if (d / "params.json").exists()]) == 4  # one experiment
     assert len(list((tmp_path / "results" / "t" / "experiment" / "predictions").glob("*.parquet"))) == 4
-    assert "[sweep] 4/4 done" in done.stdout
+    assert "[sweep] 4/4 trials done" in done.stdout and "epochs 8/8" in done.stdout
+    # progress counts epochs: an ETA is printed before the first trial has finished
+    before_first_trial = done.stdout.split("[sweep] finished", 1)[0]
+    assert re.search(r"epochs 1/8; elapsed [\d.]+ min, ETA [\d.]+ min", before_first_trial), done.stdout[-2000:]
+    assert re.search(r"\[sweep\] timing: data [\d.]+ s, ray_start [\d.]+ s, trials [\d.]+ s", done.stdout)
 
 
 def test_optuna_sweep_runs_each_suggestion_on_every_fold(tmp_path, synthetic_root):

@@ -48,3 +48,34 @@ def test_same_seed_same_result(synthetic_root, tmp_path):
     first = train_loop(trial_config(synthetic_root, tmp_path, model="cnn_lstm", epochs=2), LocalSession(tmp_path / "a"))
     second = train_loop(trial_config(synthetic_root, tmp_path, model="cnn_lstm", epochs=2), LocalSession(tmp_path / "b"))
     assert first["test_confusion"] == second["test_confusion"] and first["objective"] == second["objective"]
+
+
+def test_a_reused_process_gives_each_trial_the_result_of_a_fresh_one(synthetic_root, tmp_path):
+    """Tune reuses trial processes: nothing a trial trains may leak into the next (e.g. shared GloVe rows)."""
+    fold_1 = {**trial_config(synthetic_root, tmp_path, epochs=2), "fold": 1}
+    first = train_loop(fold_1, LocalSession(tmp_path / "a"))
+    train_loop(trial_config(synthetic_root, tmp_path, epochs=2), LocalSession(tmp_path / "b"))  # another fold between
+    again = train_loop(fold_1, LocalSession(tmp_path / "c"))
+    assert again["test_confusion"] == first["test_confusion"] and again["objective"] == first["objective"]
+    assert again["test_loss"] == first["test_loss"]
+
+
+def test_bf16_autocast_trains_and_fp32_is_the_cpu_default(synthetic_root, tmp_path):
+    """The GPU's bf16 path runs on CPU too (torch.autocast supports bf16 there); `auto` stays fp32 on CPU."""
+    import torch
+
+    from orchestration.training import autocast
+
+    assert not torch.is_autocast_enabled("cpu")
+    with autocast(torch.device("cpu"), "auto"):
+        assert not torch.is_autocast_enabled("cpu")
+    with autocast(torch.device("cpu"), "bf16"):
+        assert torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.bfloat16
+    auto = train_loop(trial_config(synthetic_root, tmp_path, epochs=2), LocalSession(tmp_path / "auto"))
+    fp32 = train_loop(trial_config(synthetic_root, tmp_path, epochs=2, precision="fp32"), LocalSession(tmp_path / "f"))
+    assert auto["test_confusion"] == fp32["test_confusion"] and auto["test_loss"] == fp32["test_loss"]
+    session = LocalSession(tmp_path / "bf16")
+    bf16 = train_loop(trial_config(synthetic_root, tmp_path, epochs=2, precision="bf16"), session)
+    assert bf16["test_loss"] != fp32["test_loss"]  # it really ran in bf16
+    assert all(torch.isfinite(torch.tensor(r["train_loss"])) for r in session.reports if not r["done"])
+    assert 0 <= bf16["test_ua"] <= 1 and sum(map(sum, bf16["test_confusion"])) == bf16["n_test"]

@@ -1,0 +1,157 @@
+"""What a sweep costs beyond the training itself: the same work as a plain loop, a 1-slot and a k-slot sweep.
+
+    python bench/orchestration.py                     # fg_cme/full, synthetic corpus, 5 session folds, 8 epochs
+    python bench/orchestration.py --epochs 2
+    python bench/orchestration.py configs/ravdess.yaml --epochs 3
+
+Every run is a separate command, timed from the shell's point of view
+(interpreter start, imports, data, training, tables, report, exit):
+- plain: `train_loop` called once per trial in one process, with a local
+  session and no Ray (what a researcher's own script would do);
+- sweep, 1 slot: `python orchestration/sweep.py` with max_concurrent_trials 1;
+- sweep, k slots: the same with k trials at a time (k = cores by default).
+All use one torch thread per trial and the same warm feature cache. The sweep's
+own `[sweep] timing:` line and its tables give the breakdown of the fixed cost.
+The last two lines are `overhead_ratio=<sweep 1 slot / plain>` and
+`speedup_k2=<plain / sweep at 2 slots>`.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_WORK = {
+    "name": "bench", "corpus": {"name": "synthetic"}, "folds": "sessions", "models": {"fg_cme": ["full"]},
+    "seeds": [0], "train": {"batch_size": 16, "lr": 2.0e-3}, "resources": {"mode": "inprocess", "cpus_per_worker": 1},
+}
+
+
+def sweep_file(base: dict, workdir: Path, epochs: int, slots: int, label: str, **resources) -> Path:
+    sweep = copy.deepcopy(base)
+    sweep["name"] = f"bench-{label}"
+    sweep["train"] = {**(sweep.get("train") or {}), "epochs": epochs}
+    sweep["resources"] = {**(sweep.get("resources") or {}), "mode": "inprocess", "cpus_per_worker": 1,
+                          "max_concurrent_trials": slots, **resources}
+    sweep["storage"] = str(workdir / "results")
+    sweep["cache"] = str(workdir / "cache")
+    path = workdir / f"{label}.yaml"
+    path.write_text(yaml.safe_dump(sweep))
+    return path
+
+
+def timed(command: list[str], env: dict | None = None) -> tuple[float, str]:
+    started = time.perf_counter()
+    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, env={**os.environ, **(env or {})})
+    wall = time.perf_counter() - started
+    if done.returncode != 0:
+        sys.exit(f"{' '.join(command)} failed ({done.returncode}):\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
+    return wall, done.stdout
+
+
+def plain_loop(path: str) -> None:
+    """The baseline, run as its own process: every trial of the sweep file through train_loop, no Ray."""
+    import torch
+
+    sys.path.insert(0, str(REPO))
+    from orchestration.config import load_sweep
+    from orchestration.sweep import base_config, prepare_features
+    from orchestration.task import corpus_from_config
+    from orchestration.training import LocalSession, train_loop
+
+    torch.set_num_threads(1)
+    sweep = load_sweep(path)
+    started = time.perf_counter()
+    n_folds = prepare_features(sweep, corpus_from_config(sweep.corpus))
+    folds = sweep.fold_indices if sweep.fold_indices is not None else range(n_folds)
+    config = base_config(sweep, sweep.storage)
+    with tempfile.TemporaryDirectory() as scratch:
+        for model, ablation in sweep.cells:
+            for fold in folds:
+                for seed in sweep.seeds:
+                    trial = {**config, "model": model, "ablation": ablation, "fold": fold, "seed": seed,
+                             "hparams": {}, "model_options": sweep.model_options.get(model, {}),
+                             "predictions_dir": f"{scratch}/predictions"}
+                    train_loop(trial, LocalSession(f"{scratch}/{model}-{ablation}-{fold}-{seed}"))
+    print(json.dumps({"loop_seconds": time.perf_counter() - started}))
+
+
+PHASES = ("data", "ray_start", "trials", "tables", "report", "ray_stop")
+
+
+def phases(stdout: str) -> dict[str, float]:
+    line = next((l for l in stdout.splitlines() if l.startswith("[sweep] timing:")), "")
+    return {name: float(value) for name, value in re.findall(r"(\w+) ([\d.]+) s", line)}
+
+
+def trial_costs(sweep_dir: Path) -> dict[str, float]:
+    """Per trial: wall inside the trial beyond its epochs, and the gap the trial runner adds around it."""
+    sys.path.insert(0, str(REPO))
+    from orchestration.aggregate import read_table
+
+    trials = read_table(str(sweep_dir), "trials").set_index("trial_id")
+    epochs = read_table(str(sweep_dir), "epochs").groupby("trial_id")["epoch_seconds"].sum()
+    inside = trials["time_total_s"] - epochs.reindex(trials.index)
+    return {"n_trials": len(trials), "epoch_seconds": float(epochs.sum()), "trial_seconds": float(trials["time_total_s"].sum()),
+            "in_trial_fixed_first": float(inside.iloc[0]) if len(inside) else float("nan"),
+            "in_trial_fixed_rest_mean": float(inside.iloc[1:].mean()) if len(inside) > 1 else float("nan")}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("sweep", nargs="?", help="a sweep file (default: fg_cme/full on the synthetic corpus)")
+    parser.add_argument("--epochs", type=int, default=8)
+    parser.add_argument("--slots", type=int, default=os.cpu_count() or 2, help="k for the k-slot sweep")
+    parser.add_argument("--workdir", help="keep cache and results here (default: a temporary folder)")
+    parser.add_argument("--plain-loop", help=argparse.SUPPRESS)  # internal: the baseline's own process
+    args = parser.parse_args()
+    if args.plain_loop:
+        return plain_loop(args.plain_loop)
+    base = yaml.safe_load(Path(args.sweep).read_text()) if args.sweep else DEFAULT_WORK
+    workdir = Path(args.workdir or tempfile.mkdtemp(prefix="emosweep-bench-"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    python, env = sys.executable, {"OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    runs = {label: sweep_file(base, workdir, args.epochs, slots, label)
+            for label, slots in (("plain", 1), ("slots1", 1), (f"slots{args.slots}", args.slots), ("slots2", 2))}
+    print(f"work: {base['models']} on {base['corpus']['name']}, {args.epochs} epochs per trial, one thread per trial; "
+          f"{os.cpu_count()} cores; workdir {workdir}")
+    timed([python, str(REPO / "bench" / "orchestration.py"), "--plain-loop", str(runs["plain"])], env)  # warm cache
+    plain_wall, plain_out = timed([python, str(REPO / "bench" / "orchestration.py"), "--plain-loop", str(runs["plain"])], env)
+    loop = json.loads(plain_out.strip().splitlines()[-1])["loop_seconds"]
+    walls, breakdown = {}, {}
+    for label in dict.fromkeys(["slots1", f"slots{args.slots}", "slots2"]):
+        walls[label], out = timed([python, str(REPO / "orchestration" / "sweep.py"), str(runs[label])], env)
+        breakdown[label] = phases(out) | trial_costs(workdir / "results" / f"bench-{label}")
+    print(f"\n{'run':18s} {'wall s':>8s} {'vs plain':>9s}")
+    print(f"{'plain loop':18s} {plain_wall:8.1f} {1.0:9.2f}   (loop alone {loop:.1f} s; rest is start-up and imports)")
+    for label, wall in walls.items():
+        print(f"{'sweep, ' + label.replace('slots', '') + ' slot(s)':18s} {wall:8.1f} {wall / plain_wall:9.2f}")
+    one, n = breakdown["slots1"], breakdown["slots1"]["n_trials"]
+    phase_total = sum(one.get(name, 0.0) for name in PHASES)
+    print("\nfixed cost of the 1-slot sweep (s):")
+    print(f"  {'interpreter start, imports, exit':44s} {walls['slots1'] - phase_total:6.2f}")
+    for name in PHASES:
+        if name != "trials":
+            print(f"  {name:44s} {one.get(name, float('nan')):6.2f}")
+    print(f"  {'trial runner: processes, scheduling, reports':44s} {one['trials'] - one['trial_seconds']:6.2f}")
+    print(f"  {'inside the first trial, beyond its epochs':44s} {one['in_trial_fixed_first']:6.2f}")
+    print(f"  {'inside each later trial, beyond its epochs':44s} {one['in_trial_fixed_rest_mean']:6.2f}")
+    per_trial = (walls["slots1"] - one["ray_start"] - one["epoch_seconds"]) / n
+    print(f"  fixed cost per trial (everything but epochs and the one Ray start, / {n} trials): {per_trial:.2f}")
+    print(f"  epochs: {one['epoch_seconds']:.1f} s in the 1-slot sweep, {loop:.1f} s for the whole plain loop")
+    print(f"overhead_ratio={walls['slots1'] / plain_wall:.2f}")
+    print(f"speedup_k2={plain_wall / walls['slots2']:.2f}")
+
+
+if __name__ == "__main__":
+    main()
