@@ -95,7 +95,7 @@ def phases(stdout: str) -> dict[str, float]:
 
 
 def trial_costs(sweep_dir: Path) -> dict[str, float]:
-    """Per trial: wall inside the trial beyond its epochs, and the gap the trial runner adds around it."""
+    """Trial count, epoch and trial seconds, and the wall inside the first and later trials beyond their epochs."""
     sys.path.insert(0, str(REPO))
     from orchestration.aggregate import read_table
 
