@@ -31,6 +31,7 @@ from pathlib import Path
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # the orchestration package, not this file of the same name
 DEFAULT_WORK = {
     "name": "bench", "corpus": {"name": "synthetic"}, "folds": "sessions", "models": {"fg_cme": ["full"]},
     "seeds": [0], "train": {"batch_size": 16, "lr": 2.0e-3}, "resources": {"mode": "inprocess", "cpus_per_worker": 1},
@@ -59,22 +60,27 @@ def timed(command: list[str], env: dict | None = None) -> tuple[float, str]:
     return wall, done.stdout
 
 
+def prepared(path: str):
+    """The sweep file, its base trial config and folds, with the feature cache filled."""
+    from orchestration.config import load_sweep
+    from orchestration.sweep import base_config, prepare_features
+    from orchestration.task import corpus_from_config
+
+    sweep = load_sweep(path)
+    n_folds = prepare_features(sweep, corpus_from_config(sweep.corpus))
+    folds = sweep.fold_indices if sweep.fold_indices is not None else range(n_folds)
+    return sweep, base_config(sweep, sweep.storage), folds
+
+
 def plain_loop(path: str) -> None:
     """The baseline, run as its own process: every trial of the sweep file through train_loop, no Ray."""
     import torch
 
-    sys.path.insert(0, str(REPO))
-    from orchestration.config import load_sweep
-    from orchestration.sweep import base_config, prepare_features
-    from orchestration.task import corpus_from_config
     from orchestration.training import LocalSession, train_loop
 
     torch.set_num_threads(1)
-    sweep = load_sweep(path)
     started = time.perf_counter()
-    n_folds = prepare_features(sweep, corpus_from_config(sweep.corpus))
-    folds = sweep.fold_indices if sweep.fold_indices is not None else range(n_folds)
-    config = base_config(sweep, sweep.storage)
+    sweep, config, folds = prepared(path)
     with tempfile.TemporaryDirectory() as scratch:
         for model, ablation in sweep.cells:
             for fold in folds:
@@ -96,7 +102,6 @@ def phases(stdout: str) -> dict[str, float]:
 
 def trial_costs(sweep_dir: Path) -> dict[str, float]:
     """Trial count, epoch and trial seconds, and the wall inside the first and later trials beyond their epochs."""
-    sys.path.insert(0, str(REPO))
     from orchestration.aggregate import read_table
 
     trials = read_table(str(sweep_dir), "trials").set_index("trial_id")
@@ -114,9 +119,13 @@ def main() -> None:
     parser.add_argument("--slots", type=int, default=os.cpu_count() or 2, help="k for the k-slot sweep")
     parser.add_argument("--workdir", help="keep cache and results here (default: a temporary folder)")
     parser.add_argument("--plain-loop", help=argparse.SUPPRESS)  # internal: the baseline's own process
+    parser.add_argument("--warm-cache", help=argparse.SUPPRESS)  # internal: fill the feature cache only
     args = parser.parse_args()
     if args.plain_loop:
         return plain_loop(args.plain_loop)
+    if args.warm_cache:
+        prepared(args.warm_cache)
+        return None
     base = yaml.safe_load(Path(args.sweep).read_text()) if args.sweep else DEFAULT_WORK
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="emosweep-bench-"))
     workdir.mkdir(parents=True, exist_ok=True)
@@ -125,7 +134,7 @@ def main() -> None:
             for label, slots in (("plain", 1), ("slots1", 1), (f"slots{args.slots}", args.slots), ("slots2", 2))}
     print(f"work: {base['models']} on {base['corpus']['name']}, {args.epochs} epochs per trial, one thread per trial; "
           f"{os.cpu_count()} cores; workdir {workdir}")
-    timed([python, str(REPO / "bench" / "orchestration.py"), "--plain-loop", str(runs["plain"])], env)  # warm cache
+    timed([python, str(REPO / "bench" / "orchestration.py"), "--warm-cache", str(runs["plain"])], env)
     plain_wall, plain_out = timed([python, str(REPO / "bench" / "orchestration.py"), "--plain-loop", str(runs["plain"])], env)
     loop = json.loads(plain_out.strip().splitlines()[-1])["loop_seconds"]
     walls, breakdown = {}, {}

@@ -48,7 +48,7 @@ def main() -> None:
         path = bench.sweep_file(base, workdir, args.epochs, k, f"k{k}", **resources)
         _, out = bench.timed([sys.executable, str(bench.REPO / "orchestration" / "sweep.py"), str(path)],
                        {"PYTHONUNBUFFERED": "1"})
-        trials = len(base["seeds"]) * 5 * sum(len(v) for v in base["models"].values())
+        trials = bench.trial_costs(workdir / "results" / f"bench-k{k}")["n_trials"]
         seconds = bench.phases(out)["trials"]
         throughput = trials / seconds * 60
         baseline = baseline or throughput

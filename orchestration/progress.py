@@ -1,12 +1,11 @@
 """Console progress for a sweep: trials and epochs done of the total, and an ETA from epochs.
 
 The ETA comes from finished epochs, not finished trials, so it appears after
-the first epoch of the first trial. The stream is looked up when a line is
-printed: the callback holds no open file and pickles (Ray Client ships it).
+the first epoch of the first trial. It prints to whatever sys.stdout is at the
+time and holds no open file, so it pickles (Ray Client ships callbacks).
 """
 from __future__ import annotations
 
-import sys
 import time
 
 from ray.tune import Callback
@@ -37,12 +36,8 @@ class SweepProgress(Callback):
     def _print(self, force: bool = False) -> None:
         now = time.monotonic()
         if force or now - self.last_print >= self.every_s:
-            self._say(self.line())
+            print(self.line(), flush=True)
             self.last_print = now
-
-    @staticmethod
-    def _say(text: str) -> None:
-        print(text, file=sys.stdout, flush=True)
 
     def on_trial_start(self, iteration, trials, trial, **info):
         self.running.add(trial.trial_id)
@@ -65,16 +60,17 @@ class SweepProgress(Callback):
         self.done += 1
         config = trial.config
         result = trial.last_result or {}
-        self._say(f"[sweep] finished {config.get('model')}/{config.get('ablation')} fold {config.get('fold')} "
-                  f"seed {config.get('seed')}: val UA {result.get('selected_val_ua', float('nan')):.3f} "
-                  f"(epoch {result.get('selected_epoch')}), test UA {result.get('test_ua', float('nan')):.3f}")
+        print(f"[sweep] finished {config.get('model')}/{config.get('ablation')} fold {config.get('fold')} "
+              f"seed {config.get('seed')}: val UA {result.get('selected_val_ua', float('nan')):.3f} "
+              f"(epoch {result.get('selected_epoch')}), test UA {result.get('test_ua', float('nan')):.3f}",
+              flush=True)
         self._print(force=True)
 
     def on_trial_error(self, iteration, trials, trial, **info):
         self._close(trial)
         self.failed += 1
-        self._say(f"[sweep] FAILED {trial.config.get('model')}/{trial.config.get('ablation')} fold "
-                  f"{trial.config.get('fold')}: see {trial.local_path}/error.txt")
+        print(f"[sweep] FAILED {trial.config.get('model')}/{trial.config.get('ablation')} fold "
+              f"{trial.config.get('fold')}: see {trial.local_path}/error.txt", flush=True)
         self._print(force=True)
 
     def on_step_end(self, iteration, trials, **info):
