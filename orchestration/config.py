@@ -156,6 +156,11 @@ def validate(sweep: Sweep, corpus=None, cluster_resources: dict | None = None) -
               "use gpus_per_worker: 1 with DDP, or workers_per_trial: 1 with fractional GPUs")
     if float(res["cpus_per_worker"]) <= 0:
         _fail(src, "resources.cpus_per_worker must be > 0", "set it to 1")
+    if cluster_resources is not None and res["mode"] == "ddp" and not cluster_resources.get("TRAIN_DRIVER"):
+        _fail(src, "resources.mode ddp needs the custom resource TRAIN_DRIVER (its trial drivers hold it instead of "
+              "a CPU), and this Ray cluster has none, so no trial could ever start",
+              "start the head with ray start --head --resources='{\"TRAIN_DRIVER\": 64}' (cluster.yaml does), "
+              "or use resources.mode: inprocess")
     if cluster_resources is not None:
         need_gpu = gpus * (res["workers_per_trial"] if res["mode"] == "ddp" else 1)
         if need_gpu > cluster_resources.get("GPU", 0):

@@ -15,6 +15,7 @@ import json
 import os
 import shutil
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -36,17 +37,42 @@ def storage_root(storage: str) -> str:
     return storage if "://" in storage else str(Path(storage).expanduser().resolve())
 
 
+EMBEDDED_RESOURCES = {"TRAIN_DRIVER": 64}  # the embedded instance's: DDP trial drivers hold this, never a CPU
+
+
 def start_ray(address: str | None, verbose: bool):
+    """Join the cluster Ray finds (--address, RAY_ADDRESS, a `ray start` on this machine), else start one.
+
+    `ray.init()` does the finding; nothing local-only is passed, because passing
+    resources while joining is an error. A node that Ray starts itself reads
+    RAY_OVERRIDE_RESOURCES (the autoscaler's own mechanism), which is how the
+    embedded instance gets TRAIN_DRIVER; a joined cluster ignores it.
+    """
     import ray
 
     if ray.is_initialized():
         return ray
     address = address or os.environ.get("RAY_ADDRESS")
-    if address:
-        ray.init(address=address, log_to_driver=verbose)
-    else:  # the embedded default: a local instance; TRAIN_DRIVER keeps DDP trial drivers schedulable
-        ray.init(resources={"TRAIN_DRIVER": 64}, include_dashboard=False, log_to_driver=verbose,
-                 configure_logging=verbose)
+    ours = "RAY_OVERRIDE_RESOURCES" not in os.environ
+    if ours:
+        os.environ["RAY_OVERRIDE_RESOURCES"] = json.dumps(EMBEDDED_RESOURCES)
+    try:
+        ray.init(address=address, log_to_driver=verbose, configure_logging=verbose)
+    except Exception as err:  # noqa: BLE001 - Ray raises ConnectionError, RuntimeError, ValueError, auth errors
+        raise SweepError(
+            f"cannot connect to the Ray cluster at {address or 'this machine'}: {type(err).__name__}: {err}. "
+            "Fix: check the address (ray status shows it on the head), that the cluster runs the same Ray "
+            "version as this environment, and, for a cluster with token authentication, export "
+            "RAY_AUTH_MODE=token with the cluster's ~/.ray/auth_token; or unset RAY_ADDRESS to run locally"
+        ) from None
+    finally:
+        if ours:
+            del os.environ["RAY_OVERRIDE_RESOURCES"]
+    resources = ray.cluster_resources()
+    nodes = [node for node in ray.nodes() if node.get("Alive")]
+    print(f"[sweep] Ray {ray.get_runtime_context().gcs_address}: {len(nodes)} node(s), "
+          f"{resources.get('CPU', 0):g} CPUs, {resources.get('GPU', 0):g} GPUs"
+          + (f", TRAIN_DRIVER {resources['TRAIN_DRIVER']:g}" if "TRAIN_DRIVER" in resources else ""), flush=True)
     return ray
 
 
@@ -147,11 +173,15 @@ def run(sweep, restart_errored: bool = False, address: str | None = None, verbos
     check_unchanged(sweep, local.parent / "sweep.json" if local else None, experiment)
     results = fit(sweep, folds, root, experiment, local, restart_errored)
     phases.done("trials")
-    code = finish(sweep, root, experiment, results, phases)
-    ray.shutdown()
-    phases.done("ray_stop")
-    print(phases.line(), flush=True)
-    return code
+    # tables and report need only storage: Ray stops beside them instead of after them
+    stopping = threading.Thread(target=ray.shutdown)
+    stopping.start()
+    try:
+        return finish(sweep, root, experiment, results, phases)
+    finally:
+        stopping.join()
+        phases.done("ray_stop")
+        print(phases.line(), flush=True)
 
 
 def fit(sweep, folds, root, experiment, local, restart_errored):
