@@ -67,7 +67,7 @@ def prepared(path: str):
     from orchestration.task import corpus_from_config
 
     sweep = load_sweep(path)
-    n_folds = prepare_features(sweep, corpus_from_config(sweep.corpus))
+    n_folds = len(prepare_features(sweep, corpus_from_config(sweep.corpus)).folds)
     folds = sweep.fold_indices if sweep.fold_indices is not None else range(n_folds)
     return sweep, base_config(sweep, sweep.storage), folds
 

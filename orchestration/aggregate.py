@@ -32,6 +32,8 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 from pyarrow import fs
 
+from . import storage
+
 METRICS = ("wa", "ua", "macro_f1", "loss")
 KEY = [("sweep", pa.string()), ("trial_id", pa.string()), ("model", pa.string()), ("ablation", pa.string()),
        ("fold", pa.int64()), ("seed", pa.int64())]
@@ -55,7 +57,8 @@ TRIALS = pa.schema(KEY + [
     ("status", pa.string()), ("error", pa.string()), ("attempts", pa.int64()), ("time_total_s", pa.float64()),
     ("finished_at", pa.string()), ("mode", pa.string()), ("workers_per_trial", pa.int64()),
     ("cpus_per_worker", pa.float64()), ("gpus_per_worker", pa.float64()), ("node", pa.string()),
-    ("node_ip", pa.string()), ("python", pa.string()), ("emosweep", pa.string()), ("torch", pa.string()),
+    ("node_ip", pa.string()), ("worker_nodes", pa.list_(pa.string())), ("python", pa.string()),
+    ("emosweep", pa.string()), ("torch", pa.string()),
     ("torchaudio", pa.string()), ("ray", pa.string()), ("optuna", pa.string()), ("git_commit", pa.string())])
 SUMMARY = pa.schema([
     ("sweep", pa.string()), ("model", pa.string()), ("ablation", pa.string()), ("hparams", pa.string()),
@@ -108,7 +111,7 @@ def outcome(results: list[dict], error: str | None) -> tuple[dict | None, str, i
 
     Tune appends one "Failure # N" entry to error.txt per failed attempt.
     """
-    final = next((r for r in reversed(results) if r.get("done") and "test_ua" in r), None)
+    final = next((r for r in reversed(results) if r.get("final") and "test_ua" in r), None)
     status = "finished" if final else ("error" if error else "incomplete")
     return final, status, max(1, (error or "").count("Failure # ") + (status != "error"))
 
@@ -129,14 +132,14 @@ def read_experiment(experiment: str, sweep: str, with_predictions: bool = True) 
         trial_id = results[-1]["trial_id"] if results else posixpath.basename(path).split("_")[2]
         key = _key(sweep, trial_id, config)
         final, status, attempts = outcome(results, error)
-        per_epoch = {r["epoch"]: r for r in results if not r.get("done") and "epoch" in r}  # last report wins
+        per_epoch = {r["epoch"]: r for r in results if not r.get("final") and "epoch" in r}  # last report wins
         folds.append(fold_row(key, config, final, status, len(per_epoch)))
         epochs += [{**key, "group": config.get("group"), **{f: r.get(f) for f in EPOCHS.names if f in r}}
                    for _, r in sorted(per_epoch.items())]
         trials.append(trial_row(key, config, results, final, status, error,
                                 attempts + earlier_attempts.get(identity, 0)))
         if final and with_predictions:
-            predictions.append(read_predictions(config, trial_id, key))
+            predictions.append(read_predictions(experiment, trial_id, key))
     frames = {"folds": folds, "epochs": epochs, "trials": trials}
     tables = {name: _frame(rows, SCHEMAS[name]) for name, rows in frames.items()}
     tables["predictions"] = (pd.concat(predictions, ignore_index=True) if predictions
@@ -166,14 +169,16 @@ def trial_row(key: dict, config: dict, results: list[dict], final: dict | None, 
             "finished_at": last.get("date"), "mode": resources.get("mode"),
             "workers_per_trial": resources.get("workers_per_trial"), "cpus_per_worker": resources.get("cpus_per_worker"),
             "gpus_per_worker": resources.get("gpus_per_worker"), "node": last.get("hostname"),
-            "node_ip": last.get("node_ip"), **{k: versions.get(k) for k in
+            "node_ip": last.get("node_ip"), "worker_nodes": (final or {}).get("worker_nodes"),
+            **{k: versions.get(k) for k in
                                                ("python", "emosweep", "torch", "torchaudio", "ray", "optuna")},
             "git_commit": (final or {}).get("git_commit") or config.get("git_commit")}
 
 
-def read_predictions(config: dict, trial_id: str, key: dict) -> pd.DataFrame:
-    filesystem, root = fs.FileSystem.from_uri(config["predictions_dir"])
-    frame = pq.read_table(f"{root}/{trial_id}.parquet", filesystem=filesystem).to_pandas()
+def read_predictions(experiment: str, trial_id: str, key: dict) -> pd.DataFrame:
+    """Read beside the experiment being aggregated, so a moved or copied sweep directory still works."""
+    filesystem, root = fs.FileSystem.from_uri(experiment)
+    frame = pq.read_table(f"{root}/predictions/{trial_id}.parquet", filesystem=filesystem).to_pandas()
     for name, value in key.items():
         frame[name] = value
     return frame
@@ -301,7 +306,7 @@ def build_tables(sweep_dir: str, with_ded: bool = True) -> dict[str, pd.DataFram
 
 def write_tables(tables: dict[str, pd.DataFrame], sweep_dir: str) -> str:
     """Write every table, then publish them together. Returns where they are."""
-    if "://" in sweep_dir:
+    if storage.is_remote(sweep_dir):
         return _write_remote(tables, sweep_dir)
     root = Path(sweep_dir)
     version = root / ".versions" / f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}-{time.monotonic_ns()}"
@@ -345,22 +350,17 @@ def _write_remote(tables, sweep_dir: str) -> str:
 
 def read_table(sweep_dir: str, name: str) -> pd.DataFrame:
     """A table as pandas (partition columns as plain strings)."""
-    sweep_dir = absolute(sweep_dir)
-    frame = pd.read_parquet(f"{sweep_dir}/tables/{name}")
+    filesystem, root = storage.resolve(storage.normalize(sweep_dir))
+    frame = pq.read_table(f"{root}/tables/{name}", filesystem=filesystem, partitioning="hive").to_pandas()
     for column in ("model", "ablation"):
         if column in frame and isinstance(frame[column].dtype, pd.CategoricalDtype):
             frame[column] = frame[column].astype(str)
     return _sorted(name, frame[[c for c in SCHEMAS[name].names if c in frame.columns]])
 
 
-def absolute(path: str) -> str:
-    """pyarrow needs a URI or an absolute path."""
-    return str(path) if "://" in str(path) else os.path.abspath(os.path.expanduser(str(path)))
-
-
 def aggregate(sweep_dir: str, with_ded: bool = True) -> dict[str, pd.DataFrame]:
     """Rebuild and publish the tables of the sweep at sweep_dir (local path, NFS path or s3://)."""
-    sweep_dir = absolute(sweep_dir)
+    sweep_dir = storage.normalize(sweep_dir)
     tables = build_tables(sweep_dir, with_ded)
     write_tables(tables, sweep_dir)
     return tables
@@ -368,8 +368,7 @@ def aggregate(sweep_dir: str, with_ded: bool = True) -> dict[str, pd.DataFrame]:
 
 def sweep_record(sweep_dir: str) -> dict | None:
     """What the sweep stored about itself in sweep.json (its file, resolved corpus and folds)."""
-    filesystem, root = fs.FileSystem.from_uri(sweep_dir) if "://" in sweep_dir else (fs.LocalFileSystem(), sweep_dir)
-    text = _read_text(filesystem, f"{root}/sweep.json")
+    text = storage.read_text(storage.join(storage.normalize(sweep_dir), "sweep.json"))
     return json.loads(text) if text else None
 
 

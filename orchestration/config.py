@@ -20,7 +20,9 @@ TRAIN_DEFAULTS = {"epochs": 20, "batch_size": 32, "lr": 1e-3, "weight_decay": 0.
 # auto: bf16 autocast on a GPU that supports it, fp32 elsewhere (so CPU results never change)
 PRECISIONS = ("auto", "fp32", "bf16")
 RESOURCE_DEFAULTS = {"mode": "inprocess", "workers_per_trial": 1, "cpus_per_worker": 1, "gpus_per_worker": 0.0,
-                     "max_concurrent_trials": None}
+                     "max_concurrent_trials": None,
+                     # how long a sweep may wait with no trial training (autoscaler adding nodes, busy cluster)
+                     "wait_timeout_s": 3600}
 
 
 class SweepError(ValueError):
@@ -111,11 +113,12 @@ def load_sweep(path: str | Path) -> Sweep:
     return parse_sweep(data, str(path))
 
 
-def validate(sweep: Sweep, corpus=None, cluster_resources: dict | None = None) -> None:
+def validate(sweep: Sweep, corpus=None, cluster: list | None = None) -> None:
     """Everything that can be checked before training; raises SweepError.
 
     Call it first without a corpus (names, settings, paths), then with the
-    loaded corpus (inputs it must provide) and the Ray cluster's resources.
+    loaded corpus (inputs it must provide) and the Ray cluster's nodes and
+    autoscaler node types (orchestration.capacity.NodeShape).
     """
     from ser_models.registry import IncompatibleInputs, all_models, check_corpus_supports
 
@@ -154,22 +157,16 @@ def validate(sweep: Sweep, corpus=None, cluster_resources: dict | None = None) -
     if res["mode"] == "ddp" and res["workers_per_trial"] > 1 and 0 < gpus < 1:
         _fail(src, "two DDP workers of one trial would share one GPU (NCCL rejects duplicate GPUs)",
               "use gpus_per_worker: 1 with DDP, or workers_per_trial: 1 with fractional GPUs")
+    if res["mode"] == "ddp" and train["batch_size"] % res["workers_per_trial"]:
+        _fail(src, f"train.batch_size {train['batch_size']} is the global batch and must split evenly over "
+              f"{res['workers_per_trial']} DDP workers", "make train.batch_size a multiple of workers_per_trial")
+    if not isinstance(res["wait_timeout_s"], (int, float)) or res["wait_timeout_s"] <= 0:
+        _fail(src, f"resources.wait_timeout_s must be a positive number of seconds, got {res['wait_timeout_s']!r}",
+              "set resources.wait_timeout_s: 3600")
     if float(res["cpus_per_worker"]) <= 0:
         _fail(src, "resources.cpus_per_worker must be > 0", "set it to 1")
-    if cluster_resources is not None and res["mode"] == "ddp" and not cluster_resources.get("TRAIN_DRIVER"):
-        _fail(src, "resources.mode ddp needs the custom resource TRAIN_DRIVER (its trial drivers hold it instead of "
-              "a CPU), and this Ray cluster has none, so no trial could ever start",
-              "start the head with ray start --head --resources='{\"TRAIN_DRIVER\": 64}' (cluster.yaml does), "
-              "or use resources.mode: inprocess")
-    if cluster_resources is not None:
-        need_gpu = gpus * (res["workers_per_trial"] if res["mode"] == "ddp" else 1)
-        if need_gpu > cluster_resources.get("GPU", 0):
-            _fail(src, f"a trial needs {need_gpu} GPU(s) but the Ray cluster has {cluster_resources.get('GPU', 0)}",
-                  "set resources.gpus_per_worker: 0 here, or run on the GPU cluster (ray up cluster.yaml)")
-        need_cpu = float(res["cpus_per_worker"]) * (res["workers_per_trial"] if res["mode"] == "ddp" else 1)
-        if need_cpu > cluster_resources.get("CPU", 0):
-            _fail(src, f"a trial needs {need_cpu} CPUs but the Ray cluster has {cluster_resources.get('CPU', 0)}",
-                  "lower resources.cpus_per_worker or workers_per_trial")
+    if cluster is not None:
+        _validate_cluster(sweep, cluster)
     if sweep.search is not None:
         _validate_search(sweep)
     root = sweep.corpus.get("root")
@@ -177,6 +174,21 @@ def validate(sweep: Sweep, corpus=None, cluster_resources: dict | None = None) -
         _fail(src, f"corpus {sweep.corpus['name']!r} needs a root", "add corpus.root: /path/to/corpus")
     if root and not os.path.exists(os.path.expanduser(str(root))):
         _fail(src, f"corpus root {root} does not exist", "correct corpus.root (absolute paths are safest)")
+
+
+def _validate_cluster(sweep: Sweep, shapes: list) -> None:
+    from .capacity import never_fits
+
+    res = sweep.resources
+    if res["mode"] == "ddp" and not any(shape.resources.get("TRAIN_DRIVER") for shape in shapes):
+        _fail(sweep.source, "resources.mode ddp needs the custom resource TRAIN_DRIVER (its trial drivers hold it "
+              "instead of a CPU), and this Ray cluster has none, so no trial could ever start",
+              "start the head with ray start --head --resources='{\"TRAIN_DRIVER\": 64}' (cluster.yaml does), "
+              "or use resources.mode: inprocess")
+    reason = never_fits(res, shapes)
+    if reason:
+        _fail(sweep.source, reason, "lower resources.cpus_per_worker, gpus_per_worker or workers_per_trial, or add "
+              "a node type that holds a trial's worker (cluster.yaml's available_node_types)")
 
 
 def _validate_search(sweep: Sweep) -> None:

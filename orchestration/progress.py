@@ -8,16 +8,23 @@ from __future__ import annotations
 
 import time
 
-from ray.tune import Callback
+from ray.tune import Callback, Stopper
 
 
 class SweepProgress(Callback):
-    def __init__(self, total: int, epochs_per_trial: int, every_s: float = 15.0):
+    """resources, shapes: the sweep's resources section and the cluster's NodeShapes, to say what a
+    sweep whose trials cannot start is waiting for (the autoscaler, busy nodes)."""
+
+    def __init__(self, total: int, epochs_per_trial: int, every_s: float = 15.0, resources: dict | None = None,
+                 shapes: list | None = None):
         self.total, self.epochs_per_trial, self.every_s = total, epochs_per_trial, every_s
         self.done, self.failed, self.running = 0, 0, set()
+        self.training: set[str] = set()  # running trials that have reported an epoch
         self.epochs_done = 0
         self.epochs_here = 0  # epochs trained by this process: the ETA's rate
         self.started, self.last_print = time.monotonic(), 0.0
+        self.resources, self.shapes = resources, shapes or []
+        self.last_progress, self.waiting, self.waiting_since = time.monotonic(), "", None
 
     def resume(self, finished_trials: int) -> None:
         self.done, self.epochs_done = finished_trials, finished_trials * self.epochs_per_trial
@@ -30,8 +37,28 @@ class SweepProgress(Callback):
         elapsed = time.monotonic() - self.started
         remaining = max(0, self.total_epochs - self.epochs_done)
         eta = "?" if not self.epochs_here else f"{elapsed / self.epochs_here * remaining / 60:.1f} min"
+        waiting = (f"; {self.waiting} for {(time.monotonic() - self.waiting_since) / 60:.1f} min"
+                   if self.waiting_since is not None else "")
         return (f"[sweep] {self.done}/{self.total} trials done, {len(self.running)} running, {self.failed} failed; "
-                f"epochs {self.epochs_done}/{self.total_epochs}; elapsed {elapsed / 60:.1f} min, ETA {eta}")
+                f"epochs {self.epochs_done}/{self.total_epochs}; elapsed {elapsed / 60:.1f} min, ETA {eta}{waiting}")
+
+    @property
+    def waited_s(self) -> float:
+        return 0.0 if self.waiting_since is None else time.monotonic() - self.waiting_since
+
+    def _check_waiting(self) -> None:
+        """Waiting = no trial is training, none has reported for a while, and free resources cannot hold one."""
+        quiet = time.monotonic() - self.last_progress > self.every_s
+        if self.resources is None or self.training or not quiet or self.done + self.failed >= self.total:
+            self.waiting_since = None
+            return
+        import ray
+
+        from .capacity import waiting_for
+
+        self.waiting = waiting_for(self.resources, ray.available_resources(), self.shapes)
+        if self.waiting_since is None:
+            self.waiting_since = self.last_progress
 
     def _print(self, force: bool = False) -> None:
         now = time.monotonic()
@@ -44,7 +71,9 @@ class SweepProgress(Callback):
         self._print()
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
-        if not result.get("done") and "epoch" in result:
+        self.last_progress = time.monotonic()
+        self.training.add(trial.trial_id)
+        if not result.get("final") and "epoch" in result:
             self.epochs_done += 1
             self.epochs_here += 1
             self._print(force=self.epochs_here == 1)  # the first ETA as soon as there is one
@@ -52,6 +81,8 @@ class SweepProgress(Callback):
     def _close(self, trial) -> None:
         """A trial that ended before its last epoch (early stop, error) still fills its share of the total."""
         self.running.discard(trial.trial_id)
+        self.training.discard(trial.trial_id)
+        self.last_progress = time.monotonic()
         last_epoch = int((trial.last_result or {}).get("epoch", -1))
         self.epochs_done += max(0, self.epochs_per_trial - 1 - last_epoch)
 
@@ -74,4 +105,22 @@ class SweepProgress(Callback):
         self._print(force=True)
 
     def on_step_end(self, iteration, trials, **info):
+        self._check_waiting()
         self._print()
+
+
+class WaitLimit(Stopper):
+    """Stops the sweep (resumable) when it has waited for resources longer than resources.wait_timeout_s."""
+
+    def __init__(self, progress: SweepProgress, timeout_s: float):
+        self.progress, self.timeout_s = progress, timeout_s
+
+    @property
+    def reached(self) -> bool:
+        return self.progress.waited_s > self.timeout_s
+
+    def __call__(self, trial_id, result) -> bool:
+        return False
+
+    def stop_all(self) -> bool:
+        return self.reached

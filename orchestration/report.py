@@ -22,7 +22,8 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from orchestration.aggregate import absolute, read_table  # noqa: E402
+from orchestration import storage  # noqa: E402
+from orchestration.aggregate import read_table  # noqa: E402
 from orchestration.published import OURS  # noqa: E402
 from orchestration.results import published_table, to_markdown  # noqa: E402
 from orchestration.stats import paired_comparison  # noqa: E402
@@ -190,11 +191,22 @@ def comparisons_markdown(folds: pd.DataFrame) -> str:
     return to_markdown(pd.DataFrame(rows)) if rows else "_Fewer than two shared folds: no paired comparison._"
 
 
-def write_report(sweep_dir: str) -> Path:
-    sweep_dir = absolute(sweep_dir)
-    root = Path(sweep_dir)
+def write_report(sweep_dir: str) -> str:
+    """report.md and figures/ in the sweep directory (drawn in a local folder first when storage is remote)."""
+    import tempfile
+
+    sweep_dir = storage.normalize(sweep_dir)
+    if not storage.is_remote(sweep_dir):
+        return str(draw_report(sweep_dir, Path(sweep_dir)))
+    with tempfile.TemporaryDirectory() as local:
+        draw_report(sweep_dir, Path(local))
+        storage.upload_dir(Path(local), sweep_dir)
+    return storage.join(sweep_dir, "report.md")
+
+
+def draw_report(sweep_dir: str, root: Path) -> Path:
     figures = root / "figures"
-    figures.mkdir(exist_ok=True)
+    figures.mkdir(parents=True, exist_ok=True)
     folds, epochs = read_table(sweep_dir, "folds"), read_table(sweep_dir, "epochs")
     predictions, summary = read_table(sweep_dir, "predictions"), read_table(sweep_dir, "summary")
     trials = read_table(sweep_dir, "trials")
@@ -206,7 +218,7 @@ def write_report(sweep_dir: str) -> Path:
     has_published = published_bars(comparison, figures / "published.png")
     status = ", ".join(f"{count} {name}" for name, count in trials["status"].value_counts().items())
     versions = trials.dropna(subset=["torch"]).head(1)
-    lines = [f"# Sweep `{root.name}`", "",
+    lines = [f"# Sweep `{sweep_dir.rstrip('/').rsplit('/', 1)[-1]}`", "",
              f"Protocol: {OURS}. WA = accuracy, UA = mean per-class recall; mean ± std over folds and seeds. "
              "The test-oracle column picks, per trial, the best test value over epochs (what released code of "
              "the DS-LSTM and FG_CME papers reports); it is shown only to compare with published figures and is "
@@ -239,7 +251,7 @@ def publish(sweep_dir: str, destination: Path, tables=("summary", "folds", "epoc
     """Copy the report, its figures and the small tables (dereferenced) to a folder meant for git."""
     import shutil
 
-    source = Path(absolute(sweep_dir))
+    source = Path(storage.normalize(sweep_dir))
     destination.mkdir(parents=True, exist_ok=True)
     shutil.copy2(source / "report.md", destination / "report.md")
     shutil.copytree(source / "figures", destination / "figures", dirs_exist_ok=True)

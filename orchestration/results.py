@@ -18,7 +18,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from orchestration.aggregate import SCHEMAS, absolute, aggregate, read_table, sweep_record  # noqa: E402
+from orchestration.aggregate import SCHEMAS, aggregate, read_table, sweep_record  # noqa: E402
 from orchestration.published import OURS, published  # noqa: E402
 from orchestration.stats import paired_comparison  # noqa: E402
 
@@ -75,7 +75,7 @@ def to_markdown(frame: pd.DataFrame, digits: int = 3) -> str:
 def published_table(sweep_dir: str) -> pd.DataFrame:
     """Ours (validation-selected and test-oracle) beside the published number for the same model and ablation."""
     summary = read_table(sweep_dir, "summary")
-    record = sweep_record(absolute(sweep_dir)) or {}
+    record = sweep_record(sweep_dir) or {}
     corpus_name = (record.get("corpus") or {}).get("name", "?")
     rows = []
     for row in summary.itertuples():

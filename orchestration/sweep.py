@@ -13,7 +13,6 @@ import argparse
 import hashlib
 import json
 import os
-import shutil
 import sys
 import threading
 import time
@@ -24,6 +23,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # `python orchestration/sweep.py` from a checkout
     sys.path.insert(0, str(REPO))
 
+from orchestration import storage  # noqa: E402
 from orchestration.config import SweepError, load_sweep, validate  # noqa: E402
 
 DEMO = REPO / "configs" / "demo.yaml"
@@ -31,10 +31,6 @@ os.environ.setdefault("RAY_TRAIN_ENABLE_V2_MIGRATION_WARNINGS", "0")
 os.environ.setdefault("RAY_DEDUP_LOGS", "0")
 # snapshots forced by per-epoch checkpoints are what make resume exact; the warning about them is noise here
 os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
-
-
-def storage_root(storage: str) -> str:
-    return storage if "://" in storage else str(Path(storage).expanduser().resolve())
 
 
 EMBEDDED_RESOURCES = {"TRAIN_DRIVER": 64}  # the embedded instance's: DDP trial drivers hold this, never a CPU
@@ -53,11 +49,14 @@ def start_ray(address: str | None, verbose: bool):
     if ray.is_initialized():
         return ray
     address = address or os.environ.get("RAY_ADDRESS")
+    check_listening(address)
     ours = "RAY_OVERRIDE_RESOURCES" not in os.environ
     if ours:
         os.environ["RAY_OVERRIDE_RESOURCES"] = json.dumps(EMBEDDED_RESOURCES)
     try:
-        ray.init(address=address, log_to_driver=verbose, configure_logging=verbose)
+        # through Ray Client the Tune loop and its progress lines run on the head: their output must come back
+        client = str(address or "").startswith("ray://")
+        ray.init(address=address, log_to_driver=verbose or client, configure_logging=verbose)
     except Exception as err:  # noqa: BLE001 - Ray raises ConnectionError, RuntimeError, ValueError, auth errors
         raise SweepError(
             f"cannot connect to the Ray cluster at {address or 'this machine'}: {type(err).__name__}: {err}. "
@@ -76,6 +75,39 @@ def start_ray(address: str | None, verbose: bool):
     return ray
 
 
+def check_listening(address: str | None) -> None:
+    """Fail in seconds, not after Ray's minutes of reconnecting, when nothing listens at a host:port address."""
+    import socket
+
+    if not address or address == "auto":
+        return
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if not port.isdigit():
+        return
+    try:
+        socket.create_connection((host or "127.0.0.1", int(port)), timeout=10).close()
+    except OSError as err:
+        raise SweepError(f"nothing answers at the Ray address {address} ({err}). Fix: start the cluster (ray up, or "
+                         f"ray start --head), check the address (`ray status` on the head prints it), or unset "
+                         f"RAY_ADDRESS / drop --address to run on this machine") from None
+
+
+def cluster_shapes(ray) -> list:
+    """Live nodes plus the worker node types the autoscaler may add (orchestration/capacity.py)."""
+    from orchestration.capacity import autoscaler_shapes, live_shapes
+
+    return live_shapes(ray.nodes()) + autoscaler_shapes()
+
+
+def report_autoscaler(shapes) -> None:
+    from orchestration.capacity import format_resources
+
+    addable = [shape for shape in shapes if not shape.live]
+    if addable:
+        print("[sweep] the autoscaler can add: " + ", ".join(
+            f"{shape.name} up to {shape.count} x {format_resources(shape.resources)}" for shape in addable), flush=True)
+
+
 def base_config(sweep, root: str) -> dict:
     """Constants merged into every trial's config."""
     return {"sweep": sweep.name, "corpus": sweep.corpus, "folds": sweep.folds, "train": sweep.train,
@@ -85,17 +117,38 @@ def base_config(sweep, root: str) -> dict:
 
 
 def git_commit() -> str | None:
+    """The checkout's commit: git if it runs here, else read from .git (cluster images may lack git,
+    or refuse a checkout owned by another user)."""
     import subprocess
 
     try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True,
-                              timeout=10).stdout.strip() or None
+        found = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True,
+                               timeout=10).stdout.strip()
+        if found:
+            return found
     except (OSError, subprocess.SubprocessError):
-        return None
+        pass
+    return read_git_head(REPO / ".git")
 
 
-def prepare_features(sweep, corpus) -> int:
-    """Fill the feature cache once, in the driver, before any trial starts."""
+def read_git_head(git_dir: Path) -> str | None:
+    try:
+        head = (git_dir / "HEAD").read_text().strip()
+        if not head.startswith("ref: "):
+            return head or None
+        ref = head[5:]
+        if (git_dir / ref).exists():
+            return (git_dir / ref).read_text().strip()
+        for line in (git_dir / "packed-refs").read_text().splitlines():
+            if line.endswith(f" {ref}"):
+                return line.split()[0]
+    except OSError:
+        pass
+    return None
+
+
+def prepare_features(sweep, corpus):
+    """Fill the feature cache once, in the driver, before any trial starts; the Task goes to every node."""
     from orchestration.task import prepare_task
     from ser_models.registry import model_inputs
 
@@ -104,32 +157,46 @@ def prepare_features(sweep, corpus) -> int:
     print(f"[sweep] corpus {corpus.name}: {len(task.table)} usable utterances in {len(task.folds)} speaker-disjoint "
           f"folds, classes {task.classes}; features {sorted(task.report.stores)} ready"
           + (f", {task.oov_words} words without vectors" if task.vocab else ""))
-    return len(task.folds)
+    return task
 
 
-def check_unchanged(sweep, experiment_marker: Path | None, uri: str) -> None:
+def check_storage(sweep, root: str) -> None:
+    try:
+        storage.check_writable(root)
+    except OSError as err:
+        raise SweepError(f"{sweep.source}: storage {root} is not writable: {err}. Fix: point storage (or --storage) "
+                         "at a folder you can write, or an existing bucket; for S3 give credentials (AWS_* variables "
+                         "or an instance profile) and, for MinIO or moto, AWS_ENDPOINT_URL") from None
+
+
+def check_unchanged(sweep, sweep_dir: str) -> None:
+    """<sweep_dir>/sweep.json records the file a sweep was started from; a different file is refused."""
     digest = hashlib.sha256(json.dumps(sweep.raw, sort_keys=True, default=str).encode()).hexdigest()
-    if experiment_marker is None:
-        return
-    if experiment_marker.exists():
-        stored = json.loads(experiment_marker.read_text())
-        if stored["digest"] != digest:
-            raise SweepError(f"{sweep.source}: the sweep file changed since {uri} was started. Fix: give the sweep a "
-                             f"new name, or delete {uri} to start it over")
-    else:
-        experiment_marker.parent.mkdir(parents=True, exist_ok=True)
-        experiment_marker.write_text(json.dumps({"digest": digest, "sweep": sweep.raw, "corpus": sweep.corpus,
-                                                 "folds": sweep.folds}, indent=2, default=str))
+    marker = storage.join(sweep_dir, "sweep.json")
+    try:
+        text = storage.read_text(marker)
+    except OSError as err:
+        raise SweepError(f"cannot read {marker}: {err}. Fix: check the storage location and its credentials "
+                         "(for S3: AWS_* variables or an instance profile; AWS_ENDPOINT_URL for MinIO or moto)"
+                         ) from None
+    if text is None:
+        storage.write_text(marker, json.dumps({"digest": digest, "sweep": sweep.raw, "corpus": sweep.corpus,
+                                               "folds": sweep.folds, "git_commit": git_commit()},
+                                              indent=2, default=str))
+    elif json.loads(text)["digest"] != digest:
+        raise SweepError(f"{sweep.source}: the sweep file changed since {sweep_dir} was started (its sweep.json "
+                         f"records the original). Fix: give the sweep a new name, or delete {sweep_dir} to start "
+                         "it over")
 
 
-def clear_errored_train_runs(experiment: Path) -> int:
+def clear_errored_train_runs(experiment: str) -> int:
     """--restart-errored: a restarted trial must not find its old Train snapshot."""
     from orchestration.aggregate import read_experiment
 
-    folds = read_experiment(str(experiment), "", with_predictions=False)["folds"]
+    folds = read_experiment(experiment, "", with_predictions=False)["folds"]
     errored = folds.loc[folds["status"] == "error", "trial_id"]
     for trial_id in errored:
-        shutil.rmtree(experiment / "train" / trial_id, ignore_errors=True)
+        storage.delete_dir(storage.join(experiment, "train", trial_id))
     return len(errored)
 
 
@@ -154,40 +221,50 @@ def run(sweep, restart_errored: bool = False, address: str | None = None, verbos
 
     phases = Phases()
     validate(sweep)
+    root = storage.normalize(sweep.storage)
+    check_storage(sweep, root)
     try:
         corpus = corpus_from_config(sweep.corpus)
     except (FileNotFoundError, ValueError) as err:
         raise SweepError(f"{sweep.source}: cannot load corpus: {err}") from None
     validate(sweep, corpus)
-    n_folds = prepare_features(sweep, corpus)
+    task = prepare_features(sweep, corpus)
+    n_folds = len(task.folds)
     folds = sweep.fold_indices if sweep.fold_indices is not None else list(range(n_folds))
     if any(not 0 <= f < n_folds for f in folds):
         raise SweepError(f"{sweep.source}: fold_indices {folds} outside 0..{n_folds - 1}. Fix: correct fold_indices")
     phases.done("data")
     ray = start_ray(address, verbose)
-    validate(sweep, corpus, cluster_resources=ray.cluster_resources())
+    shapes = cluster_shapes(ray)
+    report_autoscaler(shapes)
+    validate(sweep, corpus, cluster=shapes)
+    task_ref = ray.put(task)  # trials on every node read features from here: no corpus or cache needed there
     phases.done("ray_start")
-    root = storage_root(sweep.storage)
-    experiment = f"{root}/{sweep.name}/experiment"
-    local = None if "://" in root else Path(experiment)
-    check_unchanged(sweep, local.parent / "sweep.json" if local else None, experiment)
-    results = fit(sweep, folds, root, experiment, local, restart_errored)
+    experiment = storage.join(root, sweep.name, "experiment")
+    check_unchanged(sweep, storage.join(root, sweep.name))
+    limit = fit(sweep, folds, root, experiment, restart_errored, task_ref, shapes)
     phases.done("trials")
     # tables and report need only storage: Ray stops beside them instead of after them
     stopping = threading.Thread(target=ray.shutdown)
     stopping.start()
     try:
-        return finish(sweep, root, experiment, results, phases)
+        code = finish(sweep, root, phases)
+        if limit.reached:
+            print(f"[sweep] stopped after waiting {limit.timeout_s:g} s: {limit.progress.waiting}. Fix: add nodes "
+                  "or free resources, or raise resources.wait_timeout_s; then run the same command to resume",
+                  flush=True)
+            return 3
+        return code
     finally:
         stopping.join()
         phases.done("ray_stop")
         print(phases.line(), flush=True)
 
 
-def fit(sweep, folds, root, experiment, local, restart_errored):
+def fit(sweep, folds, root, experiment, restart_errored, task_ref, shapes):
     from ray import tune
 
-    from orchestration.progress import SweepProgress
+    from orchestration.progress import SweepProgress, WaitLimit
     from orchestration.search import SweepSearcher
     from orchestration.trial import run_trial
 
@@ -196,23 +273,25 @@ def fit(sweep, folds, root, experiment, local, restart_errored):
         trial_resources = {"CPU": float(resources["cpus_per_worker"]), "GPU": float(resources["gpus_per_worker"])}
     else:
         trial_resources = {"TRAIN_DRIVER": 0.01}  # drivers hold no CPU: the workers need every core
-    trainable = tune.with_resources(run_trial, trial_resources)
+    # a list: with_parameters stores it once, and the reference inside reaches DDP workers unresolved
+    trainable = tune.with_resources(tune.with_parameters(run_trial, shipped=[task_ref]), trial_resources)
     searcher = SweepSearcher(sweep.cells, folds, sweep.seeds, sweep.search, metric="objective",
                              mode="min" if sweep.train["select_on"] == "val_loss" else "max",
                              model_options=sweep.model_options)
-    progress = SweepProgress(searcher.total_trials, int(sweep.train["epochs"]))
+    progress = SweepProgress(searcher.total_trials, int(sweep.train["epochs"]), resources=resources, shapes=shapes)
+    limit = WaitLimit(progress, float(resources["wait_timeout_s"]))
     print(f"[sweep] {sweep.name}: {len(sweep.cells)} model/ablation cells x {searcher.samples} setting(s) x "
           f"{len(folds)} folds x {len(sweep.seeds)} seed(s) = {searcher.total_trials} trials -> {experiment}")
     if tune.Tuner.can_restore(experiment):
-        if restart_errored and local is not None:
-            print(f"[sweep] --restart-errored: cleared {clear_errored_train_runs(local)} errored trial(s)")
+        if restart_errored:
+            print(f"[sweep] --restart-errored: cleared {clear_errored_train_runs(experiment)} errored trial(s)")
         from orchestration.aggregate import read_experiment
         finished = read_experiment(experiment, sweep.name, with_predictions=False)["folds"]["status"] == "finished"
         progress.resume(int(finished.sum()))
         print(f"[sweep] resuming: {progress.done} trials already finished")
         tuner = tune.Tuner.restore(experiment, trainable=trainable, resume_unfinished=True,
                                    resume_errored=not restart_errored, restart_errored=restart_errored)
-        attach_progress(tuner, progress)
+        attach_progress(tuner, progress, limit)
     else:
         concurrency = resources["max_concurrent_trials"]
         tuner = tune.Tuner(
@@ -222,27 +301,28 @@ def fit(sweep, folds, root, experiment, local, restart_errored):
             tune_config=tune.TuneConfig(search_alg=searcher, num_samples=searcher.total_trials,
                                         max_concurrent_trials=concurrency, reuse_actors=True),
             run_config=tune.RunConfig(
-                name="experiment", storage_path=f"{root}/{sweep.name}", verbose=0, callbacks=[progress],
+                name="experiment", storage_path=f"{root}/{sweep.name}", verbose=0, callbacks=[progress], stop=limit,
                 failure_config=tune.FailureConfig(max_failures=int(sweep.train["retries"])),
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=2)))
     started = time.monotonic()
-    results = tuner.fit()
+    tuner.fit()
     print(f"[sweep] fit finished in {time.monotonic() - started:.0f} s")
-    return results
+    return limit
 
 
-def attach_progress(tuner, progress) -> None:
-    """Tuner.restore takes no run config, so the progress callback goes onto the restored one (Ray 2.60 layout)."""
+def attach_progress(tuner, progress, limit) -> None:
+    """Tuner.restore takes no run config, so progress and wait limit go onto the restored one (Ray 2.60 layout)."""
     try:
         tuner._local_tuner._run_config.callbacks = [progress]
+        tuner._local_tuner._run_config.stop = limit
     except AttributeError:
         print("[sweep] (this Ray version hides the restored run config: no progress lines while resuming)")
 
 
-def finish(sweep, root, experiment, results, phases: Phases) -> int:
+def finish(sweep, root, phases: Phases) -> int:
     from orchestration.aggregate import aggregate
 
-    sweep_dir = f"{root}/{sweep.name}"
+    sweep_dir = storage.join(root, sweep.name)
     tables = aggregate(sweep_dir)
     phases.done("tables")
     folds = tables["folds"]
@@ -277,11 +357,18 @@ def main(argv=None) -> int:
     parser.add_argument("--restart-errored", action="store_true", help="start errored trials from scratch")
     parser.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else a local instance)")
     parser.add_argument("--verbose", action="store_true", help="show Ray's own logs")
+    parser.add_argument("--check", action="store_true",
+                        help="preflight only: nodes, resources, autoscaler maxima, versions per node, storage and "
+                             "object store reachable from every node; exit 2 on any problem")
     args = parser.parse_args(argv)
     try:
         sweep = load_sweep(args.sweep)
         if args.storage:
             sweep.storage = args.storage
+        if args.check:
+            from orchestration.doctor import check
+
+            return check(sweep, args.address, args.verbose)
         return run(sweep, args.restart_errored, args.address, args.verbose)
     except (SweepError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)

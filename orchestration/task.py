@@ -1,8 +1,10 @@
 """What a trial needs to train: the corpus table, its folds, cached features, vocabulary, embeddings.
 
-Every trial calls `prepare_task` itself (no large objects travel through Ray):
-parsing is cheap, features come from the content-keyed cache (the driver
-fills it before the sweep starts), and results are memoised per process.
+The sweep driver calls `prepare_task` once (it fills the feature cache) and
+puts the Task into Ray's object store; trials on any node read it from there
+(`shared_task`), so worker nodes need neither the corpus audio nor the cache,
+and each node receives the features once, not once per trial. Unit tests and
+tools without Ray call `prepare_task` directly (memoised per process).
 """
 from __future__ import annotations
 
@@ -52,6 +54,27 @@ def prepare_task(corpus_cfg: dict, folds: str | None, inputs, cache_dir: str | N
                  vectors: str = "glove-6b-50d", progress: bool = False) -> Task:
     key = json.dumps([corpus_cfg, folds, sorted(inputs), cache_dir, vectors, progress], sort_keys=True, default=str)
     return _prepare(key)
+
+
+_SHARED: dict[str, Task] = {}
+
+
+def shared_task(ref) -> Task:
+    """The driver's Task from the object store, fetched once per process (reused trial processes keep it)."""
+    import ray
+
+    key = ref.hex()
+    if key not in _SHARED:
+        _SHARED.clear()  # one sweep per process at a time
+        _SHARED[key] = ray.get(ref)
+    return _SHARED[key]
+
+
+def task_for(config: dict, inputs) -> Task:
+    """A trial's Task: the shipped one when the sweep provides it, else prepared here."""
+    if config.get("task_ref") is not None:
+        return shared_task(config["task_ref"])
+    return prepare_task(config["corpus"], config.get("folds"), inputs, config.get("cache"), config.get("vectors"))
 
 
 @functools.lru_cache(maxsize=4)

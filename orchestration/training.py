@@ -25,7 +25,7 @@ from ser_models.metrics import classification_metrics
 from ser_models.registry import build_model, get_spec, model_inputs
 
 from .config import TRAIN_DEFAULTS
-from .task import prepare_task
+from .task import task_for
 
 STATE_FILE = "state.pt"
 
@@ -63,6 +63,10 @@ class LocalSession:
 
     def trial_id(self) -> str:
         return "local"
+
+    def worker_nodes(self) -> list[str]:
+        """The Ray node (or host) of every rank, in rank order."""
+        return [this_node()]
 
 
 class TuneSession(LocalSession):
@@ -130,6 +134,24 @@ class TrainSession(LocalSession):
     def trial_id(self):
         return os.environ.get("EMOSWEEP_TRIAL_ID", "ddp")
 
+    def worker_nodes(self):
+        nodes = [None] * self.world_size
+        torch.distributed.all_gather_object(nodes, this_node())
+        return nodes
+
+
+def this_node() -> str:
+    import socket
+
+    try:
+        import ray
+
+        if ray.is_initialized():
+            return ray.get_runtime_context().get_node_id()
+    except ImportError:
+        pass
+    return socket.gethostname()
+
 
 def _load_state(checkpoint) -> dict | None:
     if checkpoint is None:
@@ -153,17 +175,20 @@ def seed_everything(seed: int) -> None:
 
 
 def make_loaders(task, fold, inputs, config, session, seed, device):
+    """train.batch_size is the global batch: each of W DDP ranks takes batch_size / W of it.
+
+    Every setting draws the epoch's order from one DistributedSampler (1 replica in-process), so
+    rank r's i-th batch is the i-th global batch's elements r, r+W, ...: with gradients averaged
+    over ranks, a DDP step sees the same examples as the in-process step.
+    """
     split = {name: task.table[task.table["utt_id"].isin(set(getattr(fold, name)))]
              for name in ("train", "validation", "test")}
     datasets = {name: UtteranceDataset(part, task.report.stores, inputs, task.classes, task.vocab)
                 for name, part in split.items()}
     batch_size = int(config["train"]["batch_size"])
-    sampler = None
-    if session.world_size > 1:  # equal batch counts on every rank: DistributedSampler pads by repeating
-        sampler = DistributedSampler(datasets["train"], session.world_size, session.rank, shuffle=True, seed=seed)
-    generator = torch.Generator().manual_seed(seed)
-    train = DataLoader(datasets["train"], batch_size=batch_size, shuffle=sampler is None, sampler=sampler,
-                       collate_fn=collate, generator=generator, num_workers=int(config["train"]["num_workers"]),
+    sampler = DistributedSampler(datasets["train"], session.world_size, session.rank, shuffle=True, seed=seed)
+    train = DataLoader(datasets["train"], batch_size=max(1, batch_size // session.world_size), sampler=sampler,
+                       collate_fn=collate, generator=torch.Generator().manual_seed(seed), num_workers=int(config["train"]["num_workers"]),
                        pin_memory=device.type == "cuda")
     # evaluation batches are the same every epoch: collated once and kept on the device
     evaluate = {name: [to_device(batch, device) for batch in DataLoader(datasets[name], batch_size=batch_size,
@@ -217,7 +242,7 @@ def build_for_task(config: dict, task):
     model_name, ablation = config["model"], config["ablation"]
     options = dict(config.get("model_options") or {})
     options.update({k: v for k, v in (config.get("hparams") or {}).items() if k in get_spec(model_name).defaults})
-    if task.vocab is not None:
+    if task.vocab is not None and "words" in model_inputs(model_name, ablation):
         options.update(vocab_size=len(task.vocab), embeddings=task.embeddings, embedding_dim=task.embeddings.shape[1])
     return build_model(model_name, ablation, num_classes=len(task.classes), **options)
 
@@ -235,7 +260,7 @@ def train_loop(config: dict, session) -> dict:
     seed = int(config["seed"]) * 1000 + int(config["fold"])
     seed_everything(seed)
     inputs = model_inputs(config["model"], config["ablation"])
-    task = prepare_task(config["corpus"], config.get("folds"), inputs, config.get("cache"), config.get("vectors"))
+    task = task_for(config, inputs)
     fold = task.folds[int(config["fold"])]
     device = session.device()
     model = build_for_task(config, task).to(device)
@@ -256,13 +281,12 @@ def train_loop(config: dict, session) -> dict:
     select_on, classes, precision = settings["select_on"], len(task.classes), settings["precision"]
     for epoch in range(start, int(settings["epochs"])):
         started = time.perf_counter()
-        if sampler is not None:
-            sampler.set_epoch(epoch)
+        sampler.set_epoch(epoch)
         train_loss = train_one_epoch(objective, train_loader, optimizer, device, precision)
         _maybe_fail(config, epoch, session)
         validation = split_metrics("val", predict(core, eval_loaders["validation"], device, precision), classes)
         metrics = {"epoch": epoch, "train_loss": train_loss, "epoch_seconds": time.perf_counter() - started,
-                   "resumed_from": resumed_from, "done": False,
+                   "resumed_from": resumed_from, "final": False,
                    **{k: v for k, v in validation.items() if not isinstance(v, list)}}
         if settings.get("test_oracle"):
             # Only for the labelled "test-oracle" column that reproduces papers which pick the epoch on
@@ -305,6 +329,10 @@ def train_one_epoch(objective, loader, optimizer, device, precision: str = "fp32
         optimizer.step()
         total += loss.item() * len(batch["labels"])
         count += len(batch["labels"])
+    if torch.distributed.is_available() and torch.distributed.is_initialized():  # the global mean, not rank 0's
+        sums = torch.tensor([total, count], dtype=torch.float64, device=device)
+        torch.distributed.all_reduce(sums)
+        total, count = sums.tolist()
     return total / max(1, count)
 
 
@@ -314,12 +342,15 @@ def finish(config, session, model, best, test_loader, device, task, sizes, resum
     outputs = predict(model, test_loader, device, config["train"]["precision"])
     test = split_metrics("test", outputs, len(task.classes))
     selected = {f"selected_{k}": v for k, v in best["metrics"].items() if k.startswith("val_")}
-    final = {"done": True, "epoch": history[-1]["epoch"], "selected_epoch": best["epoch"],
+    # "final", never Tune's reserved "done": a reported done=True ends the Tune trial at once, which
+    # cut a DDP trial's TorchTrainer off before it gave back its placement group (the next trials hung)
+    final = {"final": True, "epoch": history[-1]["epoch"], "selected_epoch": best["epoch"],
              "select_on": config["train"]["select_on"], "objective": best["score"], "resumed_from": resumed_from,
              **selected, **test, "classes": list(task.classes), "n_train": sizes["train"],
              "n_validation": sizes["validation"], "n_test": sizes["test"],
              "quarantined": len(task.report.quarantine), "oov_words": task.oov_words,
-             "world_size": session.world_size, "versions": package_versions(),
+             "world_size": session.world_size, "worker_nodes": session.worker_nodes(),
+             "versions": package_versions(),
              "git_commit": config.get("git_commit")}
     if session.rank == 0 and config.get("predictions_dir"):
         write_predictions(config, session.trial_id(), outputs, task)

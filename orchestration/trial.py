@@ -12,7 +12,10 @@ def use_trial_cpus(config: dict) -> None:
     torch.set_num_threads(max(1, int(float(config["resources"]["cpus_per_worker"]))))
 
 
-def run_trial(config: dict) -> dict | None:
+def run_trial(config: dict, shipped: list | None = None) -> dict | None:
+    """shipped: [reference to the driver's Task in the object store] (see orchestration/task.py)."""
+    if shipped:
+        config = {**config, "task_ref": shipped[0]}
     if config["resources"]["mode"] == "inprocess":
         use_trial_cpus(config)
         return train_loop(config, TuneSession())

@@ -28,14 +28,14 @@ def sweep_command(path: Path, *args) -> list[str]:
     return [sys.executable, str(REPO / "orchestration" / "sweep.py"), str(path), *args]
 
 
-def run_sweep(path: Path, *args, timeout: int = 600) -> subprocess.CompletedProcess:
+def run_sweep(path: Path, *args, timeout: int = 600, env: dict | None = None) -> subprocess.CompletedProcess:
     return subprocess.run(sweep_command(path, *args), cwd=REPO, capture_output=True, text=True, timeout=timeout,
-                          env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                          env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})})
 
 
-def table(tmp_path: Path, name: str = "t", which: str = "folds") -> pd.DataFrame:
-    """A sweep table, without the extra DED rows."""
+def table(tmp_path: Path | str, name: str = "t", which: str = "folds") -> pd.DataFrame:
+    """A sweep table, without the extra DED rows (tmp_path: the test's folder, or a storage URI)."""
     from orchestration.aggregate import read_table
 
-    frame = read_table(str(tmp_path / "results" / name), which)
+    frame = read_table(f"{tmp_path}/{name}" if "://" in str(tmp_path) else str(tmp_path / "results" / name), which)
     return frame[~frame["model"].str.endswith("+ded")].reset_index(drop=True) if "model" in frame else frame

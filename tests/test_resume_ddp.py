@@ -18,7 +18,7 @@ def experiment_state(experiment):
     finished = partial = 0
     for result in experiment.glob("*/result.json"):
         lines = [json.loads(line) for line in result.read_text().splitlines() if line.strip()]
-        if any(line.get("done") for line in lines):
+        if any(line.get("final") for line in lines):
             finished += 1
         elif len(lines) >= 2:
             partial += 1

@@ -53,7 +53,7 @@ def test_optuna_sweep_runs_each_suggestion_on_every_fold(tmp_path, synthetic_roo
 
 def test_failing_trial_is_retried_then_recorded(tmp_path, synthetic_root):
     faults = str(tmp_path / "faults")
-    path = write_sweep(tmp_path, synthetic_root, fold_indices=[0, 1, 2], train={
+    path = write_sweep(tmp_path, synthetic_root, fold_indices=[0, 1, 2], storage=f"file://{tmp_path}/results", train={
         "epochs": 2, "batch_size": 8, "lr": 3e-3, "retries": 1,
         "inject_failure": [{"fold": 1, "epoch": 1, "times": 1, "marker_dir": faults},
                            {"fold": 2, "epoch": 0, "times": 99, "marker_dir": faults}]})
@@ -69,6 +69,8 @@ def test_failing_trial_is_retried_then_recorded(tmp_path, synthetic_root):
     assert list(errors["attempts"]) == [1, 2, 2]
     assert len(list((tmp_path / "faults").glob("lstm_attn_text-full-2-0-*"))) == 2  # first try + one retry
     assert "FAILED lstm_attn_text/full fold 2" in done.stdout
+    sweep_dir = tmp_path / "results" / "t"                        # file:// storage is the local folder
+    assert (sweep_dir / "sweep.json").exists() and (sweep_dir / "report.md").exists()
     again = run_sweep(path, "--restart-errored")                  # the errored trial runs again, from scratch
     assert again.returncode == 0, again.stderr[-3000:]
     assert "2 trials already finished" in again.stdout
@@ -117,3 +119,18 @@ def test_malformed_yaml(tmp_path, capsys):
         parse_sweep({"name": "x", "corpus": "synthetic", "models": {"fg_cme": None}, "epochs": 3})
     assert load_sweep("configs/demo.yaml").cells == [("fg_cme", "full"), ("fg_cme", "no_excite"),
                                                      ("lstm_attn_text", "full")]
+
+
+def test_an_address_where_nothing_listens_is_refused_at_once(tmp_path, synthetic_root, capsys):
+    import socket
+    import time
+
+    with socket.socket() as probe:     # a port that was free a moment ago
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    path = write_sweep(tmp_path, synthetic_root)
+    started = time.monotonic()
+    assert main([str(path), "--address", f"127.0.0.1:{port}"]) == 2
+    error = capsys.readouterr().err
+    assert f"nothing answers at the Ray address 127.0.0.1:{port}" in error and "Fix: start the cluster" in error
+    assert time.monotonic() - started < 60

@@ -17,7 +17,7 @@ def trial_config(synthetic_root, tmp_path, model="fg_cme", ablation="full", epoc
 def test_loop_reports_selects_on_validation_and_scores_test_once(synthetic_root, tmp_path):
     session = LocalSession(tmp_path / "run")
     final = train_loop(trial_config(synthetic_root, tmp_path), session)
-    epochs = [r for r in session.reports if not r["done"]]
+    epochs = [r for r in session.reports if not r["final"]]
     assert [r["epoch"] for r in epochs] == [0, 1, 2]
     assert all("test_wa" not in r for r in epochs)                       # test is never looked at per epoch
     assert not any(k.startswith("oracle_test") for r in epochs for k in r)  # unless test_oracle is asked for
@@ -38,7 +38,7 @@ def test_loop_resumes_from_its_checkpoint(synthetic_root, tmp_path):
     assert [r["epoch"] for r in session.reports] == [0, 1]
     resumed = LocalSession(tmp_path / "run")
     final = train_loop(config, resumed)
-    assert [r["epoch"] for r in resumed.reports if not r["done"]] == [2, 3]
+    assert [r["epoch"] for r in resumed.reports if not r["final"]] == [2, 3]
     assert final["resumed_from"] == 2
     again = LocalSession(tmp_path / "run")
     assert train_loop(config, again) == final and again.reports == []  # finished: nothing is redone
@@ -77,5 +77,5 @@ def test_bf16_autocast_trains_and_fp32_is_the_cpu_default(synthetic_root, tmp_pa
     session = LocalSession(tmp_path / "bf16")
     bf16 = train_loop(trial_config(synthetic_root, tmp_path, epochs=2, precision="bf16"), session)
     assert bf16["test_loss"] != fp32["test_loss"]  # it really ran in bf16
-    assert all(torch.isfinite(torch.tensor(r["train_loss"])) for r in session.reports if not r["done"])
+    assert all(torch.isfinite(torch.tensor(r["train_loss"])) for r in session.reports if not r["final"])
     assert 0 <= bf16["test_ua"] <= 1 and sum(map(sum, bf16["test_confusion"])) == bf16["n_test"]

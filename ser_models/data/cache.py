@@ -65,6 +65,18 @@ class FeatureStore:
         self._data = (np.memmap(self.directory / "data.f32", dtype=np.float32, mode="r", shape=(total, *self.dims))
                       if total else np.zeros((0, *self.dims), np.float32))
 
+    @classmethod
+    def in_memory(cls, meta: dict, rows: dict, data: np.ndarray) -> "FeatureStore":
+        """The same store held in memory (what a store becomes when it travels to another node)."""
+        store = cls.__new__(cls)
+        store.directory, store.meta, store._rows = None, meta, rows
+        store.dims, store._data = tuple(meta["dims"]), data
+        return store
+
+    def __reduce__(self):
+        # the frames themselves travel, never the cache path: a node without the cache can train from them
+        return FeatureStore.in_memory, (self.meta, self._rows, np.ascontiguousarray(self._data).view(np.ndarray))
+
     def __getitem__(self, utt_id: str) -> np.ndarray:
         offset, frames = self._rows[utt_id]
         return self._data[offset: offset + frames]

@@ -1,0 +1,113 @@
+"""Preflight: can this sweep run on this cluster? `python orchestration/sweep.py SWEEP.yaml --check`.
+
+Joins the cluster the sweep would use (or starts the embedded one), then:
+lists every node with its CPUs, GPUs and custom resources, the node types
+the autoscaler may add and their maxima; runs one small task on each node
+that reports its Ray, torch and Python versions, writes a probe file to the
+sweep's storage and reads an object the driver put in the object store (the
+way trials receive features); and validates the sweep file against all of
+it. Every problem is printed with its fix; the exit code is 2 if any.
+"""
+from __future__ import annotations
+
+import platform
+import socket
+
+
+def probe_node(storage_root: str, shipped: list) -> dict:
+    """Runs on one node: what a trial there would find."""
+    import ray
+    import torch
+
+    from orchestration import storage
+
+    found = {"host": socket.gethostname(), "ray": ray.__version__, "torch": torch.__version__,
+             "python": platform.python_version(), "cuda": torch.cuda.is_available()}
+    try:
+        storage.check_writable(storage_root)
+        found["storage"] = "writable"
+    except OSError as err:
+        found["storage"] = f"NOT writable: {err}"
+    try:
+        found["object_store"] = "ok" if ray.get(shipped[0]) == "features" else "wrong object"
+    except Exception as err:  # noqa: BLE001 - any failure to fetch is the finding
+        found["object_store"] = f"unreachable: {type(err).__name__}: {err}"
+    return found
+
+
+def node_reports(ray, storage_root: str) -> list[tuple[dict, dict]]:
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    marker = ray.put("features")
+    remote = ray.remote(num_cpus=0)(probe_node)
+    nodes = [node for node in ray.nodes() if node.get("Alive")]
+    futures = [remote.options(scheduling_strategy=NodeAffinitySchedulingStrategy(node["NodeID"], soft=False))
+               .remote(storage_root, [marker]) for node in nodes]
+    reports = []
+    for node, future in zip(nodes, futures):
+        try:
+            reports.append((node, ray.get(future, timeout=120)))
+        except Exception as err:  # noqa: BLE001
+            reports.append((node, {"error": f"{type(err).__name__}: {err}"}))
+    return reports
+
+
+def problems_of(reports: list[tuple[dict, dict]], driver_ray: str) -> list[str]:
+    problems = []
+    for node, report in reports:
+        name = f"node {node['NodeID'][:8]} ({node.get('NodeManagerAddress')})"
+        if "error" in report:
+            problems.append(f"{name}: the probe task failed: {report['error']}. Fix: check that the node runs this "
+                            "environment (pip install -e '.[cluster]') and `ray status` lists it")
+            continue
+        if report["ray"] != driver_ray:
+            problems.append(f"{name}: Ray {report['ray']}, the driver has {driver_ray}. Fix: install the same Ray "
+                            "version on every node (cluster.yaml pins the image)")
+        if report["storage"] != "writable":
+            problems.append(f"{name}: storage {report['storage']}. Fix: mount the same shared path on every node, or "
+                            "use s3://... with credentials on every node (cluster.yaml gives workers an instance "
+                            "profile)")
+        if report["object_store"] != "ok":
+            problems.append(f"{name}: object store {report['object_store']}. Fix: open the object manager port "
+                            "between nodes (cluster.yaml uses 8076)")
+    return problems
+
+
+def check(sweep, address: str | None, verbose: bool) -> int:
+    from orchestration import storage
+    from orchestration.capacity import format_resources
+    from orchestration.config import SweepError, validate
+    from orchestration.sweep import cluster_shapes, start_ray
+
+    problems = []
+    try:
+        validate(sweep)
+    except SweepError as err:
+        problems.append(str(err))
+    ray = start_ray(address, verbose)
+    try:
+        shapes = cluster_shapes(ray)
+        root = storage.normalize(sweep.storage)
+        reports = node_reports(ray, root)
+        print(f"{'node':10s} {'address':16s} {'resources':44s} {'ray':7s} {'torch':14s} {'python':8s} "
+              "storage / object store")
+        for node, report in reports:
+            print(f"{node['NodeID'][:8]:10s} {node.get('NodeManagerAddress', ''):16s} "
+                  f"{format_resources(node.get('Resources') or {}):44s} {report.get('ray', '?'):7s} "
+                  f"{report.get('torch', '?'):14s} {report.get('python', '?'):8s} "
+                  f"{report.get('storage', report.get('error', '?'))} / {report.get('object_store', '?')}")
+        for shape in shapes:
+            if not shape.live:
+                print(f"autoscaler node type {shape.name}: up to {shape.count} x {format_resources(shape.resources)}")
+        problems += problems_of(reports, ray.__version__)
+        try:
+            validate(sweep, cluster=shapes)
+        except SweepError as err:
+            problems.append(str(err))
+    finally:
+        ray.shutdown()
+    for problem in dict.fromkeys(problems):
+        print(f"problem: {problem}")
+    print(f"[check] {len(reports)} node(s), storage {root}: " + ("ready" if not problems else
+                                                                 f"{len(problems)} problem(s)"))
+    return 2 if problems else 0

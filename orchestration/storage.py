@@ -1,0 +1,94 @@
+"""The sweep's storage: a local (or NFS) path, or any pyarrow filesystem URI (s3://, gs://, file://).
+
+Everything the driver, the trials and the report read or write outside Tune's
+own files goes through here, so a sweep behaves the same on a laptop's disk
+and in a bucket. S3-compatible servers (MinIO, moto) are reached with the
+standard AWS_ENDPOINT_URL variable, which pyarrow and boto3 both read.
+"""
+from __future__ import annotations
+
+import os
+import posixpath
+import uuid
+from pathlib import Path
+from urllib.parse import unquote, urlparse
+
+from pyarrow import fs
+
+
+def normalize(location: str) -> str:
+    """An absolute local path, or a URI left as it is (file:// becomes a plain path: Tune and the report agree)."""
+    location = str(location)
+    if location.startswith("file://"):
+        location = unquote(urlparse(location).path)
+    if "://" in location:
+        return location.rstrip("/")
+    return str(Path(location).expanduser().resolve())
+
+
+def is_remote(location: str) -> bool:
+    return "://" in location
+
+
+def resolve(location: str) -> tuple[fs.FileSystem, str]:
+    return fs.FileSystem.from_uri(location) if is_remote(location) else (fs.LocalFileSystem(), location)
+
+
+def join(location: str, *parts: str) -> str:
+    return posixpath.join(location, *parts) if is_remote(location) else os.path.join(location, *parts)
+
+
+def read_text(location: str) -> str | None:
+    """The file's text, or None when it does not exist."""
+    filesystem, path = resolve(location)
+    try:
+        with filesystem.open_input_stream(path) as stream:
+            return stream.read().decode()
+    except FileNotFoundError:
+        return None
+    except OSError as err:
+        if "not exist" in str(err).lower() or "not found" in str(err).lower():
+            return None
+        raise
+
+
+def write_text(location: str, text: str) -> None:
+    """Replace the file in one step: a local temp file renamed over it, or one object PUT."""
+    filesystem, path = resolve(location)
+    filesystem.create_dir(posixpath.dirname(path) if is_remote(location) else os.path.dirname(path), recursive=True)
+    if is_remote(location):
+        with filesystem.open_output_stream(path) as stream:
+            stream.write(text.encode())
+        return
+    tmp = f"{path}.tmp-{os.getpid()}"
+    Path(tmp).write_text(text)
+    os.replace(tmp, path)
+
+
+def delete_dir(location: str) -> None:
+    filesystem, path = resolve(location)
+    try:
+        filesystem.delete_dir(path)
+    except (FileNotFoundError, OSError):
+        pass
+
+
+def upload_dir(local: Path, location: str) -> None:
+    """Copy a local folder's files to storage (report figures written locally first)."""
+    if not is_remote(location):
+        return
+    filesystem, path = resolve(location)
+    for file in sorted(Path(local).rglob("*")):
+        if file.is_file():
+            target = posixpath.join(path, file.relative_to(local).as_posix())
+            filesystem.create_dir(posixpath.dirname(target), recursive=True)
+            with filesystem.open_output_stream(target) as stream:
+                stream.write(file.read_bytes())
+
+
+def check_writable(location: str) -> None:
+    """Write and delete a probe file; raises OSError with the storage's own reason."""
+    probe = join(location, f".emosweep-probe-{uuid.uuid4().hex}")
+    write_text(probe, "probe")
+    filesystem, path = resolve(probe)
+    filesystem.delete_file(path)
