@@ -22,7 +22,9 @@ import posixpath
 import re
 import shutil
 import signal
+import sys
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -69,6 +71,7 @@ SUMMARY = pa.schema([
     + [(f"test_oracle_{m}_{stat}", pa.float64()) for m in ("wa", "ua") for stat in ("mean", "std")])
 SCHEMAS = {"folds": FOLDS, "epochs": EPOCHS, "predictions": PREDICTIONS, "trials": TRIALS, "summary": SUMMARY}
 PARTITIONED = ("folds", "epochs", "predictions")
+STALE_VERSION_S = 3600  # a table version nobody published within an hour was left by a killed aggregation
 
 
 # ------------------------------------------------------------------ reading Tune's files
@@ -88,10 +91,27 @@ def trial_dirs(experiment: str):
             yield filesystem, info.path
 
 
+class DamagedFile(UserWarning):
+    """A storage file that could not be read whole; the message names it and the fix."""
+
+
 def read_trial(filesystem, path: str) -> tuple[dict, list[dict], str | None]:
-    config = json.loads(_read_text(filesystem, posixpath.join(path, "params.json")))
-    text = _read_text(filesystem, posixpath.join(path, "result.json")) or ""
-    results = [json.loads(line) for line in text.splitlines() if line.strip()]
+    params = posixpath.join(path, "params.json")
+    try:
+        config = json.loads(_read_text(filesystem, params))
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{params}: not valid JSON ({err}). Fix: restore it from a copy, or delete the trial "
+                         f"directory {path} so that the sweep runs the trial again") from None
+    result_file = posixpath.join(path, "result.json")
+    results = []
+    for number, line in enumerate((_read_text(filesystem, result_file) or "").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            results.append(json.loads(line))
+        except json.JSONDecodeError:  # a driver killed while appending leaves a torn last line
+            warnings.warn(f"{result_file}: line {number} is not valid JSON and was skipped (a write cut short); "
+                          "the trial's other epochs are kept", DamagedFile, stacklevel=2)
     return config, results, _read_text(filesystem, posixpath.join(path, "error.txt"))
 
 
@@ -139,7 +159,13 @@ def read_experiment(experiment: str, sweep: str, with_predictions: bool = True) 
         trials.append(trial_row(key, config, results, final, status, error,
                                 attempts + earlier_attempts.get(identity, 0)))
         if final and with_predictions:
-            predictions.append(read_predictions(experiment, trial_id, key))
+            try:
+                predictions.append(read_predictions(experiment, trial_id, key))
+            except (OSError, pa.ArrowException) as err:
+                warnings.warn(f"{experiment}/predictions/{trial_id}.parquet: unreadable ({str(err)[:160]}); "
+                              f"trial {trial_id}'s metrics are kept, its predictions and DED row left out. Fix: "
+                              "restore the file, or delete the trial's directory and run the sweep again to redo "
+                              "that trial", DamagedFile, stacklevel=2)
     frames = {"folds": folds, "epochs": epochs, "trials": trials}
     tables = {name: _frame(rows, SCHEMAS[name]) for name, rows in frames.items()}
     tables["predictions"] = (pd.concat(predictions, ignore_index=True) if predictions
@@ -314,11 +340,15 @@ def write_tables(tables: dict[str, pd.DataFrame], sweep_dir: str) -> str:
         _write_table(name, frame, str(version / name), fs.LocalFileSystem())
         if os.environ.get("EMOSWEEP_AGGREGATE_KILL_AFTER") == name:  # fault injection for the atomicity test
             os.kill(os.getpid(), signal.SIGKILL)
-    link, tmp_link = root / "tables", root / f".tables-{os.getpid()}"
+    link, tmp_link = root / "tables", root / f".tables-{os.getpid()}-{time.monotonic_ns()}"
+    previous = root / os.readlink(link) if link.is_symlink() else None
     os.symlink(os.path.relpath(version, root), tmp_link)
     os.replace(tmp_link, link)  # the one atomic step
-    for old in (root / ".versions").iterdir():  # earlier versions and half-written ones of killed runs
-        if old != version:
+    if previous is not None and previous != version:
+        shutil.rmtree(previous, ignore_errors=True)
+    # a concurrent aggregation may still be writing its version: only long-abandoned ones of killed runs go
+    for old in (root / ".versions").iterdir():
+        if old not in (version, root / os.readlink(link)) and time.time() - old.stat().st_mtime > STALE_VERSION_S:
             shutil.rmtree(old, ignore_errors=True)
     return str(link)
 
@@ -351,6 +381,10 @@ def _write_remote(tables, sweep_dir: str) -> str:
 def read_table(sweep_dir: str, name: str) -> pd.DataFrame:
     """A table as pandas (partition columns as plain strings)."""
     filesystem, root = storage.resolve(storage.normalize(sweep_dir))
+    if filesystem.get_file_info(f"{root}/tables/{name}").type == fs.FileType.NotFound:
+        require_sweep_dir(sweep_dir)
+        raise FileNotFoundError(f"{sweep_dir}: the sweep has no tables yet. Fix: run the sweep to its end, or "
+                                f"python orchestration/results.py aggregate {sweep_dir}")
     frame = pq.read_table(f"{root}/tables/{name}", filesystem=filesystem, partitioning="hive").to_pandas()
     for column in ("model", "ablation"):
         if column in frame and isinstance(frame[column].dtype, pd.CategoricalDtype):
@@ -358,10 +392,25 @@ def read_table(sweep_dir: str, name: str) -> pd.DataFrame:
     return _sorted(name, frame[[c for c in SCHEMAS[name].names if c in frame.columns]])
 
 
+def require_sweep_dir(sweep_dir: str) -> None:
+    filesystem, root = storage.resolve(storage.normalize(sweep_dir))
+    if filesystem.get_file_info(f"{root}/experiment").type != fs.FileType.Directory:
+        raise FileNotFoundError(f"{sweep_dir}: not a sweep folder (it has no experiment/). Fix: give "
+                                "<storage>/<sweep name>, e.g. results/demo, the folder that holds sweep.json")
+
+
 def aggregate(sweep_dir: str, with_ded: bool = True) -> dict[str, pd.DataFrame]:
     """Rebuild and publish the tables of the sweep at sweep_dir (local path, NFS path or s3://)."""
+    require_sweep_dir(sweep_dir)
     sweep_dir = storage.normalize(sweep_dir)
-    tables = build_tables(sweep_dir, with_ded)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", DamagedFile)
+        tables = build_tables(sweep_dir, with_ded)
+    for warning in caught:
+        if issubclass(warning.category, DamagedFile):
+            print(f"[aggregate] warning: {warning.message}", file=sys.stderr, flush=True)
+        else:
+            warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
     write_tables(tables, sweep_dir)
     return tables
 

@@ -94,6 +94,9 @@ def parse_sweep(data: dict, source: str = "<embedded>") -> Sweep:
     resources = {**RESOURCE_DEFAULTS, **(data.get("resources") or {})}
     seeds = data.get("seeds", [0])
     seeds = seeds if isinstance(seeds, list) else [seeds]
+    bad = [seed for seed in seeds if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0]
+    if bad:
+        _fail(source, f"seeds must be non-negative integers, got {bad}", "e.g. seeds: [0, 1, 2]")
     search = data.get("search")
     return Sweep(name=name, corpus=corpus, folds=data.get("folds"), cells=cells, model_options=options,
                  seeds=[int(s) for s in seeds], train=train, search=search, resources=resources,
@@ -137,6 +140,14 @@ def validate(sweep: Sweep, corpus=None, cluster: list | None = None) -> None:
                 check_corpus_supports(model, ablation, corpus)
             except IncompatibleInputs as err:
                 _fail(src, str(err), "drop that cell from the sweep")
+    if corpus is not None:
+        try:
+            folds = corpus.folds(sweep.folds)
+        except ValueError as err:
+            _fail(src, f"folds {sweep.folds!r}: {err}", "pick a strategy the corpus supports, with at most as many "
+                  "folds as it has speakers (docs/corpora.md)")
+        if sweep.fold_indices is not None and any(not 0 <= f < len(folds) for f in sweep.fold_indices):
+            _fail(src, f"fold_indices {sweep.fold_indices} outside 0..{len(folds) - 1}", "correct fold_indices")
     train = sweep.train
     if train["select_on"] not in SELECT_ON:
         _fail(src, f"train.select_on {train['select_on']!r} is not a validation metric",

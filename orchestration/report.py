@@ -273,8 +273,7 @@ def main(argv=None) -> int:
             publish(args.sweep_dir, args.publish)
             print(f"published to {args.publish}")
     except FileNotFoundError as err:
-        print(f"error: {err}. Fix: run the sweep, or `python orchestration/results.py aggregate` first",
-              file=sys.stderr)
+        print(f"error: {err}", file=sys.stderr)
         return 2
     return 0
 

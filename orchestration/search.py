@@ -6,13 +6,17 @@ study per cell. Each suggestion becomes one trial per (fold, seed), all with
 the same hyperparameters; when they have all finished, the study is told the
 mean *validation* objective over them (never a test metric). Without a
 search, each cell gets exactly one suggestion: the sweep's fixed settings.
-Its whole state is pickled with the experiment, so a resumed sweep continues
-the same studies.
+Its state is saved with the experiment as JSON, never a pickle (a pickle in
+shared storage runs code when loaded): the bookkeeping as plain values and
+the studies as Optuna's own journal (JSON lines), so a resumed sweep
+continues the same studies, and `optuna-dashboard <journal>` shows them.
 """
 from __future__ import annotations
 
+import json
 import math
-import pickle
+import os
+import tempfile
 
 import optuna
 from ray.tune.search import Searcher
@@ -24,24 +28,38 @@ optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 class SweepSearcher(Searcher):
     def __init__(self, cells, folds, seeds, search: dict | None = None, metric: str = "objective",
-                 mode: str = "max", seed: int = 0, model_options: dict | None = None):
+                 mode: str = "max", seed: int = 0, model_options: dict | None = None, publish_to: str | None = None):
         super().__init__(metric=metric, mode=mode)
+        self.publish_to = publish_to  # a copy of the journal for optuna-dashboard (in the sweep's storage)
         self.model_options = model_options or {}
         self.cells, self.folds, self.seeds = [tuple(c) for c in cells], list(folds), list(seeds)
         self.samples = int(search["samples"]) if search else 1
         self.space = parse_space(search["space"]) if search else None
-        sampler_name = (search or {}).get("sampler", "tpe")
-        self.studies = {}
-        for index, cell in enumerate(self.cells):
-            sampler = (optuna.samplers.TPESampler(seed=seed + index, constant_liar=True) if sampler_name == "tpe"
-                       else optuna.samplers.RandomSampler(seed=seed + index))
-            self.studies[cell] = optuna.create_study(direction="maximize" if mode == "max" else "minimize",
-                                                     sampler=sampler)
+        self.sampler_name, self.seed = (search or {}).get("sampler", "tpe"), seed
+        self.journal = tempfile.NamedTemporaryFile(prefix="optuna-", suffix=".journal", delete=False).name
+        self.studies = self._open_studies(create=True)
         self.issued = {cell: 0 for cell in self.cells}
         self.queue: list[dict] = []
         self.groups: dict[str, dict] = {}
         self.trial_group: dict[str, str] = {}
         self.next_cell = 0
+
+    def _open_studies(self, create: bool) -> dict:
+        from optuna.storages import JournalStorage
+        from optuna.storages.journal import JournalFileBackend
+
+        storage = JournalStorage(JournalFileBackend(self.journal))
+        studies = {}
+        for index, cell in enumerate(self.cells):
+            # resumed samplers are re-seeded from how far their study got, so a resume stays deterministic
+            told = 0 if create else len(optuna.load_study(study_name=study_name(cell), storage=storage).trials)
+            seed = self.seed + index + 1000 * told
+            sampler = (optuna.samplers.TPESampler(seed=seed, constant_liar=True) if self.sampler_name == "tpe"
+                       else optuna.samplers.RandomSampler(seed=seed))
+            studies[cell] = optuna.create_study(study_name=study_name(cell), storage=storage, sampler=sampler,
+                                                direction="maximize" if self.mode == "max" else "minimize",
+                                                load_if_exists=not create)
+        return studies
 
     @property
     def total_trials(self) -> int:
@@ -95,10 +113,39 @@ class SweepSearcher(Searcher):
             study.tell(group["optuna_number"], sum(values) / len(values))
         group["told"] = True
 
+    def state(self) -> dict:
+        """Everything but the studies, as JSON-safe values (cells become "model/ablation")."""
+        return {"cells": [list(c) for c in self.cells], "issued": {"/".join(c): n for c, n in self.issued.items()},
+                "queue": self.queue, "groups": {g: {**v, "cell": list(v["cell"])} for g, v in self.groups.items()},
+                "trial_group": self.trial_group, "next_cell": self.next_cell}
+
     def save(self, checkpoint_path: str) -> None:
-        with open(checkpoint_path, "wb") as handle:
-            pickle.dump(self.__dict__, handle)
+        with open(self.journal) as handle:
+            journal = handle.read()
+        tmp = f"{checkpoint_path}.tmp"
+        with open(tmp, "w") as handle:
+            json.dump({"format": "emosweep-searcher-1", "state": self.state(), "journal": journal}, handle)
+        os.replace(tmp, checkpoint_path)
+        if self.publish_to and self.space is not None:
+            from . import storage
+
+            storage.write_text(self.publish_to, journal)
 
     def restore(self, checkpoint_path: str) -> None:
-        with open(checkpoint_path, "rb") as handle:
-            self.__dict__.update(pickle.load(handle))
+        with open(checkpoint_path) as handle:
+            saved = json.load(handle)
+        if saved.get("format") != "emosweep-searcher-1":
+            raise ValueError(f"{checkpoint_path}: not an emosweep searcher state. Fix: delete the experiment's "
+                             "searcher-state files only if you mean to restart its search")
+        state = saved["state"]
+        self.cells = [tuple(c) for c in state["cells"]]
+        self.issued = {tuple(k.split("/", 1)): n for k, n in state["issued"].items()}
+        self.queue, self.trial_group, self.next_cell = state["queue"], state["trial_group"], state["next_cell"]
+        self.groups = {g: {**v, "cell": tuple(v["cell"])} for g, v in state["groups"].items()}
+        with open(self.journal, "w") as handle:
+            handle.write(saved["journal"])
+        self.studies = self._open_studies(create=False)
+
+
+def study_name(cell) -> str:
+    return f"{cell[0]}/{cell[1]}"

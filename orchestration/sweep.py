@@ -13,6 +13,7 @@ import argparse
 import hashlib
 import json
 import os
+import shlex
 import sys
 import threading
 import time
@@ -216,23 +217,37 @@ class Phases:
         return "[sweep] timing: " + ", ".join(f"{name} {value:.2f} s" for name, value in self.seconds.items())
 
 
-def run(sweep, restart_errored: bool = False, address: str | None = None, verbose: bool = False) -> int:
-    from orchestration.task import corpus_from_config
+EXIT_DONE, EXIT_PROBLEM, EXIT_RESUMABLE, EXIT_FAILED_TRIALS = 0, 2, 3, 4
 
-    phases = Phases()
+
+def run(sweep, restart_errored: bool = False, address: str | None = None, verbose: bool = False) -> int:
+    from orchestration.lock import DriverLock, SweepLocked
+
     validate(sweep)
     root = storage.normalize(sweep.storage)
     check_storage(sweep, root)
+    lock = DriverLock(storage.join(root, sweep.name))
+    try:
+        lock.acquire()
+    except SweepLocked as err:
+        raise SweepError(f"{sweep.source}: {err}") from None
+    try:
+        return run_locked(sweep, root, restart_errored, address, verbose)
+    finally:
+        lock.release()
+
+
+def run_locked(sweep, root: str, restart_errored: bool, address: str | None, verbose: bool) -> int:
+    from orchestration.task import corpus_from_config
+
+    phases = Phases()
     try:
         corpus = corpus_from_config(sweep.corpus)
     except (FileNotFoundError, ValueError) as err:
         raise SweepError(f"{sweep.source}: cannot load corpus: {err}") from None
     validate(sweep, corpus)
     task = prepare_features(sweep, corpus)
-    n_folds = len(task.folds)
-    folds = sweep.fold_indices if sweep.fold_indices is not None else list(range(n_folds))
-    if any(not 0 <= f < n_folds for f in folds):
-        raise SweepError(f"{sweep.source}: fold_indices {folds} outside 0..{n_folds - 1}. Fix: correct fold_indices")
+    folds = sweep.fold_indices if sweep.fold_indices is not None else list(range(len(task.folds)))
     phases.done("data")
     ray = start_ray(address, verbose)
     shapes = cluster_shapes(ray)
@@ -242,23 +257,42 @@ def run(sweep, restart_errored: bool = False, address: str | None = None, verbos
     phases.done("ray_start")
     experiment = storage.join(root, sweep.name, "experiment")
     check_unchanged(sweep, storage.join(root, sweep.name))
-    limit = fit(sweep, folds, root, experiment, restart_errored, task_ref, shapes)
+    limit, total = fit(sweep, folds, root, experiment, restart_errored, task_ref, shapes)
     phases.done("trials")
     # tables and report need only storage: Ray stops beside them instead of after them
     stopping = threading.Thread(target=ray.shutdown)
     stopping.start()
     try:
-        code = finish(sweep, root, phases)
-        if limit.reached:
-            print(f"[sweep] stopped after waiting {limit.timeout_s:g} s: {limit.progress.waiting}. Fix: add nodes "
-                  "or free resources, or raise resources.wait_timeout_s; then run the same command to resume",
-                  flush=True)
-            return 3
-        return code
+        counts = finish(sweep, root, phases)
     finally:
         stopping.join()
         phases.done("ray_stop")
         print(phases.line(), flush=True)
+    if limit.reached:
+        print(f"[sweep] stopped after waiting {limit.timeout_s:g} s: {limit.progress.waiting}. Fix: add nodes "
+              "or free resources, or raise resources.wait_timeout_s", flush=True)
+    return outcome(sweep, root, counts, total)
+
+
+def outcome(sweep, root: str, counts: dict, total: int) -> int:
+    """The exit code, and a last line that says what to run next."""
+    command = " ".join(["python", *map(shlex.quote, sys.argv)]) if sys.argv and sys.argv[0].endswith(".py") \
+        else f"python orchestration/sweep.py {sweep.source}"
+    finished, failed = counts.get("finished", 0), counts.get("error", 0)
+    unfinished = total - finished - failed
+    sweep_dir = storage.join(root, sweep.name)
+    if unfinished > 0:
+        print(f"[sweep] interrupted: {finished}/{total} trials finished, {unfinished} not yet. Next: run the same "
+              f"command to resume: {command}", flush=True)
+        return EXIT_RESUMABLE
+    if failed:
+        print(f"[sweep] finished with {failed} failed trial(s) of {total}. Next: read their errors with "
+              f"python orchestration/results.py show {sweep_dir} --table trials --where status=error, fix the "
+              f"cause, then run: {command} --restart-errored", flush=True)
+        return EXIT_FAILED_TRIALS
+    print(f"[sweep] done: {finished}/{total} trials finished. Next: python orchestration/results.py show "
+          f"{sweep_dir}", flush=True)
+    return EXIT_DONE
 
 
 def fit(sweep, folds, root, experiment, restart_errored, task_ref, shapes):
@@ -277,7 +311,8 @@ def fit(sweep, folds, root, experiment, restart_errored, task_ref, shapes):
     trainable = tune.with_resources(tune.with_parameters(run_trial, shipped=[task_ref]), trial_resources)
     searcher = SweepSearcher(sweep.cells, folds, sweep.seeds, sweep.search, metric="objective",
                              mode="min" if sweep.train["select_on"] == "val_loss" else "max",
-                             model_options=sweep.model_options)
+                             model_options=sweep.model_options,
+                             publish_to=storage.join(root, sweep.name, "optuna.journal"))
     progress = SweepProgress(searcher.total_trials, int(sweep.train["epochs"]), resources=resources, shapes=shapes)
     limit = WaitLimit(progress, float(resources["wait_timeout_s"]))
     print(f"[sweep] {sweep.name}: {len(sweep.cells)} model/ablation cells x {searcher.samples} setting(s) x "
@@ -307,7 +342,7 @@ def fit(sweep, folds, root, experiment, restart_errored, task_ref, shapes):
     started = time.monotonic()
     tuner.fit()
     print(f"[sweep] fit finished in {time.monotonic() - started:.0f} s")
-    return limit
+    return limit, searcher.total_trials
 
 
 def attach_progress(tuner, progress, limit) -> None:
@@ -319,7 +354,8 @@ def attach_progress(tuner, progress, limit) -> None:
         print("[sweep] (this Ray version hides the restored run config: no progress lines while resuming)")
 
 
-def finish(sweep, root, phases: Phases) -> int:
+def finish(sweep, root, phases: Phases) -> dict:
+    """Tables and report; returns the count of trials per status."""
     from orchestration.aggregate import aggregate
 
     sweep_dir = storage.join(root, sweep.name)
@@ -337,7 +373,7 @@ def finish(sweep, root, phases: Phases) -> int:
                   f"WA {row.test_wa_mean:.3f} +- {row.test_wa_std:.3f}  (n={row.n})")
         write_report_safely(sweep_dir)
         phases.done("report")
-    return 0 if counts.get("finished", 0) else 1
+    return counts
 
 
 def write_report_safely(sweep_dir: str) -> None:

@@ -47,7 +47,7 @@ class LocalSession:
 
     def restore(self) -> dict | None:
         path = self.directory / "latest" / STATE_FILE
-        return torch.load(path, weights_only=False) if path.exists() else None
+        return load_state(path) if path.exists() else None
 
     def report(self, metrics: dict, state: dict) -> None:
         self.reports.append(metrics)
@@ -157,7 +157,20 @@ def _load_state(checkpoint) -> dict | None:
     if checkpoint is None:
         return None
     with checkpoint.as_directory() as directory:
-        return torch.load(Path(directory) / STATE_FILE, weights_only=False)
+        return load_state(Path(directory) / STATE_FILE)
+
+
+def load_state(path: Path) -> dict:
+    """Tensors and plain values only (weights_only): a checkpoint in shared storage must not run code on load."""
+    import pickle
+
+    try:
+        return torch.load(path, weights_only=True)
+    except pickle.UnpicklingError:
+        raise RuntimeError(f"{path}: refused to load a checkpoint holding Python objects (only tensors and plain "
+                           "values are loaded). "
+                           "Fix: delete this checkpoint (its trial then restarts from the previous one or from "
+                           "scratch), and check who can write the sweep's storage") from None
 
 
 def _atomic_save(state: dict, path: Path) -> None:
@@ -172,6 +185,28 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
+
+
+def rng_state() -> dict:
+    """Every random stream training draws from, as tensors and plain values (weights_only-loadable)."""
+    kind, keys, position, has_gauss, gauss = np.random.get_state()
+    state = {"torch": torch.get_rng_state(), "python": random.getstate(),
+             "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "position": int(position),
+                       "has_gauss": int(has_gauss), "gauss": float(gauss)}}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    """Continue the streams where the checkpoint left them: a resumed trial is the uninterrupted one."""
+    torch.set_rng_state(state["torch"])
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    n = state["numpy"]
+    np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["position"], n["has_gauss"], n["gauss"]))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
 
 
 def make_loaders(task, fold, inputs, config, session, seed, device):
@@ -274,6 +309,7 @@ def train_loop(config: dict, session) -> dict:
         return state["final"]  # finished before an interruption: nothing to redo
     start, history, best = 0, [], {"epoch": None, "score": None, "model": None, "metrics": None}
     if state is not None:
+        set_rng_state(state["rng"])
         core.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         start, history, best = state["epoch"] + 1, state["history"], state["best"]
@@ -300,7 +336,7 @@ def train_loop(config: dict, session) -> dict:
         history.append(metrics)
         metrics["selected_epoch"], metrics["objective"] = best["epoch"], best["score"]
         session.report(metrics, {"epoch": epoch, "model": core.state_dict(), "optimizer": optimizer.state_dict(),
-                                 "history": history, "best": best})
+                                 "rng": rng_state(), "history": history, "best": best})
     final = finish(config, session, core, best, eval_loaders["test"], device, task, sizes, resumed_from, history)
     session.report(final, {"final": final, "history": history, "best": {**best, "model": None}})
     return final

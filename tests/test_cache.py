@@ -59,19 +59,22 @@ def test_bad_files_are_quarantined_not_fatal(tmp_path, capsys):
     silent = tmp_path / "silent.wav"
     import soundfile as sf
     sf.write(silent, np.zeros(16_000, np.float32), 16_000)
-    rows = [{"path": p.name, "label": "angry", "speaker": "a"} for p in good + [corrupt, empty, silent]]
+    short = tmp_path / "short.wav"
+    sf.write(short, np.full(1, 0.5, np.float32), 16_000)     # one sample: passes decoding, no feature window fits
+    rows = [{"path": p.name, "label": "angry", "speaker": "a"} for p in good + [corrupt, empty, silent, short]]
     rows.append({"path": "missing.wav", "label": "sad", "speaker": "b"})
     pd.DataFrame(rows).to_csv(tmp_path / "m.csv", index=False)
     table = load(tmp_path / "m.csv")
     report = extract(table, ["fbank40", "waveform"], tmp_path / "cache", progress=False)
     assert report.usable == {"good0", "good1", "good2"}
     reasons = report.quarantine.set_index("utt_id")["reason"].to_dict()
-    assert set(reasons) == {"corrupt", "empty", "silent", "missing"}
+    assert set(reasons) == {"corrupt", "empty", "silent", "short", "missing"}
+    assert "too short: 1 samples" in reasons["short"]
     assert "cannot decode" in reasons["corrupt"] and "empty" in reasons["empty"]
     assert "silent" in reasons["silent"] and "not found" in reasons["missing"]
     assert all("Fix:" in reason for reason in reasons.values())
     assert report.quarantine_path.exists()
-    assert "4 utterance(s) skipped" in capsys.readouterr().err
+    assert "5 utterance(s) skipped" in capsys.readouterr().err
 
 
 def test_audio_error_names_the_file(tmp_path):
@@ -85,3 +88,13 @@ def test_parallel_extraction_matches_serial(small_table, tmp_path):
     for utt in small_table["utt_id"]:
         assert np.allclose(serial[utt], parallel[utt])
     shutil.rmtree(tmp_path / "b")
+
+
+def test_a_feature_that_keeps_only_the_start_says_so(tmp_path, capsys):
+    files = [write(tmp_path / "long.wav", seconds=31.0), write(tmp_path / "short.wav", seconds=1.0)]
+    pd.DataFrame([{"path": p.name, "label": "angry", "speaker": "a"} for p in files]).to_csv(tmp_path / "m.csv",
+                                                                                            index=False)
+    report = extract(load(tmp_path / "m.csv"), ["fbank40"], tmp_path / "cache", progress=False)
+    assert len(report.stores["fbank40"]["long"]) == 3000                      # 30 s of 10-ms frames
+    err = capsys.readouterr().err
+    assert "fbank40 keeps the first 30 s: 1 utterance(s) are longer (longest 31 s" in err and "long.wav" in err

@@ -63,8 +63,39 @@ def test_killed_aggregation_leaves_the_old_tables(sweep_dir):
     assert os.readlink(sweep_dir / "tables") == before_target
     for name in SCHEMAS:
         pd.testing.assert_frame_equal(before[name], read_table(str(sweep_dir), name))
-    aggregate(str(sweep_dir))  # the next run publishes and clears the half-written version
+    versions = sorted((sweep_dir / ".versions").iterdir())
+    assert len(versions) == 2                          # published + half-written (its writer might still run)
+    aggregate(str(sweep_dir))
+    assert len(list((sweep_dir / ".versions").iterdir())) == 2  # the previous one replaced; the orphan kept
+    orphan = next(v for v in versions if v.name != before_target.split("/")[-1])
+    os.utime(orphan, (0, 0))                            # abandoned long ago: a killed run's
+    aggregate(str(sweep_dir))
     assert len(list((sweep_dir / ".versions").iterdir())) == 1
+
+
+def test_a_copied_sweep_with_damaged_files_still_aggregates_and_names_them(sweep_dir, tmp_path):
+    import shutil
+
+    copy = tmp_path / "elsewhere" / "t"                  # moved or copied, e.g. cluster -> laptop
+    shutil.copytree(sweep_dir, copy, symlinks=True)
+    original, hidden = sweep_dir / "experiment" / "predictions", sweep_dir / "experiment" / ".predictions-hidden"
+    original.rename(hidden)                              # the copy must not read the original's files
+    try:
+        prediction = sorted((copy / "experiment" / "predictions").glob("*.parquet"))[0]
+        prediction.write_bytes(prediction.read_bytes()[:100])   # truncated by a kill
+        result = sorted((copy / "experiment").glob("*/result.json"))[1]
+        result.write_text(result.read_text() + '{"epoch": 7, "train_lo')  # a torn last line
+        done = subprocess.run([sys.executable, str(REPO / "orchestration" / "results.py"), "aggregate", str(copy)],
+                              capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr[-3000:]
+        assert f"{prediction}: unreadable" in done.stderr and "Fix: restore the file" in done.stderr
+        assert f"{result}: line" in done.stderr and "skipped" in done.stderr
+        folds = read_table(str(copy), "folds")
+        plain = folds[~folds["model"].str.endswith("+ded")]
+        assert len(plain) == 4 and set(plain["status"]) == {"finished"}         # no trial lost
+        assert read_table(str(copy), "predictions")["trial_id"].nunique() == 3 + 3  # 3 trials, 3 DED rows
+    finally:
+        hidden.rename(original)
 
 
 def test_query_cli(sweep_dir, capsys):
@@ -114,3 +145,19 @@ def test_report_writes_markdown_and_figures(sweep_dir):
         path = sweep_dir / "figures" / f"{figure}.png"
         assert path.stat().st_size > 10_000 and f"figures/{figure}.png" in report
     assert "test-oracle" in report and "## Paired comparisons" in report and "## Beside the published" in report
+
+
+@pytest.mark.parametrize("command, layout, message", [
+    (["results.py", "show"], None, "not a sweep folder"),
+    (["results.py", "aggregate"], None, "not a sweep folder"),
+    (["report.py"], None, "not a sweep folder"),
+    (["results.py", "show"], "experiment", "has no tables yet"),
+    (["report.py"], "experiment", "has no tables yet"),
+])
+def test_tools_on_a_wrong_folder_say_what_it_is_and_the_fix(tmp_path, command, layout, message):
+    if layout:
+        (tmp_path / layout).mkdir()
+    done = subprocess.run([sys.executable, str(REPO / "orchestration" / command[0]), *command[1:], str(tmp_path)],
+                          capture_output=True, text=True)
+    assert done.returncode == 2 and message in done.stderr and "Fix:" in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr

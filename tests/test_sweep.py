@@ -1,8 +1,11 @@
 """Sweeps on a real local Ray instance, through the real command line."""
-import pickle
+import json
 import re
 
+import optuna
 import pytest
+from optuna.storages import JournalStorage
+from optuna.storages.journal import JournalFileBackend
 
 from orchestration.config import SweepError, load_sweep, parse_sweep, validate
 from orchestration.sweep import main
@@ -41,9 +44,13 @@ def test_optuna_sweep_runs_each_suggestion_on_every_fold(tmp_path, synthetic_roo
     assert all(sorted(g["fold"]) == [0, 1, 2] and g["hparams"].nunique() == 1 for _, g in groups)
     assert trials["hparams"].nunique() == 3
     # Optuna's value for each suggestion is the mean validation objective over its folds, never a test metric
-    state_file = max((tmp_path / "results" / "t" / "experiment").glob("searcher-state-*.pkl"))
-    state = pickle.loads(state_file.read_bytes())
-    study = next(iter(state["studies"].values()))
+    state_file = max((tmp_path / "results" / "t" / "experiment").glob("searcher-state-*"))
+    saved = json.loads(state_file.read_text())                 # JSON, never a pickle
+    state = saved["state"]
+    journal = tmp_path / "results" / "t" / "optuna.journal"    # what optuna-dashboard opens
+    assert journal.read_text() == saved["journal"]
+    study = optuna.load_study(study_name="lstm_attn_text/full", storage=JournalStorage(JournalFileBackend(
+        str(journal))))
     told = {t.number: t.value for t in study.trials if t.value is not None}
     assert len(told) == 3
     for group_id, group in state["groups"].items():
@@ -58,7 +65,8 @@ def test_failing_trial_is_retried_then_recorded(tmp_path, synthetic_root):
         "inject_failure": [{"fold": 1, "epoch": 1, "times": 1, "marker_dir": faults},
                            {"fold": 2, "epoch": 0, "times": 99, "marker_dir": faults}]})
     done = run_sweep(path)
-    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.returncode == 4, done.stderr[-3000:]                 # finished, with a failed trial
+    assert "--restart-errored" in done.stdout.strip().splitlines()[-1]  # the last line says what to run next
     trials = table(tmp_path).set_index("fold")
     assert trials.loc[0, "status"] == "finished"
     assert trials.loc[1, "status"] == "finished"                  # failed once, retried from its checkpoint
@@ -72,7 +80,7 @@ def test_failing_trial_is_retried_then_recorded(tmp_path, synthetic_root):
     sweep_dir = tmp_path / "results" / "t"                        # file:// storage is the local folder
     assert (sweep_dir / "sweep.json").exists() and (sweep_dir / "report.md").exists()
     again = run_sweep(path, "--restart-errored")                  # the errored trial runs again, from scratch
-    assert again.returncode == 0, again.stderr[-3000:]
+    assert again.returncode == 4, again.stderr[-3000:]
     assert "2 trials already finished" in again.stdout
     assert len(list((tmp_path / "faults").glob("lstm_attn_text-full-2-0-*"))) == 4
     rerun = table(tmp_path)
@@ -87,13 +95,20 @@ def test_failing_trial_is_retried_then_recorded(tmp_path, synthetic_root):
     ({"resources": {"workers_per_trial": 0}}, "workers_per_trial must be >= 1"),
     ({"search": {"samples": 2, "space": {"lr": [0.1, 0.01]}}}, "bad range"),
     ({"corpus": {"name": "ravdess", "root": "/nowhere/ravdess"}}, "does not exist"),
+    ({"folds": "sesions"}, "unknown fold strategy 'sesions'"),
+    ({"folds": "speakers-50"}, "cannot make 50 speaker-disjoint folds"),
+    ({"fold_indices": [7]}, "fold_indices [7] outside 0..4"),
+    ({"corpus": {"name": "synthetic", "sesions": 5}}, "corpus.sesions is not an option of corpus 'synthetic'"),
+    ({"seeds": ["zero"]}, "seeds must be non-negative integers, got ['zero']"),
+    ({"resources": {"wait_timeout_s": "soon"}}, "wait_timeout_s must be a positive number"),
+    ({"resources": {"mode": "ddp", "workers_per_trial": 3}}, "must split evenly over 3 DDP workers"),
 ])
 def test_bad_sweep_files_exit_2_before_any_work(tmp_path, synthetic_root, capsys, change, message):
     path = write_sweep(tmp_path, synthetic_root, **change)
     assert main([str(path)]) == 2
     error = capsys.readouterr().err
     assert message in error and str(path) in error and "Fix:" in error
-    assert not (tmp_path / "results").exists()
+    assert not (tmp_path / "results" / "t" / "experiment").exists()
 
 
 def test_text_model_on_corpus_without_transcripts(tmp_path):

@@ -79,3 +79,37 @@ def test_bf16_autocast_trains_and_fp32_is_the_cpu_default(synthetic_root, tmp_pa
     assert bf16["test_loss"] != fp32["test_loss"]  # it really ran in bf16
     assert all(torch.isfinite(torch.tensor(r["train_loss"])) for r in session.reports if not r["final"])
     assert 0 <= bf16["test_ua"] <= 1 and sum(map(sum, bf16["test_confusion"])) == bf16["n_test"]
+
+
+def test_a_checkpoint_that_would_run_code_is_refused(synthetic_root, tmp_path):
+    import torch
+
+    marker = tmp_path / "pwned"
+
+    class Payload:
+        def __reduce__(self):
+            return (open, (str(marker), "w"))   # any callable: loading this file would call it
+
+    (tmp_path / "run" / "latest").mkdir(parents=True)
+    torch.save({"epoch": 0, "model": {}, "evil": Payload()}, tmp_path / "run" / "latest" / "state.pt")
+    with pytest.raises(RuntimeError, match="refused to load a checkpoint holding Python objects.*Fix: delete"):
+        train_loop(trial_config(synthetic_root, tmp_path, epochs=1), LocalSession(tmp_path / "run"))
+    assert not marker.exists()
+
+
+def test_a_resumed_trial_is_bit_identical_to_the_uninterrupted_one(synthetic_root, tmp_path):
+    """Model, optimizer and every random stream (dropout draws from torch's) continue from the checkpoint."""
+    model = {"model": "cma", "ablation": "text_only"}           # dropout: draws from torch's stream every step
+    straight = LocalSession(tmp_path / "a")
+    uninterrupted = train_loop(trial_config(synthetic_root, tmp_path, epochs=4, **model), straight)
+    config = trial_config(synthetic_root, tmp_path, epochs=4, **model,
+                          inject_failure={"epoch": 2, "times": 1, "marker_dir": str(tmp_path / "faults")})
+    with pytest.raises(RuntimeError, match="injected failure"):
+        train_loop(config, LocalSession(tmp_path / "b"))
+    resumed = LocalSession(tmp_path / "b")
+    final = train_loop(config, resumed)
+    assert final["resumed_from"] == 2
+    for key in ("test_ua", "test_wa", "test_loss", "objective", "selected_epoch", "test_confusion"):
+        assert final[key] == uninterrupted[key], key
+    after = [(r["train_loss"], r["val_loss"]) for r in resumed.reports if not r["final"]]
+    assert after == [(r["train_loss"], r["val_loss"]) for r in straight.reports if not r["final"]][2:]

@@ -16,6 +16,8 @@ from scipy.signal import resample_poly
 
 TARGET_SR = 16_000
 SILENCE_PEAK = 1e-4  # below -80 dBFS everywhere: nothing to learn from
+# every extractor needs a few analysis windows (25-64 ms each): shorter files cannot become features
+MIN_SECONDS = 0.1
 
 
 class AudioError(Exception):
@@ -51,6 +53,9 @@ def load_audio(path: str | Path, target_sr: int = TARGET_SR) -> np.ndarray:
         raise AudioError(path, "NaN or infinite samples", "re-encode the file")
     if np.abs(wave).max() < SILENCE_PEAK:
         raise AudioError(path, "all-silent (peak below -80 dBFS)", "check the recording; drop it from the manifest")
+    if len(wave) < MIN_SECONDS * sample_rate:
+        raise AudioError(path, f"too short: {len(wave)} samples ({len(wave) / sample_rate:.3f} s); the features "
+                               f"need at least {MIN_SECONDS} s", "re-export the whole utterance, or drop it from the corpus")
     if sample_rate != target_sr:
         ratio = Fraction(target_sr, sample_rate)
         wave = resample_poly(wave, ratio.numerator, ratio.denominator).astype(np.float32)

@@ -132,7 +132,12 @@ def _extract_chunk(rows: list[dict], names: list[str]) -> list[tuple[str, dict |
                     spans = np.stack([starts, ends], axis=1) if starts else None
                 features[name] = np.zeros((0, 2), np.float32) if spans is None else spans.astype(np.float32)
             else:
-                features[name] = get_extractor(name)(wave).numpy()
+                try:
+                    features[name] = get_extractor(name)(wave).numpy()
+                except Exception as err:  # noqa: BLE001 - one odd file is quarantined, never fatal
+                    features = f"{name} extraction failed ({type(err).__name__}: {str(err)[:160]}). Fix: check " \
+                               "the file (length, channels), or drop it from the corpus"
+                    break
         out.append((row["utt_id"], features))
     return out
 
@@ -196,8 +201,25 @@ def extract(table: pd.DataFrame, names: list[str], cache_dir: str | Path = DEFAU
         if len(report.quarantine):
             print(f"[emosweep] {len(report.quarantine)} utterance(s) skipped (bad audio); list: {quarantine_path}",
                   file=sys.stderr)
+    warn_cropped(table, names)
     report.seconds = time.perf_counter() - started
     return report
+
+
+def warn_cropped(table: pd.DataFrame, names: list[str]) -> None:
+    """Say when a feature keeps only the start of long utterances (nothing is cut without a word)."""
+    from .features import kept_seconds
+
+    if "duration" not in table:
+        return
+    for name in names:
+        limit = kept_seconds(name)
+        long = table[table["duration"].astype(float) > limit] if limit else table.iloc[:0]
+        if len(long):
+            longest = long.loc[long["duration"].astype(float).idxmax()]
+            print(f"[emosweep] {name} keeps the first {limit:g} s: {len(long)} utterance(s) are longer (longest "
+                  f"{float(longest['duration']):.0f} s, {longest['path']}). Fix: split long recordings into "
+                  "utterances (one manifest row each) if their end matters", file=sys.stderr)
 
 
 def _compute(table, todo, finals, report, workers, progress, chunk, quarantine_path):

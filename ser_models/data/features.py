@@ -139,6 +139,16 @@ def get_extractor(name: str):
     return EXTRACTORS[name]
 
 
+def kept_seconds(name: str) -> float | None:
+    """How much of an utterance a feature keeps (None: all of it). Longer utterances lose their end."""
+    extractor = EXTRACTORS.get(name)
+    if getattr(extractor, "max_frames", None):
+        return extractor.max_frames / 100  # 10 ms frames
+    if getattr(extractor, "fixed_samples", None):
+        return extractor.fixed_samples / SAMPLE_RATE
+    return None
+
+
 def describe(name: str) -> dict:
     extractor = get_extractor(name)
     return {"name": name, "class": type(extractor).__name__, **asdict(extractor)}
