@@ -96,12 +96,6 @@ class DamagedFile(UserWarning):
 
 
 def read_trial(filesystem, path: str) -> tuple[dict, list[dict], str | None]:
-    params = posixpath.join(path, "params.json")
-    try:
-        config = json.loads(_read_text(filesystem, params))
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{params}: not valid JSON ({err}). Fix: restore it from a copy, or delete the trial "
-                         f"directory {path} so that the sweep runs the trial again") from None
     result_file = posixpath.join(path, "result.json")
     results = []
     for number, line in enumerate((_read_text(filesystem, result_file) or "").splitlines(), 1):
@@ -112,6 +106,16 @@ def read_trial(filesystem, path: str) -> tuple[dict, list[dict], str | None]:
         except json.JSONDecodeError:  # a driver killed while appending leaves a torn last line
             warnings.warn(f"{result_file}: line {number} is not valid JSON and was skipped (a write cut short); "
                           "the trial's other epochs are kept", DamagedFile, stacklevel=2)
+    params = posixpath.join(path, "params.json")
+    try:
+        config = json.loads(_read_text(filesystem, params))
+    except json.JSONDecodeError:
+        config = next((r["config"] for r in reversed(results) if isinstance(r.get("config"), dict)), None)
+        if config is None:
+            raise ValueError(f"{params}: not valid JSON, and no result line repeats the trial's config. Fix: "
+                             "restore it from a copy") from None
+        warnings.warn(f"{params}: not valid JSON; the trial's config was read from its results instead",
+                      DamagedFile, stacklevel=2)
     return config, results, _read_text(filesystem, posixpath.join(path, "error.txt"))
 
 
@@ -142,7 +146,11 @@ def read_experiment(experiment: str, sweep: str, with_predictions: bool = True) 
     latest: dict[tuple, tuple] = {}
     earlier_attempts: dict[tuple, int] = {}
     for filesystem, path in sorted(trial_dirs(experiment), key=lambda item: _started(item[1])):
-        config, results, error = read_trial(filesystem, path)
+        try:
+            config, results, error = read_trial(filesystem, path)
+        except ValueError as err:
+            warnings.warn(f"{err}; that trial is left out of the tables", DamagedFile, stacklevel=2)
+            continue
         identity = (config["model"], config["ablation"], config.get("group"), int(config["fold"]), int(config["seed"]))
         if identity in latest:
             earlier_attempts[identity] = earlier_attempts.get(identity, 0) + outcome(*latest[identity][2:])[2]
@@ -401,6 +409,13 @@ def require_sweep_dir(sweep_dir: str) -> None:
 
 def aggregate(sweep_dir: str, with_ded: bool = True) -> dict[str, pd.DataFrame]:
     """Rebuild and publish the tables of the sweep at sweep_dir (local path, NFS path or s3://)."""
+    tables = collect(sweep_dir, with_ded)
+    write_tables(tables, storage.normalize(sweep_dir))
+    return tables
+
+
+def collect(sweep_dir: str, with_ded: bool = True) -> dict[str, pd.DataFrame]:
+    """The tables, built from the experiment's files; damaged files are named on stderr and skipped."""
     require_sweep_dir(sweep_dir)
     sweep_dir = storage.normalize(sweep_dir)
     with warnings.catch_warnings(record=True) as caught:
@@ -411,7 +426,6 @@ def aggregate(sweep_dir: str, with_ded: bool = True) -> dict[str, pd.DataFrame]:
             print(f"[aggregate] warning: {warning.message}", file=sys.stderr, flush=True)
         else:
             warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
-    write_tables(tables, sweep_dir)
     return tables
 
 

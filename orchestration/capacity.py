@@ -74,7 +74,8 @@ def never_fits(resources: dict, shapes: list[NodeShape]) -> str | None:
                           for s in shapes) or "none"
     what = f"{len(bundles)} worker(s) of {format_resources(bundles[0])}" if len(bundles) > 1 else \
         format_resources(bundles[0])
-    return f"a trial needs {what}, and no node of this cluster, now or that its autoscaler can add, holds it ({described})"
+    return (f"a trial needs {what}, and no node of this cluster, now or that its autoscaler can add, "
+            f"holds it ({described})")
 
 
 def waiting_for(resources: dict, available: dict, shapes: list[NodeShape]) -> str:

@@ -53,16 +53,14 @@ class DriverLock:
                 "renewed": time.time()}
 
     def acquire(self, settle_s: float = 1.0) -> None:
-        text = storage.read_text(self.path)
-        if text:
-            held = json.loads(text)
-            if holder_is_alive(held):
-                raise SweepLocked(self.describe(held))
+        held = self._read()
+        if held and holder_is_alive(held):
+            raise SweepLocked(self.describe(held))
         started = time.time()
         storage.write_text(self.path, json.dumps(self._lease(started)))
         # object stores have no exclusive create: the last writer wins, and a loser sees the winner here
         time.sleep(settle_s)
-        now = json.loads(storage.read_text(self.path) or "{}")
+        now = self._read()
         if now.get("token") != self.token:
             raise SweepLocked(self.describe(now))
         self._thread = threading.Thread(target=self._renew, args=(started,), daemon=True)
@@ -76,10 +74,17 @@ class DriverLock:
         self._stop.set()
         if self._thread is not None:
             self._thread.join()
-        current = storage.read_text(self.path)
-        if current and json.loads(current).get("token") == self.token:
+        if self._read().get("token") == self.token:
             filesystem, path = storage.resolve(self.path)
             filesystem.delete_file(path)
+
+    def _read(self) -> dict:
+        """The lease, or {} when there is none or it is torn (a write cut short holds no live driver)."""
+        try:
+            lease = json.loads(storage.read_text(self.path) or "{}")
+        except json.JSONDecodeError:
+            return {}
+        return lease if isinstance(lease, dict) else {}
 
     def describe(self, lease: dict) -> str:
         since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(float(lease.get("started", 0))))

@@ -113,7 +113,6 @@ def base_config(sweep, root: str) -> dict:
     """Constants merged into every trial's config."""
     return {"sweep": sweep.name, "corpus": sweep.corpus, "folds": sweep.folds, "train": sweep.train,
             "resources": sweep.resources, "cache": sweep.cache, "vectors": sweep.vectors,
-            "storage_path": f"{root}/{sweep.name}", "predictions_dir": f"{root}/{sweep.name}/experiment/predictions",
             "git_commit": git_commit()}
 
 
@@ -184,10 +183,19 @@ def check_unchanged(sweep, sweep_dir: str) -> None:
         storage.write_text(marker, json.dumps({"digest": digest, "sweep": sweep.raw, "corpus": sweep.corpus,
                                                "folds": sweep.folds, "git_commit": git_commit()},
                                               indent=2, default=str))
-    elif json.loads(text)["digest"] != digest:
+    elif stored_digest(text, marker) != digest:
         raise SweepError(f"{sweep.source}: the sweep file changed since {sweep_dir} was started (its sweep.json "
                          f"records the original). Fix: give the sweep a new name, or delete {sweep_dir} to start "
                          "it over")
+
+
+def stored_digest(text: str, marker: str) -> str:
+    try:
+        return json.loads(text)["digest"]
+    except (json.JSONDecodeError, KeyError, TypeError):
+        raise SweepError(f"{marker} is damaged (not the JSON record of a sweep file). Fix: delete it; the next run "
+                         "records the current sweep file there (check first that it is the one the sweep started "
+                         "with)") from None
 
 
 def clear_errored_train_runs(experiment: str) -> int:
@@ -307,8 +315,12 @@ def fit(sweep, folds, root, experiment, restart_errored, task_ref, shapes):
         trial_resources = {"CPU": float(resources["cpus_per_worker"]), "GPU": float(resources["gpus_per_worker"])}
     else:
         trial_resources = {"TRAIN_DRIVER": 0.01}  # drivers hold no CPU: the workers need every core
-    # a list: with_parameters stores it once, and the reference inside reaches DDP workers unresolved
-    trainable = tune.with_resources(tune.with_parameters(run_trial, shipped=[task_ref]), trial_resources)
+    # a list: with_parameters stores it once, and the reference inside reaches DDP workers unresolved.
+    # Storage paths travel the same way, given anew by every run: a moved sweep folder resumes in place
+    places = {"storage_path": storage.join(root, sweep.name),
+              "predictions_dir": storage.join(experiment, "predictions")}
+    trainable = tune.with_resources(tune.with_parameters(run_trial, shipped=[task_ref], places=places),
+                                    trial_resources)
     searcher = SweepSearcher(sweep.cells, folds, sweep.seeds, sweep.search, metric="objective",
                              mode="min" if sweep.train["select_on"] == "val_loss" else "max",
                              model_options=sweep.model_options,
@@ -317,6 +329,7 @@ def fit(sweep, folds, root, experiment, restart_errored, task_ref, shapes):
     limit = WaitLimit(progress, float(resources["wait_timeout_s"]))
     print(f"[sweep] {sweep.name}: {len(sweep.cells)} model/ablation cells x {searcher.samples} setting(s) x "
           f"{len(folds)} folds x {len(sweep.seeds)} seed(s) = {searcher.total_trials} trials -> {experiment}")
+    check_experiment_state(experiment)
     if tune.Tuner.can_restore(experiment):
         if restart_errored:
             print(f"[sweep] --restart-errored: cleared {clear_errored_train_runs(experiment)} errored trial(s)")
@@ -340,9 +353,42 @@ def fit(sweep, folds, root, experiment, restart_errored, task_ref, shapes):
                 failure_config=tune.FailureConfig(max_failures=int(sweep.train["retries"])),
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=2)))
     started = time.monotonic()
-    tuner.fit()
+    try:
+        tuner.fit()
+    except Exception as err:  # noqa: BLE001 - e.g. Tune reading its own file cut short by a full disk
+        # the trials' files are what the tables come from; the exit code then says what is missing
+        print(f"[sweep] Ray Tune stopped with {type(err).__name__}: {str(err)[:300]}", flush=True)
     print(f"[sweep] fit finished in {time.monotonic() - started:.0f} s")
     return limit, searcher.total_trials
+
+
+def check_experiment_state(experiment: str) -> None:
+    """Tune's own state files, cut short (a disk that filled up while they were written), cannot resume."""
+    from pyarrow import fs
+
+    filesystem, path = storage.resolve(experiment)
+    try:
+        infos = filesystem.get_file_info(fs.FileSelector(path))
+    except (FileNotFoundError, OSError):
+        return
+    damaged, state = [], []
+    for info in infos:
+        name = info.path.rsplit("/", 1)[-1]
+        if info.type != fs.FileType.File or not name.startswith(("experiment_state-", "search_gen_state-",
+                                                                 "searcher-state-", "tuner.pkl")):
+            continue
+        state.append(storage.join(experiment, name))
+        if name.endswith(".json"):
+            try:
+                json.loads(storage.read_text(state[-1]) or "")
+            except (json.JSONDecodeError, UnicodeDecodeError):
+                damaged.append(name)
+    if damaged:
+        raise SweepError(f"the sweep's state cannot be resumed: {', '.join(damaged)} in {experiment} cut short (was "
+                         "the disk full?). Finished trials' results are intact: python orchestration/results.py "
+                         f"aggregate {experiment.rsplit('/', 1)[0]} tables them. Fix: delete the experiment's state "
+                         f"files: {' '.join(state)}; the same command then runs the sweep again (the tables keep the "
+                         "newest run of each trial)")
 
 
 def attach_progress(tuner, progress, limit) -> None:
@@ -356,13 +402,20 @@ def attach_progress(tuner, progress, limit) -> None:
 
 def finish(sweep, root, phases: Phases) -> dict:
     """Tables and report; returns the count of trials per status."""
-    from orchestration.aggregate import aggregate
+    from orchestration.aggregate import collect, write_tables
 
     sweep_dir = storage.join(root, sweep.name)
-    tables = aggregate(sweep_dir)
-    phases.done("tables")
+    tables = collect(sweep_dir)
     folds = tables["folds"]
     counts = folds.loc[~folds["model"].str.endswith("+ded"), "status"].value_counts().to_dict()
+    try:
+        write_tables(tables, sweep_dir)
+    except OSError as err:  # a full disk or lost permissions: the results stay in the experiment's files
+        print(f"[sweep] {sum(counts.values())} trials: {counts}; tables NOT written ({err}). Fix: free space or "
+              f"restore access to {sweep_dir}, then: python orchestration/results.py aggregate {sweep_dir}",
+              flush=True)
+        return counts
+    phases.done("tables")
     print(f"[sweep] {sum(counts.values())} trials: {counts}; tables: {sweep_dir}/tables/"
           f"{{folds,epochs,predictions,trials,summary}}")
     summary = tables["summary"]

@@ -166,6 +166,10 @@ def load_state(path: Path) -> dict:
 
     try:
         return torch.load(path, weights_only=True)
+    except (RuntimeError, EOFError) as err:  # cut short by a kill or a full disk: start the trial over (seeded)
+        print(f"[trial] {path}: damaged checkpoint ({str(err)[:120]}); this trial restarts from epoch 0, which "
+              "gives the same result", flush=True)
+        return None
     except pickle.UnpicklingError:
         raise RuntimeError(f"{path}: refused to load a checkpoint holding Python objects (only tensors and plain "
                            "values are loaded). "
@@ -223,7 +227,8 @@ def make_loaders(task, fold, inputs, config, session, seed, device):
     batch_size = int(config["train"]["batch_size"])
     sampler = DistributedSampler(datasets["train"], session.world_size, session.rank, shuffle=True, seed=seed)
     train = DataLoader(datasets["train"], batch_size=max(1, batch_size // session.world_size), sampler=sampler,
-                       collate_fn=collate, generator=torch.Generator().manual_seed(seed), num_workers=int(config["train"]["num_workers"]),
+                       collate_fn=collate, generator=torch.Generator().manual_seed(seed),
+                       num_workers=int(config["train"]["num_workers"]),
                        pin_memory=device.type == "cuda")
     # evaluation batches are the same every epoch: collated once and kept on the device
     evaluate = {name: [to_device(batch, device) for batch in DataLoader(datasets[name], batch_size=batch_size,

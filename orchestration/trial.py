@@ -12,10 +12,13 @@ def use_trial_cpus(config: dict) -> None:
     torch.set_num_threads(max(1, int(float(config["resources"]["cpus_per_worker"]))))
 
 
-def run_trial(config: dict, shipped: list | None = None) -> dict | None:
-    """shipped: [reference to the driver's Task in the object store] (see orchestration/task.py)."""
+def run_trial(config: dict, shipped: list | None = None, places: dict | None = None) -> dict | None:
+    """shipped: [reference to the driver's Task in the object store] (see orchestration/task.py);
+    places: where this run of the sweep keeps its files (storage_path, predictions_dir), never stored
+    in the trial's config, so that a sweep folder can move between runs."""
     if shipped:
         config = {**config, "task_ref": shipped[0]}
+    config = {**config, **(places or {})}
     if config["resources"]["mode"] == "inprocess":
         use_trial_cpus(config)
         return train_loop(config, TuneSession())

@@ -1,6 +1,7 @@
 """Interruptions and concurrent drivers: exit codes a script can trust, nothing lost or done twice."""
 import json
 import os
+import pathlib
 import signal
 import socket
 import subprocess
@@ -8,6 +9,7 @@ import time
 
 import pytest
 
+from orchestration.aggregate import read_table
 from orchestration.lock import DriverLock, SweepLocked
 
 from .conftest import REPO
@@ -78,3 +80,155 @@ def test_ctrl_c_stops_resumably_and_the_same_command_finishes_the_sweep(tmp_path
     assert len(trials) == 4 and set(trials["status"]) == {"finished"}
     assert not trials.duplicated(["model", "ablation", "fold", "seed"]).any()
     assert (trials["resumed_from"] > 0).any()               # the interrupted trial continued mid-way
+
+
+@pytest.mark.slow
+def test_three_sigkills_at_different_moments_give_the_uninterrupted_tables(tmp_path, synthetic_root):
+    """Kill the driver with its Ray and trials: mid-epoch of the first trial, between trials, at a random time."""
+    import random
+
+    from .test_resume_ddp import experiment_state
+
+    train = {"epochs": 6, "batch_size": 4, "lr": 3e-3}
+    cells = {"lstm_attn_text": ["full"], "cma": ["text_only"]}   # cma has dropout: random streams matter
+    (tmp_path / "ref").mkdir()
+    reference = write_sweep(tmp_path / "ref", synthetic_root, fold_indices=[0, 1, 2], train=train, models=cells)
+    assert run_sweep(reference).returncode == 0
+    killed_dir = tmp_path / "killed"
+    killed_dir.mkdir()
+    path = write_sweep(killed_dir, synthetic_root, fold_indices=[0, 1, 2], train=train, models=cells)
+    experiment = killed_dir / "results" / "t" / "experiment"
+    moments = [lambda: experiment_state(experiment)[1] >= 1,                      # a trial half-way
+               lambda: experiment_state(experiment)[0] >= 2,                      # between trials
+               lambda: time.monotonic() > started + random.Random(0).uniform(3, 8)]  # anywhere
+    for moment in moments:
+        driver = subprocess.Popen(sweep_command(path), cwd=REPO, start_new_session=True,
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        started = time.monotonic()
+        while not moment() and driver.poll() is None:
+            time.sleep(0.2)
+        os.killpg(driver.pid, signal.SIGKILL)
+        driver.wait()
+        time.sleep(1)
+    finished = run_sweep(path)
+    assert finished.returncode == 0, finished.stdout[-3000:] + finished.stderr[-3000:]
+
+    metrics = ["model", "ablation", "fold", "seed", "selected_epoch", "val_ua", "val_loss", "test_ua", "test_wa",
+               "test_loss", "test_confusion"]
+    ours, theirs = (table(d)[metrics].sort_values(["model", "fold"]).reset_index(drop=True)
+                    for d in (killed_dir, tmp_path / "ref"))
+    assert len(ours) == 6 and not ours.duplicated(["model", "ablation", "fold", "seed"]).any()
+    assert ours.drop(columns="test_confusion").equals(theirs.drop(columns="test_confusion"))  # bit-identical
+    assert [list(map(list, c)) for c in ours["test_confusion"]] == [list(map(list, c)) for c in theirs["test_confusion"]]
+    assert (table(killed_dir)["resumed_from"] > 0).any()
+
+
+@pytest.mark.slow
+def test_a_sweep_folder_moved_after_a_crash_resumes_where_it_now_is(tmp_path, synthetic_root):
+    import shutil
+
+    from .test_resume_ddp import experiment_state
+
+    path = write_sweep(tmp_path, synthetic_root, fold_indices=[0, 1, 2],
+                       train={"epochs": 8, "batch_size": 4, "lr": 3e-3})
+    experiment = tmp_path / "results" / "t" / "experiment"
+    driver = subprocess.Popen(sweep_command(path), cwd=REPO, start_new_session=True,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 400
+    while min(experiment_state(experiment)) < 1:
+        assert time.monotonic() < deadline and driver.poll() is None
+        time.sleep(0.2)
+    os.killpg(driver.pid, signal.SIGKILL)
+    driver.wait()
+    shutil.move(tmp_path / "results", tmp_path / "moved")          # e.g. copied off a cluster's disk
+    resumed = run_sweep(path, "--storage", str(tmp_path / "moved"))
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    assert "resuming:" in resumed.stdout
+    folds = read_table(str(tmp_path / "moved" / "t"), "folds")
+    folds = folds[~folds["model"].str.endswith("+ded")]
+    assert len(folds) == 3 and set(folds["status"]) == {"finished"} and (folds["resumed_from"] > 0).any()
+    assert len(list((tmp_path / "moved" / "t" / "experiment" / "predictions").glob("*.parquet"))) == 3
+    assert not (tmp_path / "results").exists()                     # nothing written to the old place
+
+
+def test_a_torn_lease_is_no_lease(tmp_path):
+    (tmp_path / "driver.lock").write_text('{"token": "x", "host": "h", "pi')   # a write cut short
+    with DriverLock(str(tmp_path)):
+        assert json.loads((tmp_path / "driver.lock").read_text())["pid"] == os.getpid()
+
+
+def test_a_damaged_sweep_record_is_refused_with_the_fix(tmp_path, synthetic_root):
+    from orchestration.config import SweepError, load_sweep
+    from orchestration.sweep import check_unchanged
+
+    sweep = load_sweep(write_sweep(tmp_path, synthetic_root))
+    sweep_dir = tmp_path / "results" / "t"
+    check_unchanged(sweep, str(sweep_dir))                       # records the sweep file
+    check_unchanged(sweep, str(sweep_dir))                       # the same file: accepted
+    (sweep_dir / "sweep.json").write_text('{"digest": "ab')
+    with pytest.raises(SweepError, match="sweep.json is damaged.*Fix: delete it"):
+        check_unchanged(sweep, str(sweep_dir))
+
+
+@pytest.mark.slow
+def test_a_killed_trial_process_is_retried_from_its_checkpoint(tmp_path, synthetic_root):
+    from .local_cluster import descendants
+    from .test_resume_ddp import experiment_state
+
+    path = write_sweep(tmp_path, synthetic_root, fold_indices=[0],
+                       train={"epochs": 60, "batch_size": 2, "lr": 1e-3, "retries": 2})
+    experiment = tmp_path / "results" / "t" / "experiment"
+    log = tmp_path / "driver.log"
+    driver = subprocess.Popen(sweep_command(path), cwd=REPO, stdout=open(log, "w"), stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 400
+    while experiment_state(experiment)[1] < 1:                   # the trial is half-way
+        assert time.monotonic() < deadline and driver.poll() is None, log.read_text()[-3000:]
+        time.sleep(0.2)
+    trial_processes = [pid for pid in descendants({driver.pid})
+                       if open(f"/proc/{pid}/cmdline", "rb").read().startswith(b"ray::ImplicitFunc")]
+    assert len(trial_processes) == 1
+    os.kill(trial_processes[0], signal.SIGKILL)                 # OOM killer, a segfault in a native library...
+    assert driver.wait(timeout=600) == 0, log.read_text()[-3000:]
+    trials = table(tmp_path, which="trials")
+    folds = table(tmp_path)
+    assert len(folds) == 1 and folds.loc[0, "status"] == "finished"
+    assert trials.loc[0, "attempts"] == 2 and folds.loc[0, "resumed_from"] > 0
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A real 64 MB filesystem (tmpfs), to fill up."""
+    mount_point = tmp_path / "disk"
+    mount_point.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(mount_point)],
+                          capture_output=True, text=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here ({done.stderr.strip()}): the disk-full test needs root")
+    try:
+        yield mount_point
+    finally:
+        subprocess.run(["umount", "-l", str(mount_point)], capture_output=True)
+
+
+@pytest.mark.slow
+def test_a_full_disk_stops_resumably_and_the_same_command_finishes_after_space_is_freed(
+        small_disk, tmp_path, synthetic_root):
+    ballast = small_disk / "ballast"
+    ballast.write_bytes(b"\0" * 52 * 2**20)   # other data: 12 MB stay free, one 10-MB checkpoint fits, two do not
+    path = write_sweep(tmp_path, synthetic_root, fold_indices=[0], storage=str(small_disk / "results"),
+                       train={"epochs": 3, "batch_size": 8, "lr": 3e-3, "retries": 1})
+    full = run_sweep(path)
+    assert full.returncode == 3, full.stdout[-3000:] + full.stderr[-3000:]     # stopped, resumable
+    assert "No space left on device" in full.stdout + full.stderr
+    assert "run the same command to resume" in full.stdout.strip().splitlines()[-1]
+    ballast.unlink()                                            # the user frees space
+    again = run_sweep(path)
+    if again.returncode == 2:                                   # Tune's state file was cut short by the full disk
+        assert "cut short (was the disk full?)" in again.stderr, again.stderr
+        for name in again.stderr.split("state files: ", 1)[1].split(";")[0].split():
+            pathlib.Path(name).unlink()                         # following the fix
+        again = run_sweep(path)
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    folds = read_table(str(small_disk / "results" / "t"), "folds")
+    folds = folds[~folds["model"].str.endswith("+ded")]
+    assert len(folds) == 1 and folds.loc[folds.index[0], "status"] == "finished"

@@ -85,11 +85,14 @@ def test_a_copied_sweep_with_damaged_files_still_aggregates_and_names_them(sweep
         prediction.write_bytes(prediction.read_bytes()[:100])   # truncated by a kill
         result = sorted((copy / "experiment").glob("*/result.json"))[1]
         result.write_text(result.read_text() + '{"epoch": 7, "train_lo')  # a torn last line
+        params = sorted((copy / "experiment").glob("*/params.json"))[2]
+        params.write_text(params.read_text()[:40])                           # a torn config
         done = subprocess.run([sys.executable, str(REPO / "orchestration" / "results.py"), "aggregate", str(copy)],
                               capture_output=True, text=True)
         assert done.returncode == 0, done.stderr[-3000:]
         assert f"{prediction}: unreadable" in done.stderr and "Fix: restore the file" in done.stderr
         assert f"{result}: line" in done.stderr and "skipped" in done.stderr
+        assert f"{params}: not valid JSON; the trial's config was read from its results" in done.stderr
         folds = read_table(str(copy), "folds")
         plain = folds[~folds["model"].str.endswith("+ded")]
         assert len(plain) == 4 and set(plain["status"]) == {"finished"}         # no trial lost

@@ -93,7 +93,8 @@ def test_an_s3_sweep_killed_mid_run_resumes_with_nothing_lost_or_repeated(tmp_pa
     driver = subprocess.Popen(sweep_command(path), cwd=REPO, start_new_session=True,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 400
-    while not any(key.startswith("experiment/predictions/") for key in bucket_keys(s3_server["bucket"], "test-kill/t/")):
+    keys = lambda: bucket_keys(s3_server["bucket"], "test-kill/t/")  # noqa: E731
+    while not any(key.startswith("experiment/predictions/") for key in keys()):
         assert time.monotonic() < deadline, "no trial finished on S3 within 400 s"
         time.sleep(1)
     os.killpg(driver.pid, signal.SIGKILL)        # driver, its local Ray and the running trials

@@ -113,3 +113,16 @@ def test_a_resumed_trial_is_bit_identical_to_the_uninterrupted_one(synthetic_roo
         assert final[key] == uninterrupted[key], key
     after = [(r["train_loss"], r["val_loss"]) for r in resumed.reports if not r["final"]]
     assert after == [(r["train_loss"], r["val_loss"]) for r in straight.reports if not r["final"]][2:]
+
+
+def test_a_damaged_checkpoint_restarts_the_trial_with_the_same_result(synthetic_root, tmp_path, capsys):
+    """A kill or a full disk can leave state.pt cut short: the trial starts over (seeded) instead of failing."""
+    config = trial_config(synthetic_root, tmp_path, epochs=3, model="cma", ablation="text_only")
+    straight = train_loop(config, LocalSession(tmp_path / "a"))
+    damaged = tmp_path / "b" / "latest" / "state.pt"
+    train_loop({**config, "train": {**config["train"], "epochs": 2}}, LocalSession(tmp_path / "b"))
+    damaged.write_bytes(damaged.read_bytes()[:1000])
+    again = train_loop(config, LocalSession(tmp_path / "b"))
+    assert f"{damaged}: damaged checkpoint" in capsys.readouterr().out
+    assert again["resumed_from"] == 0
+    assert again["test_confusion"] == straight["test_confusion"] and again["test_loss"] == straight["test_loss"]

@@ -55,7 +55,8 @@ def load_audio(path: str | Path, target_sr: int = TARGET_SR) -> np.ndarray:
         raise AudioError(path, "all-silent (peak below -80 dBFS)", "check the recording; drop it from the manifest")
     if len(wave) < MIN_SECONDS * sample_rate:
         raise AudioError(path, f"too short: {len(wave)} samples ({len(wave) / sample_rate:.3f} s); the features "
-                               f"need at least {MIN_SECONDS} s", "re-export the whole utterance, or drop it from the corpus")
+                               f"need at least {MIN_SECONDS} s",
+                         "re-export the whole utterance, or drop it from the corpus")
     if sample_rate != target_sr:
         ratio = Fraction(target_sr, sample_rate)
         wave = resample_poly(wave, ratio.numerator, ratio.denominator).astype(np.float32)
