@@ -378,7 +378,7 @@ def check_experiment_state(experiment: str) -> None:
                                                                  "searcher-state-", "tuner.pkl")):
             continue
         state.append(storage.join(experiment, name))
-        if name.endswith(".json"):
+        if name.startswith("experiment_state-"):  # JSON (search_gen_state-*.json holds a pickle, despite its name)
             try:
                 json.loads(storage.read_text(state[-1]) or "")
             except (json.JSONDecodeError, UnicodeDecodeError):
