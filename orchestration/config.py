@@ -14,15 +14,12 @@ from pathlib import Path
 
 import yaml
 
-SELECT_ON = ("val_ua", "val_wa", "val_macro_f1", "val_loss")
-TRAIN_DEFAULTS = {"epochs": 20, "batch_size": 32, "lr": 1e-3, "weight_decay": 0.0, "select_on": "val_ua",
-                  "retries": 2, "num_workers": 0, "test_oracle": False, "precision": "auto"}
-# auto: bf16 autocast on a GPU that supports it, fp32 elsewhere (so CPU results never change)
-PRECISIONS = ("auto", "fp32", "bf16")
-RESOURCE_DEFAULTS = {"mode": "inprocess", "workers_per_trial": 1, "cpus_per_worker": 1, "gpus_per_worker": 0.0,
-                     "max_concurrent_trials": None,
-                     # how long a sweep may wait with no trial training (autoscaler adding nodes, busy cluster)
-                     "wait_timeout_s": 3600}
+from . import schema
+
+SELECT_ON = schema.BY_PATH["train.select_on"].choices
+PRECISIONS = schema.BY_PATH["train.precision"].choices
+TRAIN_DEFAULTS = schema.defaults("train")
+RESOURCE_DEFAULTS = schema.defaults("resources")
 
 
 class SweepError(ValueError):
@@ -55,14 +52,9 @@ def _fail(source, message, fix):
 def parse_sweep(data: dict, source: str = "<embedded>") -> Sweep:
     if not isinstance(data, dict):
         _fail(source, "a sweep file must be a YAML mapping", "start from configs/demo.yaml")
-    known = {"name", "corpus", "folds", "models", "seeds", "train", "search", "resources", "storage", "cache",
-             "vectors", "fold_indices"}
-    unknown = sorted(set(data) - known)
-    if unknown:
-        _fail(source, f"unknown key(s) {unknown}", f"use only {sorted(known)}")
-    for key in ("name", "corpus", "models"):
-        if key not in data:
-            _fail(source, f"missing '{key}'", "see configs/demo.yaml for a complete example")
+    found = schema.problems(data)
+    if found:  # every problem at once, each with its dotted key and fix
+        raise SweepError("\n".join(f"{source}: {path}: {what}. Fix: {fix}" for path, what, fix in found))
     name = str(data["name"])
     if not name.replace("-", "").replace("_", "").isalnum():
         _fail(source, f"name {name!r} must be letters, digits, - and _", "rename the sweep")
@@ -97,7 +89,7 @@ def parse_sweep(data: dict, source: str = "<embedded>") -> Sweep:
     bad = [seed for seed in seeds if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0]
     if bad:
         _fail(source, f"seeds must be non-negative integers, got {bad}", "e.g. seeds: [0, 1, 2]")
-    search = data.get("search")
+    search = {**schema.defaults("search"), **data["search"]} if data.get("search") else None
     return Sweep(name=name, corpus=corpus, folds=data.get("folds"), cells=cells, model_options=options,
                  seeds=[int(s) for s in seeds], train=train, search=search, resources=resources,
                  storage=str(data.get("storage", "results")), cache=cache,
@@ -149,19 +141,7 @@ def validate(sweep: Sweep, corpus=None, cluster: list | None = None) -> None:
         if sweep.fold_indices is not None and any(not 0 <= f < len(folds) for f in sweep.fold_indices):
             _fail(src, f"fold_indices {sweep.fold_indices} outside 0..{len(folds) - 1}", "correct fold_indices")
     train = sweep.train
-    if train["select_on"] not in SELECT_ON:
-        _fail(src, f"train.select_on {train['select_on']!r} is not a validation metric",
-              f"use one of {SELECT_ON} (model selection never uses the test fold)")
-    if train["precision"] not in PRECISIONS:
-        _fail(src, f"train.precision {train['precision']!r}", f"use one of {PRECISIONS}")
-    for key in ("epochs", "batch_size"):
-        if not isinstance(train[key], int) or train[key] < 1:
-            _fail(src, f"train.{key} must be a positive integer, got {train[key]!r}", f"set train.{key}: 20")
     res = sweep.resources
-    if res["mode"] not in ("inprocess", "ddp"):
-        _fail(src, f"resources.mode {res['mode']!r}", "use inprocess (laptops, tests) or ddp (Ray Train)")
-    if not isinstance(res["workers_per_trial"], int) or res["workers_per_trial"] < 1:
-        _fail(src, f"resources.workers_per_trial must be >= 1, got {res['workers_per_trial']!r}", "set it to 1 or more")
     gpus = float(res["gpus_per_worker"])
     if gpus < 0 or (gpus > 1 and gpus != int(gpus)):
         _fail(src, f"resources.gpus_per_worker {gpus} is invalid", "use a fraction <= 1 or a whole number")
@@ -171,9 +151,6 @@ def validate(sweep: Sweep, corpus=None, cluster: list | None = None) -> None:
     if res["mode"] == "ddp" and train["batch_size"] % res["workers_per_trial"]:
         _fail(src, f"train.batch_size {train['batch_size']} is the global batch and must split evenly over "
               f"{res['workers_per_trial']} DDP workers", "make train.batch_size a multiple of workers_per_trial")
-    if not isinstance(res["wait_timeout_s"], (int, float)) or res["wait_timeout_s"] <= 0:
-        _fail(src, f"resources.wait_timeout_s must be a positive number of seconds, got {res['wait_timeout_s']!r}",
-              "set resources.wait_timeout_s: 3600")
     if float(res["cpus_per_worker"]) <= 0:
         _fail(src, "resources.cpus_per_worker must be > 0", "set it to 1")
     if cluster is not None:
@@ -203,16 +180,18 @@ def _validate_cluster(sweep: Sweep, shapes: list) -> None:
 
 
 def _validate_search(sweep: Sweep) -> None:
+    """The space's ranges parse, and each name is a training setting or a hyperparameter of every model searched."""
+    from ser_models.registry import get_spec
+
     from .spaces import parse_space
 
-    search = sweep.search
-    if not isinstance(search, dict) or "space" not in search:
-        _fail(sweep.source, "search needs a space", "e.g. search: {samples: 8, space: {lr: [1.0e-4, 1.0e-2, log]}}")
-    if search.get("sampler", "tpe") not in ("tpe", "random"):
-        _fail(sweep.source, f"search.sampler {search.get('sampler')!r}", "use tpe or random")
-    if int(search.get("samples", 0)) < 1:
-        _fail(sweep.source, "search.samples must be >= 1", "set search.samples: 8")
     try:
-        parse_space(search["space"])
+        parse_space(sweep.search["space"])
     except ValueError as err:
         _fail(sweep.source, f"search.space: {err}", "see the README's search example")
+    for name in sweep.search["space"]:
+        for model in dict.fromkeys(model for model, _ in sweep.cells):
+            known = set(TRAIN_DEFAULTS) | set(get_spec(model).defaults)
+            if name not in known:
+                _fail(sweep.source, f"search.space.{name}: not a training setting nor a hyperparameter of model "
+                      f"{model!r}{schema.did_you_mean(name, known)}", f"search one of {sorted(known)}")

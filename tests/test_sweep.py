@@ -90,9 +90,9 @@ def test_failing_trial_is_retried_then_recorded(tmp_path, synthetic_root):
 @pytest.mark.parametrize("change, message", [
     ({"models": {"fgcme": ["full"]}}, "unknown model 'fgcme'"),
     ({"models": {"fg_cme": ["no_exite"]}}, "has no ablation 'no_exite'"),
-    ({"train": {"select_on": "test_ua"}}, "never uses the test fold"),
+    ({"train": {"select_on": "test_ua"}}, "train.select_on: 'test_ua' is not one of"),
     ({"resources": {"mode": "ddp", "workers_per_trial": 2, "gpus_per_worker": 0.5}}, "share one GPU"),
-    ({"resources": {"workers_per_trial": 0}}, "workers_per_trial must be >= 1"),
+    ({"resources": {"workers_per_trial": 0}}, "resources.workers_per_trial: must be at least 1"),
     ({"search": {"samples": 2, "space": {"lr": [0.1, 0.01]}}}, "bad range"),
     ({"corpus": {"name": "ravdess", "root": "/nowhere/ravdess"}}, "does not exist"),
     ({"folds": "sesions"}, "unknown fold strategy 'sesions'"),
@@ -100,7 +100,7 @@ def test_failing_trial_is_retried_then_recorded(tmp_path, synthetic_root):
     ({"fold_indices": [7]}, "fold_indices [7] outside 0..4"),
     ({"corpus": {"name": "synthetic", "sesions": 5}}, "corpus.sesions is not an option of corpus 'synthetic'"),
     ({"seeds": ["zero"]}, "seeds must be non-negative integers, got ['zero']"),
-    ({"resources": {"wait_timeout_s": "soon"}}, "wait_timeout_s must be a positive number"),
+    ({"resources": {"wait_timeout_s": "soon"}}, "resources.wait_timeout_s: must be an integer or a number"),
     ({"resources": {"mode": "ddp", "workers_per_trial": 3}}, "must split evenly over 3 DDP workers"),
 ])
 def test_bad_sweep_files_exit_2_before_any_work(tmp_path, synthetic_root, capsys, change, message):

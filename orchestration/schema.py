@@ -1,0 +1,191 @@
+"""Every key a sweep file can hold: its type, default, allowed values and help. One place.
+
+The loader (unknown keys at any depth are errors with a did-you-mean, types
+are checked at load time), the defaults the training loop uses, the docs'
+reference table (docs/sweep-keys.md) and the JSON Schema for editors
+(docs/sweep.schema.json) all come from KEYS; tests/test_schema.py keeps the
+two files in sync. A small table of plain dataclasses rather than pydantic:
+the sections are flat, the errors must name the file and give the fix in our
+words, and the base install stays as it is.
+
+Sections whose keys belong to something else are checked there: `corpus`
+options by the corpus, `models.<name>.options` by the model's builder,
+`search.space` names against the recipe and the model's hyperparameters.
+"""
+from __future__ import annotations
+
+import difflib
+import json
+from dataclasses import dataclass
+from typing import Any
+
+NUMBER = (int, float)
+
+
+@dataclass(frozen=True)
+class Key:
+    path: str                       # dotted: "train.epochs"
+    types: tuple                    # accepted Python types after YAML parsing
+    default: Any
+    help: str
+    choices: tuple | None = None
+    required: bool = False
+    minimum: float | None = None
+
+    @property
+    def section(self) -> str:
+        return self.path.split(".")[0] if "." in self.path else ""
+
+    @property
+    def name(self) -> str:
+        return self.path.rsplit(".", 1)[-1]
+
+
+KEYS = [
+    Key("name", (str,), None, "the sweep's name: its folder under storage (letters, digits, - and _)", required=True),
+    Key("corpus", (str, dict), None, "a corpus name, or {name, root, classes, options...} (docs/corpora.md)",
+        required=True),
+    Key("folds", (str, type(None)), None, "fold strategy: sessions, actors-5, speakers-K, loso-speaker "
+        "(default: the corpus's own)"),
+    Key("fold_indices", (list, type(None)), None, "run only these folds (default: all)"),
+    Key("models", (dict,), None, "model -> list of ablations, or {ablations: [...], options: {...}}", required=True),
+    Key("seeds", (list, int), [0], "seeds; every (model, ablation, fold) runs once per seed"),
+    Key("storage", (str,), "results", "where the sweep lives: a path, NFS path or s3://... (--storage overrides)"),
+    Key("cache", (str, type(None)), None, "feature cache folder (default ~/.cache/emosweep/features)"),
+    Key("vectors", (str,), "glove-6b-50d", "word vectors: glove-6b-50d or a path to a vectors file"),
+    Key("train", (dict, type(None)), None, "training settings (below)"),
+    Key("search", (dict, type(None)), None, "an Optuna search (below); null runs the fixed settings once"),
+    Key("resources", (dict, type(None)), None, "how trials use the cluster (below)"),
+
+    Key("train.epochs", (int,), 20, "epochs per trial", minimum=1),
+    Key("train.batch_size", (int,), 32, "global batch (DDP workers each take batch_size / workers_per_trial)",
+        minimum=1),
+    Key("train.lr", NUMBER, 1e-3, "Adam learning rate", minimum=0),
+    Key("train.weight_decay", NUMBER, 0.0, "Adam weight decay", minimum=0),
+    Key("train.select_on", (str,), "val_ua", "the validation metric that picks the epoch (never a test metric)",
+        choices=("val_ua", "val_wa", "val_macro_f1", "val_loss")),
+    Key("train.retries", (int,), 2, "how often a failed trial is retried from its checkpoint", minimum=0),
+    Key("train.num_workers", (int,), 0, "DataLoader worker processes per trial", minimum=0),
+    Key("train.test_oracle", (bool,), False, "also record the test-oracle column (epoch picked on test; only to "
+        "compare with papers that did so)"),
+    Key("train.precision", (str,), "auto", "auto: bf16 autocast on a GPU that supports it, fp32 elsewhere",
+        choices=("auto", "fp32", "bf16")),
+    Key("train.inject_failure", (dict, list, type(None)), None, "testing only: make chosen trials fail"),
+
+    Key("resources.mode", (str,), "inprocess", "inprocess: one process per trial; ddp: Ray Train workers",
+        choices=("inprocess", "ddp")),
+    Key("resources.workers_per_trial", (int,), 1, "DDP workers per trial", minimum=1),
+    Key("resources.cpus_per_worker", NUMBER, 1, "CPUs per trial process or DDP worker", minimum=0),
+    Key("resources.gpus_per_worker", NUMBER, 0.0, "GPUs per trial process or DDP worker (a fraction packs trials "
+        "onto one GPU)", minimum=0),
+    Key("resources.max_concurrent_trials", (int, type(None)), None, "at most this many trials at once "
+        "(default: as many as fit)", minimum=1),
+    Key("resources.wait_timeout_s", NUMBER, 3600, "stop (resumably, exit 3) after waiting this long with no "
+        "trial training", minimum=0),
+
+    Key("search.sampler", (str,), "tpe", "Optuna sampler", choices=("tpe", "random")),
+    Key("search.samples", (int,), 1, "suggestions per (model, ablation); each runs on every fold and seed",
+        minimum=1),
+    Key("search.space", (dict,), None, "hyperparameter -> [low, high] or [low, high, log] or a list of choices",
+        required=True),
+]
+BY_PATH = {key.path: key for key in KEYS}
+SECTIONS = ("train", "resources", "search")
+
+
+def defaults(section: str) -> dict:
+    return {key.name: key.default for key in KEYS if key.section == section and not key.required}
+
+
+def did_you_mean(name: str, known) -> str:
+    close = difflib.get_close_matches(name, list(known), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def problems(data: dict) -> list[tuple[str, str, str]]:
+    """(dotted key, what is wrong, fix) for every key of a sweep file's top level and sections."""
+    found = []
+    found += _check_level(data, "")
+    for section in SECTIONS:
+        value = data.get(section)
+        if isinstance(value, dict):
+            found += _check_level(value, section)
+    return found
+
+
+def _check_level(values: dict, section: str) -> list[tuple[str, str, str]]:
+    known = {key.name: key for key in KEYS if key.section == section}
+    found = []
+    for name, value in values.items():
+        path = f"{section}.{name}" if section else str(name)
+        if name not in known:
+            found.append((path, f"unknown key{did_you_mean(str(name), known)}",
+                          f"use one of {sorted(known)} (docs/sweep-keys.md)"))
+            continue
+        key = known[name]
+        if not isinstance(value, key.types) or (isinstance(value, bool) and bool not in key.types):
+            found.append((path, f"must be {_type_words(key.types)}, got {value!r}",
+                          f"e.g. {path}: {json.dumps(key.default) if key.default is not None else '...'}"))
+        elif key.choices and value not in key.choices:
+            found.append((path, f"{value!r} is not one of {list(key.choices)}{did_you_mean(str(value), key.choices)}",
+                          f"use one of {list(key.choices)} ({key.help})"))
+        elif key.minimum is not None and isinstance(value, NUMBER) and value < key.minimum:
+            found.append((path, f"must be at least {key.minimum:g}, got {value!r}", f"set {path}: {key.default}"))
+    missing = [key for key in known.values() if key.required and key.name not in values]
+    found += [(key.path, "missing", f"add it: {key.help}") for key in missing]
+    return found
+
+
+def _type_words(types: tuple) -> str:
+    words = {int: "an integer", float: "a number", str: "a string", bool: "true or false", dict: "a mapping",
+             list: "a list", type(None): "null"}
+    return " or ".join(dict.fromkeys(words[t] for t in types))
+
+
+def reference_markdown() -> str:
+    lines = ["# Sweep file keys", "", "Generated from `orchestration/schema.py` (`python -m orchestration.schema`); "
+             "a test keeps it in sync.", "", "| key | type | default | allowed | meaning |", "|---|---|---|---|---|"]
+    for key in KEYS:
+        default = "required" if key.required else f"`{json.dumps(key.default)}`"
+        allowed = ", ".join(f"`{c}`" for c in key.choices) if key.choices else (
+            f">= {key.minimum:g}" if key.minimum is not None else "")
+        lines.append(f"| `{key.path}` | {_type_words(key.types)} | {default} | {allowed} | {key.help} |")
+    return "\n".join(lines) + "\n"
+
+
+def json_schema() -> dict:
+    """A JSON Schema (draft 2020-12) for editor completion of sweep YAML files."""
+    kinds = {int: "integer", float: "number", str: "string", bool: "boolean", dict: "object", list: "array",
+             type(None): "null"}
+
+    def prop(key: Key) -> dict:
+        entry = {"type": sorted(dict.fromkeys(kinds[t] for t in key.types)), "description": key.help}
+        if key.choices:
+            entry["enum"] = list(key.choices)
+        if key.minimum is not None:
+            entry["minimum"] = key.minimum
+        if key.default is not None:
+            entry["default"] = key.default
+        return entry
+
+    def level(section: str) -> dict:
+        keys = [key for key in KEYS if key.section == section]
+        return {"type": "object", "additionalProperties": False,
+                "properties": {key.name: prop(key) for key in keys},
+                "required": [key.name for key in keys if key.required]}
+
+    schema = {"$schema": "https://json-schema.org/draft/2020-12/schema", "title": "emosweep sweep file",
+              **level("")}
+    for section in SECTIONS:
+        schema["properties"][section] = {**level(section), "type": ["object", "null"],
+                                         "description": BY_PATH[section].help}
+    return schema
+
+
+if __name__ == "__main__":  # regenerate the docs: python -m orchestration.schema
+    from pathlib import Path
+
+    docs = Path(__file__).resolve().parents[1] / "docs"
+    (docs / "sweep-keys.md").write_text(reference_markdown())
+    (docs / "sweep.schema.json").write_text(json.dumps(json_schema(), indent=2) + "\n")
+    print(f"wrote {docs / 'sweep-keys.md'} and {docs / 'sweep.schema.json'}")
