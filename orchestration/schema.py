@@ -70,7 +70,6 @@ KEYS = [
         "compare with papers that did so)"),
     Key("train.precision", (str,), "auto", "auto: bf16 autocast on a GPU that supports it, fp32 elsewhere",
         choices=("auto", "fp32", "bf16")),
-    Key("train.inject_failure", (dict, list, type(None)), None, "testing only: make chosen trials fail"),
 
     Key("resources.mode", (str,), "inprocess", "inprocess: one process per trial; ddp: Ray Train workers",
         choices=("inprocess", "ddp")),

@@ -31,7 +31,7 @@ STATE_FILE = "state.pt"
 
 
 class InjectedFailure(RuntimeError):
-    """Raised on purpose by `train.inject_failure` (fault-injection tests)."""
+    """Raised on purpose by EMOSWEEP_INJECT_FAILURE (fault-injection tests)."""
 
 
 # ---------------------------------------------------------------- sessions
@@ -429,10 +429,18 @@ def write_predictions(config: dict, trial_id: str, outputs: dict, task) -> None:
                    filesystem=filesystem)
 
 
+INJECT_FAILURE = "EMOSWEEP_INJECT_FAILURE"  # tests only, never a sweep key: Ray passes it on to trial processes
+
+
 def _maybe_fail(config: dict, epoch: int, session) -> None:
-    """Fault injection for tests: fail at `epoch` while fewer than `times` failures were recorded."""
-    specs = config["train"].get("inject_failure") or []
-    for spec in specs if isinstance(specs, list) else [specs]:
+    """Fault injection for tests: fail at `epoch` while fewer than `times` failures were recorded.
+
+    EMOSWEEP_INJECT_FAILURE holds a JSON list of {epoch, times, marker_dir, and optionally model,
+    ablation, fold, seed}; marker files count the failures across processes and resumes.
+    """
+    import json
+
+    for spec in json.loads(os.environ.get(INJECT_FAILURE) or "[]"):
         if epoch != int(spec.get("epoch", 0)):
             continue
         if any(config.get(k) != v for k, v in spec.items() if k in ("model", "ablation", "fold", "seed")):

@@ -76,7 +76,8 @@ def test_local_text_round_trip_is_atomic(tmp_path):
 
 
 @pytest.mark.slow
-def test_an_s3_sweep_killed_mid_run_resumes_with_nothing_lost_or_repeated(tmp_path, synthetic_root, s3_server):
+def test_an_s3_sweep_killed_mid_run_resumes_with_nothing_lost_or_repeated(tmp_path, synthetic_root, s3_server,
+                                                                          monkeypatch):
     import os
     import signal
     import subprocess
@@ -88,8 +89,9 @@ def test_an_s3_sweep_killed_mid_run_resumes_with_nothing_lost_or_repeated(tmp_pa
     uri = f"s3://{s3_server['bucket']}/test-kill"
     faults = str(tmp_path / "faults")
     path = write_sweep(tmp_path, synthetic_root, storage=uri, fold_indices=[0, 1, 2, 3],
-                       train={"epochs": 6, "batch_size": 4, "lr": 3e-3, "retries": 0,
-                              "inject_failure": [{"fold": 3, "epoch": 0, "times": 1, "marker_dir": faults}]})
+                       train={"epochs": 6, "batch_size": 4, "lr": 3e-3, "retries": 0})
+    monkeypatch.setenv("EMOSWEEP_INJECT_FAILURE", json.dumps([{"fold": 3, "epoch": 0, "times": 1,
+                                                                "marker_dir": faults}]))
     driver = subprocess.Popen(sweep_command(path), cwd=REPO, start_new_session=True,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 400

@@ -60,11 +60,11 @@ def test_optuna_sweep_runs_each_suggestion_on_every_fold(tmp_path, synthetic_roo
 
 def test_failing_trial_is_retried_then_recorded(tmp_path, synthetic_root):
     faults = str(tmp_path / "faults")
-    path = write_sweep(tmp_path, synthetic_root, fold_indices=[0, 1, 2], storage=f"file://{tmp_path}/results", train={
-        "epochs": 2, "batch_size": 8, "lr": 3e-3, "retries": 1,
-        "inject_failure": [{"fold": 1, "epoch": 1, "times": 1, "marker_dir": faults},
-                           {"fold": 2, "epoch": 0, "times": 99, "marker_dir": faults}]})
-    done = run_sweep(path)
+    path = write_sweep(tmp_path, synthetic_root, fold_indices=[0, 1, 2], storage=f"file://{tmp_path}/results",
+                       train={"epochs": 2, "batch_size": 8, "lr": 3e-3, "retries": 1})
+    faults_env = {"EMOSWEEP_INJECT_FAILURE": json.dumps([{"fold": 1, "epoch": 1, "times": 1, "marker_dir": faults},
+                                                         {"fold": 2, "epoch": 0, "times": 99, "marker_dir": faults}])}
+    done = run_sweep(path, env=faults_env)
     assert done.returncode == 4, done.stderr[-3000:]                 # finished, with a failed trial
     assert "--restart-errored" in done.stdout.strip().splitlines()[-1]  # the last line says what to run next
     trials = table(tmp_path).set_index("fold")
@@ -79,7 +79,7 @@ def test_failing_trial_is_retried_then_recorded(tmp_path, synthetic_root):
     assert "FAILED lstm_attn_text/full fold 2" in done.stdout
     sweep_dir = tmp_path / "results" / "t"                        # file:// storage is the local folder
     assert (sweep_dir / "sweep.json").exists() and (sweep_dir / "report.md").exists()
-    again = run_sweep(path, "--restart-errored")                  # the errored trial runs again, from scratch
+    again = run_sweep(path, "--restart-errored", env=faults_env)  # the errored trial runs again, from scratch
     assert again.returncode == 4, again.stderr[-3000:]
     assert "2 trials already finished" in again.stdout
     assert len(list((tmp_path / "faults").glob("lstm_attn_text-full-2-0-*"))) == 4

@@ -1,3 +1,5 @@
+import json
+
 import pytest
 
 from orchestration.training import LocalSession, train_loop
@@ -29,9 +31,13 @@ def test_loop_reports_selects_on_validation_and_scores_test_once(synthetic_root,
     assert (tmp_path / "predictions" / "local.parquet").exists()
 
 
-def test_loop_resumes_from_its_checkpoint(synthetic_root, tmp_path):
-    config = trial_config(synthetic_root, tmp_path, epochs=4,
-                          inject_failure={"epoch": 2, "times": 1, "marker_dir": str(tmp_path / "faults")})
+def inject_failure(monkeypatch, *specs) -> None:
+    monkeypatch.setenv("EMOSWEEP_INJECT_FAILURE", json.dumps(list(specs)))
+
+
+def test_loop_resumes_from_its_checkpoint(synthetic_root, tmp_path, monkeypatch):
+    config = trial_config(synthetic_root, tmp_path, epochs=4)
+    inject_failure(monkeypatch, {"epoch": 2, "times": 1, "marker_dir": str(tmp_path / "faults")})
     session = LocalSession(tmp_path / "run")
     with pytest.raises(RuntimeError, match="injected failure"):
         train_loop(config, session)
@@ -97,13 +103,13 @@ def test_a_checkpoint_that_would_run_code_is_refused(synthetic_root, tmp_path):
     assert not marker.exists()
 
 
-def test_a_resumed_trial_is_bit_identical_to_the_uninterrupted_one(synthetic_root, tmp_path):
+def test_a_resumed_trial_is_bit_identical_to_the_uninterrupted_one(synthetic_root, tmp_path, monkeypatch):
     """Model, optimizer and every random stream (dropout draws from torch's) continue from the checkpoint."""
     model = {"model": "cma", "ablation": "text_only"}           # dropout: draws from torch's stream every step
     straight = LocalSession(tmp_path / "a")
     uninterrupted = train_loop(trial_config(synthetic_root, tmp_path, epochs=4, **model), straight)
-    config = trial_config(synthetic_root, tmp_path, epochs=4, **model,
-                          inject_failure={"epoch": 2, "times": 1, "marker_dir": str(tmp_path / "faults")})
+    config = trial_config(synthetic_root, tmp_path, epochs=4, **model)
+    inject_failure(monkeypatch, {"epoch": 2, "times": 1, "marker_dir": str(tmp_path / "faults")})
     with pytest.raises(RuntimeError, match="injected failure"):
         train_loop(config, LocalSession(tmp_path / "b"))
     resumed = LocalSession(tmp_path / "b")
