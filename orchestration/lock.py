@@ -57,14 +57,40 @@ class DriverLock:
         if held and holder_is_alive(held):
             raise SweepLocked(self.describe(held))
         started = time.time()
-        storage.write_text(self.path, json.dumps(self._lease(started)))
-        # object stores have no exclusive create: the last writer wins, and a loser sees the winner here
-        time.sleep(settle_s)
+        lease = json.dumps(self._lease(started))
+        if storage.is_remote(self.path):
+            storage.write_text(self.path, lease)
+            # object stores have no exclusive create: the last writer wins, and a loser sees the winner here
+            time.sleep(settle_s)
+        else:
+            self._create_exclusively(lease, stale=bool(held) or self._torn_and_old())
         now = self._read()
         if now.get("token") != self.token:
             raise SweepLocked(self.describe(now))
         self._thread = threading.Thread(target=self._renew, args=(started,), daemon=True)
         self._thread.start()
+
+    def _torn_and_old(self) -> bool:
+        """A lease file that does not parse: being written this instant (young), or cut short long ago."""
+        try:
+            return time.time() - os.path.getmtime(self.path) > 5
+        except FileNotFoundError:
+            return False
+
+    def _create_exclusively(self, lease: str, stale: bool) -> None:
+        """Local disks: O_EXCL makes two drivers starting in the same instant see one winner, at no wait."""
+        if stale:  # a dead driver's lease, or a torn one: it goes first
+            try:
+                os.remove(self.path)
+            except FileNotFoundError:
+                pass
+        os.makedirs(os.path.dirname(self.path), exist_ok=True)
+        try:
+            handle = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            raise SweepLocked(self.describe(self._read())) from None
+        with os.fdopen(handle, "w") as file:
+            file.write(lease)
 
     def _renew(self, started: float) -> None:
         while not self._stop.wait(RENEW_S):
@@ -87,6 +113,9 @@ class DriverLock:
         return lease if isinstance(lease, dict) else {}
 
     def describe(self, lease: dict) -> str:
+        if not lease.get("pid"):
+            return (f"another driver is starting this sweep this instant ({self.path} is being written). Fix: wait "
+                    "for it to finish, or stop it")
         since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(float(lease.get("started", 0))))
         return (f"another driver is running this sweep (host {lease.get('host')}, pid {lease.get('pid')}, since "
                 f"{since}). Fix: wait for it to finish, or stop it; a lease whose driver died expires by itself "

@@ -151,10 +151,14 @@ def test_a_sweep_folder_moved_after_a_crash_resumes_where_it_now_is(tmp_path, sy
     assert not (tmp_path / "results").exists()                     # nothing written to the old place
 
 
-def test_a_torn_lease_is_no_lease(tmp_path):
-    (tmp_path / "driver.lock").write_text('{"token": "x", "host": "h", "pi')   # a write cut short
+def test_a_torn_lease_blocks_only_while_it_may_still_be_being_written(tmp_path):
+    lock = tmp_path / "driver.lock"
+    lock.write_text('{"token": "x", "host": "h", "pi')                 # another driver writing it right now
+    with pytest.raises(SweepLocked, match="starting this sweep this instant"):
+        DriverLock(str(tmp_path)).acquire()
+    os.utime(lock, (time.time() - 60, time.time() - 60))                # cut short a minute ago: no driver
     with DriverLock(str(tmp_path)):
-        assert json.loads((tmp_path / "driver.lock").read_text())["pid"] == os.getpid()
+        assert json.loads(lock.read_text())["pid"] == os.getpid()
 
 
 def test_a_damaged_sweep_record_is_refused_with_the_fix(tmp_path, synthetic_root):
