@@ -160,13 +160,16 @@ def prepare_features(sweep, corpus):
     return task
 
 
+STORAGE_ACCESS = ("for S3 give credentials (AWS_* variables or an instance profile) and, for MinIO or moto, "
+                  "AWS_ENDPOINT_URL")
+
+
 def check_storage(sweep, root: str) -> None:
     try:
         storage.check_writable(root)
     except OSError as err:
         raise SweepError(f"{sweep.source}: storage {root} is not writable: {err}. Fix: point storage (or --storage) "
-                         "at a folder you can write, or an existing bucket; for S3 give credentials (AWS_* variables "
-                         "or an instance profile) and, for MinIO or moto, AWS_ENDPOINT_URL") from None
+                         f"at a folder you can write, or an existing bucket; {STORAGE_ACCESS}") from None
 
 
 def check_unchanged(sweep, sweep_dir: str) -> None:
@@ -176,9 +179,7 @@ def check_unchanged(sweep, sweep_dir: str) -> None:
     try:
         text = storage.read_text(marker)
     except OSError as err:
-        raise SweepError(f"cannot read {marker}: {err}. Fix: check the storage location and its credentials "
-                         "(for S3: AWS_* variables or an instance profile; AWS_ENDPOINT_URL for MinIO or moto)"
-                         ) from None
+        raise SweepError(f"cannot read {marker}: {err}. Fix: check the storage location; {STORAGE_ACCESS}") from None
     if text is None:
         storage.write_text(marker, json.dumps({"digest": digest, "sweep": sweep.raw, "corpus": sweep.corpus,
                                                "folds": sweep.folds, "git_commit": git_commit()},
@@ -461,7 +462,7 @@ def main(argv=None) -> int:
         return run(sweep, args.restart_errored, args.address, args.verbose)
     except (SweepError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
-        return 2
+        return EXIT_PROBLEM
 
 
 if __name__ == "__main__":
