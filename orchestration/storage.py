@@ -74,9 +74,7 @@ def delete_dir(location: str) -> None:
 
 
 def upload_dir(local: Path, location: str) -> None:
-    """Copy a local folder's files to storage (report figures written locally first)."""
-    if not is_remote(location):
-        return
+    """Copy a local folder's files to remote storage (report figures are drawn locally first)."""
     filesystem, path = resolve(location)
     for file in sorted(Path(local).rglob("*")):
         if file.is_file():

@@ -89,10 +89,6 @@ class Cluster:
             except ProcessLookupError:
                 pass
 
-    def status(self) -> str:
-        return subprocess.run([RAY, "status", f"--address=127.0.0.1:{self.port}"], env=auth_env(self.env),
-                              capture_output=True, text=True, timeout=60).stdout
-
 
 def node_ports_flags() -> tuple[int, list[str]]:
     """Every port a node listens on, its own: two nodes on one machine must not race for Ray's defaults."""
