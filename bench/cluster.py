@@ -91,7 +91,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--epochs", type=int, default=3)
     args = parser.parse_args()
-    from ser_models.data.synthetic import generate
+    from ser_models.data.corpora.synthetic import generate
 
     with tempfile.TemporaryDirectory() as scratch:
         scratch = Path(scratch)

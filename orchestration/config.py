@@ -14,6 +14,8 @@ from pathlib import Path
 
 import yaml
 
+from ser_models.data.corpus import CorpusError, get_kind
+
 from . import schema
 
 SELECT_ON = schema.BY_PATH["train.select_on"].choices
@@ -158,8 +160,12 @@ def validate(sweep: Sweep, corpus=None, cluster: list | None = None) -> None:
     if sweep.search is not None:
         _validate_search(sweep)
     root = sweep.corpus.get("root")
-    if sweep.corpus["name"] != "synthetic" and not root:
-        _fail(src, f"corpus {sweep.corpus['name']!r} needs a root", "add corpus.root: /path/to/corpus")
+    try:
+        kind = get_kind(sweep.corpus["name"])
+    except CorpusError as err:
+        raise SweepError(f"{src}: {err}") from None
+    if kind.needs_root and not root:
+        _fail(src, f"corpus {kind.name!r} needs a root", "add corpus.root: /path/to/corpus")
     if root and not os.path.exists(os.path.expanduser(str(root))):
         _fail(src, f"corpus root {root} does not exist", "correct corpus.root (absolute paths are safest)")
 

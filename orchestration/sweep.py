@@ -150,6 +150,7 @@ def read_git_head(git_dir: Path) -> str | None:
 def prepare_features(sweep, corpus):
     """Fill the feature cache once, in the driver, before any trial starts; the Task goes to every node."""
     from orchestration.task import prepare_task
+    from ser_models.data.folds import fold_warnings
     from ser_models.registry import model_inputs
 
     inputs = sorted({i for model, ablation in sweep.cells for i in model_inputs(model, ablation)})
@@ -157,6 +158,10 @@ def prepare_features(sweep, corpus):
     print(f"[sweep] corpus {corpus.name}: {len(task.table)} usable utterances in {len(task.folds)} speaker-disjoint "
           f"folds, classes {task.classes}; features {sorted(task.report.stores)} ready"
           + (f", {task.oov_words} words without vectors" if task.vocab else ""))
+    if corpus.outside:
+        print(f"[sweep] left out of the task's classes: {corpus.outside}")
+    for line in fold_warnings(task.table, task.folds):
+        print(f"[sweep] warning: {line}")
     return task
 
 

@@ -3,7 +3,7 @@ from pathlib import Path
 
 import pytest
 
-from ser_models.data.synthetic import SyntheticConfig
+from ser_models.data.corpora.synthetic import SyntheticConfig
 
 REPO = Path(__file__).resolve().parents[1]
 SMALL_SYNTHETIC = SyntheticConfig(sessions=5, dialogs_per_session=2, turns_per_dialog=8, seed=3)
@@ -25,7 +25,7 @@ def data_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def synthetic_root(tmp_path_factory) -> Path:
-    from ser_models.data.synthetic import generate
+    from ser_models.data.corpora.synthetic import generate
 
     root = tmp_path_factory.mktemp("synthetic")
     generate(root, SMALL_SYNTHETIC)

@@ -8,7 +8,7 @@ import pytest
 
 from ser_models.data.audio import AudioError, load_audio
 from ser_models.data.cache import extract
-from ser_models.data.manifest import load
+from ser_models.data.corpora.manifest import load
 
 from .fixtures.audio import write
 

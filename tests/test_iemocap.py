@@ -3,7 +3,7 @@ import warnings
 import pandas as pd
 import pytest
 
-from ser_models.data import iemocap
+from ser_models.data.corpora import iemocap
 from ser_models.data.corpus import load_corpus
 from ser_models.data.folds import fold_summary
 
@@ -19,7 +19,7 @@ def fake_root(tmp_path_factory):
 def table(fake_root):
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        table = iemocap.load(fake_root.parent, classes="4")
+        table = load_corpus("iemocap", fake_root.parent, "4").table
     table.attrs["warnings"] = [str(w.message) for w in caught]
     return table
 
@@ -63,10 +63,10 @@ def test_wdseg_alignment_and_missing_fallback(table):
 
 
 def test_other_class_maps(fake_root):
-    table = iemocap.load(fake_root, classes="4-noexc")
+    table = load_corpus("iemocap", fake_root, "4-noexc").table
     assert table["label"].notna().sum() == 5_531 - 1_041
-    with pytest.raises(ValueError, match="unknown IEMOCAP class map"):
-        iemocap.load(fake_root, classes="nine")
+    with pytest.raises(ValueError, match=r"corpus.classes .nine. is not a preset of .iemocap. \(4, 4-noexc, 6\)"):
+        load_corpus("iemocap", fake_root, "nine")
 
 
 def test_loso_folds(fake_root):
@@ -86,14 +86,14 @@ def test_loso_folds(fake_root):
 
 def test_missing_root_says_what_to_do(tmp_path):
     with pytest.raises(FileNotFoundError, match="IEMOCAP_full_release"):
-        iemocap.load(tmp_path)
+        iemocap.read(tmp_path)
 
 
 def test_shared_layout_sample(data_dir):
     sample = data_dir / "iemocap_layout_sample"
     if not sample.exists():
         pytest.skip("no iemocap_layout_sample")
-    table = iemocap.load(sample, classes="4")
+    table = load_corpus("iemocap", sample, "4").table
     row = table.set_index("utt_id").loc["Ses01F_impro01_F000"]
     assert row["text"] == "Excuse me." and row["align_words"] == ["excuse", "me"]
     assert set(table["emotion"]) >= {"neutral", "frustrated", "undecided"}

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from ser_models.data import ravdess
+from ser_models.data.corpora import ravdess
 from ser_models.data.audio import load_audio
 from ser_models.data.cache import extract
 from ser_models.data.corpus import load_corpus
@@ -25,7 +25,7 @@ def small_ravdess(tmp_path):
 
 
 def test_parse_names_and_labels(small_ravdess):
-    table = ravdess.load(small_ravdess, classes="8")
+    table = load_corpus("ravdess", small_ravdess, "8").table
     assert len(table) == 42  # 10 actors x 4 + the two extra speech files; the song file is ignored
     row = table.set_index("utt_id").loc["03-01-04-01-01-01-02"]
     assert (row["emotion"], row["speaker"], row["gender"]) == ("sad", "Actor_02", "F")
@@ -59,7 +59,7 @@ def test_48k_stereo_and_aiff_decode_to_16k_mono(small_ravdess):
 
 def test_wrong_root_names_the_fix(tmp_path):
     with pytest.raises(FileNotFoundError, match="Actor_01"):
-        ravdess.load(tmp_path)
+        ravdess.read(tmp_path)
 
 
 # ---- the real corpus (skipped when ../shared/data is absent) ----

@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 
 from ser_models.data.cache import extract
-from ser_models.data.synthetic import SyntheticConfig, generate
+from ser_models.data.corpora.synthetic import SyntheticConfig, generate
 
 from .conftest import SMALL_SYNTHETIC
 

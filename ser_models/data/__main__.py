@@ -1,6 +1,8 @@
 """Data-pipeline CLI.
 
+  python -m ser_models.data corpora                    the registered corpora, their presets and options
   python -m ser_models.data summary ravdess ROOT       parse a corpus and print its folds
+  python -m ser_models.data summary manifest emodb.csv --classes angry happy neutral sad
   python -m ser_models.data extract ravdess ROOT --features fbank40 mfcc39
 """
 from __future__ import annotations
@@ -10,13 +12,26 @@ import sys
 import time
 
 from .cache import DEFAULT_CACHE, extract
-from .corpus import load_corpus
+from .corpus import corpora, load_corpus
 from .features import EXTRACTORS
-from .folds import fold_summary
+from .folds import fold_summary, fold_warnings
 
 
 def _corpus(args):
-    return load_corpus(args.corpus, args.root, args.classes)
+    classes = [c for value in args.classes for c in value.split(",") if c] if args.classes else None
+    if classes and len(classes) == 1:
+        classes = classes[0]  # a preset ("4") or one class
+    return load_corpus(args.corpus, args.root, classes)
+
+
+def cmd_corpora(args) -> int:
+    for name, kind in sorted(corpora().items()):
+        presets = ", ".join(sorted(kind.presets)) or "none (give class names)"
+        print(f"{name}: {kind.help}\n  classes: presets {presets}; default "
+              f"{kind.default_classes or 'every label'}; folds: {kind.default_folds}")
+        for option, help_text in kind.options.items():
+            print(f"  corpus.{option}: {help_text}")
+    return 0
 
 
 def cmd_summary(args) -> int:
@@ -25,9 +40,13 @@ def cmd_summary(args) -> int:
     print(f"{corpus.name}: {len(corpus.table)} utterances, {len(task)} in the task {corpus.classes}, "
           f"{task['speaker'].nunique()} speakers")
     print(task["label"].value_counts().sort_index().to_string())
+    if corpus.outside:
+        print(f"outside the task: {corpus.outside}")
     folds = corpus.folds(args.folds)
-    print(f"\n{len(folds)} speaker-disjoint folds ({args.folds or 'default'}), checked for leaks:")
+    print(f"\n{len(folds)} speaker-disjoint folds ({args.folds or corpus.default_folds}), checked for leaks:")
     print(fold_summary(task, folds).to_string(index=False))
+    for line in fold_warnings(task, folds):
+        print(f"warning: {line}")
     return 0
 
 
@@ -47,18 +66,20 @@ def main(argv=None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cache", default=str(DEFAULT_CACHE), help="feature cache directory")
     sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("corpora", help="list the registered corpora")
     for name in ("summary", "extract"):
         p = sub.add_parser(name)
-        p.add_argument("corpus", choices=["iemocap", "ravdess", "synthetic", "manifest"])
+        p.add_argument("corpus", choices=sorted(corpora()))
         p.add_argument("root", nargs="?")
-        p.add_argument("--classes", default=None)
+        p.add_argument("--classes", nargs="+", default=None,
+                       help="a preset (4), class names (angry happy), or a comma list (angry,happy)")
         p.add_argument("--folds", default=None)
         if name == "extract":
             p.add_argument("--features", nargs="+", default=sorted(EXTRACTORS))
             p.add_argument("--workers", type=int, default=None)
     args = parser.parse_args(argv)
     try:
-        return {"summary": cmd_summary, "extract": cmd_extract}[args.command](args)
+        return {"corpora": cmd_corpora, "summary": cmd_summary, "extract": cmd_extract}[args.command](args)
     except (FileNotFoundError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

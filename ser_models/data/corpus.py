@@ -1,16 +1,76 @@
-"""One entry point for every corpus: load_corpus(name, root, classes) -> Corpus."""
+"""One registry of corpora, one entry point: load_corpus(name, root, classes, **options) -> Corpus.
+
+A corpus is one module in `ser_models/data/corpora/` with one `CorpusKind`
+subclass, decorated with `@register`. Code outside this package's own
+modules can add corpora through the `emosweep.corpora` entry-point group
+(the value names the module to import). Nothing else in the project knows
+corpus names: folds, features, sweeps and the CLI ask the registry.
+"""
 from __future__ import annotations
 
-from dataclasses import dataclass
+import difflib
+import importlib
+import pkgutil
+from dataclasses import dataclass, field
+from importlib.metadata import entry_points
 from pathlib import Path
 
 import pandas as pd
 
-from . import iemocap, manifest, ravdess, synthetic
 from .folds import Fold, make_folds
 
-# class order is fixed per task so logits mean the same thing everywhere (DED uses ang, hap, neu, sad)
-DEFAULT_FOLDS = {"iemocap": "sessions", "ravdess": "actors-5", "synthetic": "sessions"}
+
+class CorpusError(ValueError):
+    """A corpus cannot be loaded as asked; the message names the file or option and the fix."""
+
+
+class CorpusKind:
+    """What a corpus is: how to read it, its class presets, its default folds and its options."""
+    name: str = ""
+    help: str = ""
+    needs_root: bool = True             # False: the corpus makes itself (synthetic)
+    default_folds: str = "speakers-5"
+    fold_aliases: dict[str, str] = {}   # a corpus's own names for a fold strategy (RAVDESS: actors-5)
+    presets: dict[str, dict[str, str]] = {}   # classes: "4" -> {emotion: class}; emotions outside -> <NA>
+    default_classes: str | None = None  # a preset, or None: every label is a class
+    options: dict[str, str] = {}        # corpus-specific sweep keys -> help
+
+    def read(self, root: Path | None, classes: list[str] | None, **options) -> pd.DataFrame:
+        """Every utterance, `emotion` named from this corpus's own label codes.
+
+        `classes` (explicit class names, or None) lets a corpus tell a typo from a label meant to be left out.
+        """
+        raise NotImplementedError
+
+
+CORPORA: dict[str, CorpusKind] = {}
+
+
+def register(kind: type[CorpusKind]) -> type[CorpusKind]:
+    CORPORA[kind.name] = kind()
+    return kind
+
+
+def corpora() -> dict[str, CorpusKind]:
+    """Every registered corpus: this package's modules, then installed plugins."""
+    if not CORPORA:
+        from . import corpora as package
+
+        for module in pkgutil.iter_modules(package.__path__):
+            importlib.import_module(f"{package.__name__}.{module.name}")
+        for plugin in entry_points(group="emosweep.corpora"):
+            importlib.import_module(plugin.value)
+    return CORPORA
+
+
+def get_kind(name: str) -> CorpusKind:
+    known = corpora()
+    if name not in known:
+        close = difflib.get_close_matches(str(name), known, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise CorpusError(f"unknown corpus {name!r}{hint}. Fix: use one of {sorted(known)}, or add a module to "
+                          "ser_models/data/corpora/ (docs/corpora.md)")
+    return known[name]
 
 
 @dataclass
@@ -18,11 +78,19 @@ class Corpus:
     name: str
     table: pd.DataFrame           # every utterance, including those outside the task (label <NA>)
     classes: list[str]            # task classes, in logit order
+    default_folds: str = "speakers-5"
+    fold_aliases: dict[str, str] = field(default_factory=dict)
 
     @property
     def task(self) -> pd.DataFrame:
         """Utterances inside the task's classes."""
         return self.table[self.table["label"].notna()].reset_index(drop=True)
+
+    @property
+    def outside(self) -> dict[str, int]:
+        """Utterances left out of the task, counted per emotion."""
+        left = self.table.loc[self.table["label"].isna(), "emotion"].fillna("<none>")
+        return {str(k): int(v) for k, v in left.value_counts().sort_index().items()}
 
     @property
     def has_text(self) -> bool:
@@ -37,40 +105,71 @@ class Corpus:
         return bool(self.table["dialog"].notna().all())
 
     def folds(self, strategy: str | None = None) -> list[Fold]:
-        return make_folds(self.task, strategy or DEFAULT_FOLDS.get(self.name, "speakers-5"))
+        strategy = strategy or self.default_folds
+        return make_folds(self.task, self.fold_aliases.get(strategy, strategy))
 
 
-def load_corpus(name: str, root: str | Path | None = None, classes: str | list[str] | None = None,
+def load_corpus(name: str, root: str | Path | None = None, classes: str | int | list[str] | None = None,
                 **options) -> Corpus:
-    """`iemocap` / `ravdess` (root = corpus folder), `synthetic` (root = output folder),
-    or `manifest` (root = a .csv/.parquet manifest)."""
-    if name == "iemocap":
-        table = iemocap.load(_require(root, name), classes or "4")
-    elif name == "ravdess":
-        table = ravdess.load(_require(root, name), classes or "4")
-    elif name == "synthetic":
-        config = synthetic.SyntheticConfig(**options)
-        table = manifest.load(synthetic.generate(root or _default_synthetic_root(config), config), corpus="synthetic")
-    elif name == "manifest":
-        table = manifest.load(_require(root, name), classes if isinstance(classes, list) else None)
-        name = table["corpus"].iloc[0] if len(table) else name
-    else:
-        raise ValueError(f"unknown corpus {name!r}; use iemocap, ravdess, synthetic or manifest")
-    ordered = sorted(table["label"].dropna().unique())
-    if isinstance(classes, list):
-        ordered = [c for c in (str(c).lower() for c in classes) if c in set(ordered)] or ordered
-    return Corpus(name, table, ordered)
+    kind = get_kind(name)
+    unknown = sorted(set(options) - set(kind.options))
+    if unknown:
+        raise CorpusError(f"corpus.{unknown[0]} is not an option of corpus {name!r}"
+                          f"{_did_you_mean(unknown[0], kind.options)}. Fix: remove or correct it "
+                          f"(options of {name!r}: {sorted(kind.options) or 'none'}; docs/corpora.md)")
+    if kind.needs_root:
+        root = _require(root, name)
+    preset, wanted = parse_classes(kind, classes)
+    table = kind.read(Path(root) if root else None, wanted, **options)
+    return Corpus(table["corpus"].iloc[0] if len(table) else name, *label_task(table, kind, preset, wanted),
+                  default_folds=kind.default_folds, fold_aliases=dict(kind.fold_aliases))
+
+
+def parse_classes(kind: CorpusKind, classes) -> tuple[str | None, list[str] | None]:
+    """(preset, None) or (None, [class names]) or (default preset or None, None); never silently ignored."""
+    if classes is None:
+        return kind.default_classes, None
+    if isinstance(classes, (int, str)) and str(classes).strip() in kind.presets:
+        return str(classes).strip(), None
+    if isinstance(classes, str) and "," in classes:
+        classes = classes.split(",")
+    if isinstance(classes, (list, tuple)) and len(classes) >= 2 and \
+            all(isinstance(c, str) and c.strip() for c in classes):
+        names = [c.strip().lower() for c in classes]
+        if len(set(names)) != len(names):
+            raise CorpusError(f"corpus.classes {list(classes)} names a class twice. Fix: list each class once")
+        return None, names
+    presets = f"a preset of {kind.name!r} ({', '.join(sorted(kind.presets))}), " if kind.presets else ""
+    raise CorpusError(f"corpus.classes {classes!r} is not {presets}a list of two or more class names, nor a comma "
+                      f"string. Fix: e.g. classes: [angry, happy, neutral, sad] or classes: angry,happy,neutral,sad")
+
+
+def label_task(table: pd.DataFrame, kind: CorpusKind, preset: str | None,
+               wanted: list[str] | None) -> tuple[pd.DataFrame, list[str]]:
+    """Set `label` (class of the task, <NA> outside it) and the class order."""
+    table = table.copy()
+    present = sorted(table["emotion"].dropna().unique())
+    if preset is not None:
+        class_map = kind.presets[preset]
+        table["label"] = table["emotion"].map(class_map).astype("string")
+        return table, sorted(table["label"].dropna().unique())
+    wanted = wanted or present
+    missing = [c for c in wanted if c not in present]
+    if missing:
+        raise CorpusError(f"corpus {kind.name!r}: classes {missing} do not occur; labels present: {present}. "
+                          f"Fix: choose classes among them")
+    table["label"] = table["emotion"].where(table["emotion"].isin(wanted)).astype("string")
+    return table, list(wanted)
+
+
+def _did_you_mean(name: str, known) -> str:
+    close = difflib.get_close_matches(name, list(known), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 def _require(root, name) -> Path:
     if root is None:
-        raise ValueError(f"corpus {name!r} needs a root path")
-    if not Path(root).exists():
+        raise CorpusError(f"corpus {name!r} needs a root path. Fix: add corpus.root: /path/to/{name}")
+    if not Path(root).expanduser().exists():
         raise FileNotFoundError(f"{root}: corpus root for {name!r} does not exist. Fix: correct the path")
-    return Path(root)
-
-
-def _default_synthetic_root(config) -> Path:
-    from .cache import DEFAULT_CACHE
-
-    return DEFAULT_CACHE.parent / "synthetic" / config.digest()
+    return Path(root).expanduser()

@@ -11,8 +11,6 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from .ravdess import ACTOR_GROUPS
-
 
 class SpeakerLeakError(AssertionError):
     pass
@@ -47,7 +45,8 @@ def check_speaker_disjoint(table: pd.DataFrame, train, validation, test, name: s
 def folds_from_groups(table: pd.DataFrame, groups: list[list[str]], names: list[str] | None = None) -> list[Fold]:
     """Fold k: test = speakers of group k, validation = group k+1 (mod n), train = the rest."""
     if len(groups) < 3:
-        raise ValueError(f"need at least 3 speaker groups for train/validation/test, got {len(groups)}")
+        raise ValueError(f"need at least 3 speaker groups for train, validation and test, got {len(groups)}. "
+                         "Fix: a corpus needs at least 3 speakers (3 sessions for `sessions`)")
     names = names or [f"fold{k}" for k in range(len(groups))]
     folds = []
     for k, test_speakers in enumerate(groups):
@@ -76,14 +75,6 @@ def session_groups(table: pd.DataFrame) -> tuple[list[list[str]], list[str]]:
     return speakers_by_session, [f"test={s}" for s in sessions]
 
 
-def actor_groups(table: pd.DataFrame) -> tuple[list[list[str]], list[str]]:
-    """RAVDESS actor-disjoint 5 folds: actors 1-5, 6-10, 11-15, 16-20, 21-24."""
-    groups = [[f"Actor_{a:02d}" for a in range(first, last + 1)] for first, last in ACTOR_GROUPS]
-    present = set(table["speaker"])
-    groups = [[s for s in group if s in present] for group in groups]
-    return groups, [f"test=actors{f:02d}-{l:02d}" for f, l in ACTOR_GROUPS]
-
-
 def speaker_groups(table: pd.DataFrame, k: int) -> tuple[list[list[str]], list[str]]:
     """k speaker-grouped folds, balanced in size and, where possible, in gender and label mix.
 
@@ -92,7 +83,8 @@ def speaker_groups(table: pd.DataFrame, k: int) -> tuple[list[list[str]], list[s
     """
     speakers = table.groupby("speaker")
     if speakers.ngroups < k:
-        raise ValueError(f"{speakers.ngroups} speakers cannot make {k} speaker-disjoint folds")
+        raise ValueError(f"{speakers.ngroups} speakers cannot make {k} speaker-disjoint folds. "
+                         f"Fix: use speakers-K with K <= {speakers.ngroups}")
     labels = table["label"].fillna("<none>")
     per_speaker = pd.crosstab(table["speaker"], labels)
     gender = table.groupby("speaker")["gender"].first().fillna("?")
@@ -112,18 +104,16 @@ def speaker_groups(table: pd.DataFrame, k: int) -> tuple[list[list[str]], list[s
 
 
 def make_folds(table: pd.DataFrame, strategy: str) -> list[Fold]:
-    """Folds by name: `sessions`, `actors-5`, `speakers-K` (e.g. speakers-5) or `loso-speaker`."""
+    """Folds by name: `sessions`, `speakers-K` (e.g. speakers-5) or `loso-speaker`."""
     if strategy == "sessions":
         groups, names = session_groups(table)
-    elif strategy == "actors-5":
-        groups, names = actor_groups(table)
     elif strategy.startswith("speakers-") and strategy.split("-", 1)[1].isdigit():
         groups, names = speaker_groups(table, int(strategy.split("-", 1)[1]))
     elif strategy == "loso-speaker":
         speakers = sorted(table["speaker"].unique())
         groups, names = [[s] for s in speakers], [f"test={s}" for s in speakers]
     else:
-        raise ValueError(f"unknown fold strategy {strategy!r}; use sessions, actors-5, speakers-K or loso-speaker")
+        raise ValueError(f"unknown fold strategy {strategy!r}; use sessions, speakers-K or loso-speaker")
     return folds_from_groups(table, groups, names)
 
 
@@ -138,3 +128,24 @@ def fold_summary(table: pd.DataFrame, folds: list[Fold]) -> pd.DataFrame:
                          "speakers": part["speaker"].nunique(),
                          **part["label"].value_counts().sort_index().to_dict()})
     return pd.DataFrame(rows)
+
+
+def fold_warnings(table: pd.DataFrame, folds: list[Fold]) -> list[str]:
+    """Folds that run but measure badly: one-voice validation, splits missing a class. One line per kind."""
+    classes = sorted(table["label"].dropna().unique())
+    label_of = table.set_index("utt_id")["label"]
+    lonely = [fold.name for fold in folds if len(fold.validation_speakers) < 2]
+    lines = []
+    if lonely:
+        lines.append(f"{len(lonely)} fold(s) validate on a single speaker ({', '.join(lonely[:3])}"
+                     f"{', ...' if len(lonely) > 3 else ''}): epoch selection rests on one voice. Fix: fewer, "
+                     "larger folds (speakers-K with a smaller K, or sessions)")
+    for split in ("validation", "test"):
+        gaps = {fold.name: sorted(set(classes) - set(label_of.loc[list(getattr(fold, split))]))
+                for fold in folds}
+        gaps = {name: missing for name, missing in gaps.items() if missing}
+        if gaps:
+            shown = "; ".join(f"{name}: {missing}" for name, missing in list(gaps.items())[:3])
+            lines.append(f"{len(gaps)} fold(s) have a {split} split without some class ({shown}): UA there "
+                         "averages fewer classes. Fix: speakers-K with a smaller K groups more speakers per split")
+    return lines

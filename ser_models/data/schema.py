@@ -32,28 +32,21 @@ COLUMNS: dict[str, str] = {
     "align_end": "object",    # list[float] seconds or None
 }
 
-# Canonical emotion names; every corpus-specific code maps onto these.
-EMOTION_ALIASES: dict[str, str] = {
-    "ang": "angry", "anger": "angry", "angry": "angry", "mad": "angry", "w": "angry",
-    "hap": "happy", "happy": "happy", "happiness": "happy", "joy": "happy", "f": "happy",
-    "exc": "excited", "excited": "excited", "excitement": "excited",
-    "neu": "neutral", "neutral": "neutral", "neutral state": "neutral", "n": "neutral",
-    "sad": "sad", "sadness": "sad", "t": "sad",
-    "fru": "frustrated", "frustration": "frustrated", "frustrated": "frustrated",
-    "sur": "surprised", "surprise": "surprised", "surprised": "surprised",
-    "fea": "fearful", "fear": "fearful", "fearful": "fearful", "a": "fearful",
-    "dis": "disgusted", "disgust": "disgusted", "disgusted": "disgusted", "e": "disgusted",
-    "cal": "calm", "calm": "calm",
-    "bor": "bored", "boredom": "bored", "bored": "bored", "l": "bored",
-    "oth": "other", "other": "other",
-    "xxx": "undecided",
+# Emotion names and their English word forms, shared by every corpus. Corpus-specific codes (IEMOCAP's
+# `ang`, EmoDB's `W`) belong to the corpus module or to a manifest's `labels:` mapping, never here.
+EMOTION_NAMES: dict[str, str] = {
+    "angry": "angry", "anger": "angry", "happy": "happy", "happiness": "happy", "joy": "happy",
+    "excited": "excited", "excitement": "excited", "neutral": "neutral", "sad": "sad", "sadness": "sad",
+    "frustrated": "frustrated", "frustration": "frustrated", "surprised": "surprised", "surprise": "surprised",
+    "fearful": "fearful", "fear": "fearful", "disgusted": "disgusted", "disgust": "disgusted", "calm": "calm",
+    "bored": "bored", "boredom": "bored", "contempt": "contempt", "other": "other",
 }
 
 
-def canonical_emotion(code: str) -> str:
-    """Map a corpus label code to its canonical name; unknown codes pass through lowercased."""
-    key = str(code).strip().lower()
-    return EMOTION_ALIASES.get(key, key)
+def canonical_emotion(label: str) -> str:
+    """An emotion's canonical name (`anger` -> `angry`); other labels pass through stripped and lowercased."""
+    key = str(label).strip().lower()
+    return EMOTION_NAMES.get(key, key)
 
 
 def empty_table() -> pd.DataFrame:
@@ -71,12 +64,6 @@ def make_table(rows: list[dict]) -> pd.DataFrame:
     frame["text"] = frame["text"].fillna("")
     if frame["utt_id"].duplicated().any():
         dupes = frame.loc[frame["utt_id"].duplicated(), "utt_id"].head(5).tolist()
-        raise ValueError(f"duplicate utterance ids {dupes}: every utterance id must be unique")
+        raise ValueError(f"duplicate utterance ids {dupes}: every utterance id must be unique. Fix: give each "
+                         "utterance its own id (a manifest's utt_id column, or distinct file names)")
     return frame.reset_index(drop=True)
-
-
-def apply_class_map(table: pd.DataFrame, class_map: dict[str, str]) -> pd.DataFrame:
-    """Set `label` from `emotion` through class_map (emotion -> class); others get <NA>."""
-    table = table.copy()
-    table["label"] = table["emotion"].map(class_map).astype("string")
-    return table

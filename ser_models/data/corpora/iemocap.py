@@ -12,8 +12,13 @@ from pathlib import Path
 
 import pandas as pd
 
-from .alignment import parse_wdseg
-from .schema import apply_class_map, canonical_emotion, make_table
+from ..alignment import parse_wdseg
+from ..corpus import CorpusKind, register
+from ..schema import make_table
+
+# EmoEvaluation's consensus codes
+CODES = {"ang": "angry", "hap": "happy", "exc": "excited", "neu": "neutral", "sad": "sad", "fru": "frustrated",
+         "sur": "surprised", "fea": "fearful", "dis": "disgusted", "oth": "other", "xxx": "undecided"}
 
 CLASS_MAPS = {
     # the standard 4-class task, happy = hap + exc: 5,531 turns
@@ -61,10 +66,9 @@ def parse_transcripts(path: Path) -> dict[str, str]:
     return texts
 
 
-def load(root: str | Path, classes: str = "4") -> pd.DataFrame:
+def read(root: str | Path) -> pd.DataFrame:
+    """All turns, labelled or not: dialog decoding needs every one."""
     root = find_root(root)
-    if classes not in CLASS_MAPS:
-        raise ValueError(f"unknown IEMOCAP class map {classes!r}; choose one of {sorted(CLASS_MAPS)}")
     rows, missing_alignments = [], []
     for session_dir in sorted(root.glob("Session[1-5]")):
         session = int(session_dir.name[-1])
@@ -85,7 +89,7 @@ def load(root: str | Path, classes: str = "4") -> pd.DataFrame:
                     "path": str(session_dir / "sentences" / "wav" / dialog / f"{utt_id}.wav"),
                     "speaker": f"Ses0{session}{utt_id.rsplit('_', 1)[1][0]}",
                     "session": f"Ses0{session}", "gender": utt_id.rsplit("_", 1)[1][0],
-                    "emotion": canonical_emotion(turn["code"]), "text": texts.get(utt_id, ""),
+                    "emotion": CODES.get(turn["code"].lower(), turn["code"].lower()), "text": texts.get(utt_id, ""),
                     "dialog": dialog, "turn": turn_index, "start_s": turn["start_s"],
                     "duration": turn["end_s"] - turn["start_s"], "sample_rate": 16_000,
                     "valence": turn["valence"], "arousal": turn["arousal"], "dominance": turn["dominance"],
@@ -100,4 +104,16 @@ def load(root: str | Path, classes: str = "4") -> pd.DataFrame:
     if missing_alignments:
         warnings.warn(f"IEMOCAP: {len(missing_alignments)} turns have no .wdseg (e.g. {missing_alignments[:2]}); "
                       f"they use the proportional fallback alignment", stacklevel=2)
-    return apply_class_map(make_table(rows), CLASS_MAPS[classes])
+    return make_table(rows)
+
+
+@register
+class Iemocap(CorpusKind):
+    name = "iemocap"
+    help = "IEMOCAP_full_release/ (or its parent): all 10,039 turns, transcripts, word alignments, dialogs"
+    default_folds = "sessions"
+    presets = CLASS_MAPS
+    default_classes = "4"
+
+    def read(self, root, classes, **options):
+        return read(root)

@@ -7,8 +7,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .audio import audio_info
-from .schema import apply_class_map, make_table
+from ..audio import audio_info
+from ..corpus import CorpusKind, register
+from ..schema import make_table
 
 EMOTIONS = {"01": "neutral", "02": "calm", "03": "happy", "04": "sad", "05": "angry",
             "06": "fearful", "07": "disgusted", "08": "surprised"}
@@ -39,10 +40,8 @@ def parse_name(path: Path) -> dict | None:
             "repetition": int(repetition), "actor": int(actor)}
 
 
-def load(root: str | Path, classes: str = "4"):
+def read(root: str | Path):
     root = Path(root)
-    if classes not in CLASS_MAPS:
-        raise ValueError(f"unknown RAVDESS class map {classes!r}; choose one of {sorted(CLASS_MAPS)}")
     files = sorted(p for p in root.glob("Actor_*/*") if p.suffix.lower() in AUDIO_SUFFIXES)
     if not files:
         raise FileNotFoundError(f"{root}: no Actor_XX/*.wav or *.flac files. Fix: point the corpus root at the "
@@ -59,4 +58,17 @@ def load(root: str | Path, classes: str = "4"):
             "gender": "M" if meta["actor"] % 2 else "F", "emotion": meta["emotion"],
             "text": STATEMENTS[meta["statement"]], "duration": duration, "sample_rate": sample_rate,
         })
-    return apply_class_map(make_table(rows), CLASS_MAPS[classes])
+    return make_table(rows)
+
+
+@register
+class Ravdess(CorpusKind):
+    name = "ravdess"
+    help = "RAVDESS speech: Actor_XX/ folders of wav or flac, any rate; session = the actor group"
+    default_folds = "actors-5"
+    fold_aliases = {"actors-5": "sessions"}   # sessions are the actor groups 1-5, 6-10, 11-15, 16-20, 21-24
+    presets = CLASS_MAPS
+    default_classes = "4"
+
+    def read(self, root, classes, **options):
+        return read(root)

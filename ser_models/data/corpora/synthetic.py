@@ -13,14 +13,16 @@ from __future__ import annotations
 import hashlib
 import json
 import zlib
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import soundfile as sf
 
-from .alignment import write_textgrid
+from ..alignment import write_textgrid
+from ..corpus import CorpusKind, register
+from .manifest import load
 
 SR = 16_000
 EMOTIONS = ("angry", "happy", "neutral", "sad")
@@ -154,3 +156,23 @@ def generate(out_dir: str | Path, cfg: SyntheticConfig = SyntheticConfig()) -> P
     pd.DataFrame(rows).to_csv(manifest, index=False)
     stamp.write_text(json.dumps({"digest": cfg.digest(), "config": asdict(cfg)}, indent=2))
     return manifest
+
+
+@register
+class Synthetic(CorpusKind):
+    name = "synthetic"
+    help = "a generated, deterministic 4-emotion corpus with transcripts, alignments and dialogs (root optional)"
+    needs_root = False
+    default_folds = "sessions"
+    options = {field.name: f"generator setting (default {field.default})" for field in fields(SyntheticConfig)}
+
+    def read(self, root, classes, **options):
+        config = SyntheticConfig(**options)
+        out = root or default_root(config)
+        return load(generate(out, config), classes, corpus="synthetic")
+
+
+def default_root(config: SyntheticConfig) -> Path:
+    from ..cache import DEFAULT_CACHE
+
+    return DEFAULT_CACHE.parent / "synthetic" / config.digest()
