@@ -6,7 +6,6 @@ confusion matrices, learning curves and per-speaker accuracy.
 """
 from __future__ import annotations
 
-import argparse
 import itertools
 import sys
 from pathlib import Path
@@ -23,6 +22,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from orchestration import storage  # noqa: E402
+from ser_models.cli import Parser  # noqa: E402
 from orchestration.aggregate import read_table  # noqa: E402
 from orchestration.published import OURS  # noqa: E402
 from orchestration.results import published_table, to_markdown  # noqa: E402
@@ -262,7 +262,7 @@ def publish(sweep_dir: str, destination: Path, tables=("summary", "folds", "epoc
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = Parser(description=__doc__)
     parser.add_argument("sweep_dir")
     parser.add_argument("--publish", type=Path, default=None,
                         help="also copy report, figures and small tables here (e.g. results/reports/<sweep>)")

@@ -8,7 +8,6 @@
 """
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -19,6 +18,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from orchestration.aggregate import SCHEMAS, aggregate, read_table, sweep_record  # noqa: E402
+from ser_models.cli import Parser  # noqa: E402
 from orchestration.published import OURS, published  # noqa: E402
 from orchestration.stats import paired_comparison  # noqa: E402
 
@@ -91,7 +91,7 @@ def published_table(sweep_dir: str) -> pd.DataFrame:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = Parser(description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     agg = sub.add_parser("aggregate")
     agg.add_argument("sweep_dir")

@@ -9,7 +9,6 @@ Parquet tables are written to <storage>/<name>/tables/.
 """
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import os
@@ -25,6 +24,7 @@ if str(REPO) not in sys.path:  # `python orchestration/sweep.py` from a checkout
     sys.path.insert(0, str(REPO))
 
 from orchestration import storage  # noqa: E402
+from ser_models.cli import Parser  # noqa: E402
 from orchestration.config import SweepError, load_sweep, validate  # noqa: E402
 
 DEMO = REPO / "configs" / "demo.yaml"
@@ -260,18 +260,22 @@ def run_locked(sweep, root: str, restart_errored: bool, address: str | None, ver
     except (FileNotFoundError, ValueError) as err:
         raise SweepError(f"{sweep.source}: cannot load corpus: {err}") from None
     validate(sweep, corpus)
+    check_unchanged(sweep, storage.join(root, sweep.name))
     task = prepare_features(sweep, corpus)
     folds = sweep.fold_indices if sweep.fold_indices is not None else list(range(len(task.folds)))
     phases.done("data")
     ray = start_ray(address, verbose)
-    shapes = cluster_shapes(ray)
-    report_autoscaler(shapes)
-    validate(sweep, corpus, cluster=shapes)
-    task_ref = ray.put(task)  # trials on every node read features from here: no corpus or cache needed there
-    phases.done("ray_start")
-    experiment = storage.join(root, sweep.name, "experiment")
-    check_unchanged(sweep, storage.join(root, sweep.name))
-    limit, total = fit(sweep, folds, root, experiment, restart_errored, task_ref, shapes)
+    try:
+        shapes = cluster_shapes(ray)
+        report_autoscaler(shapes)
+        validate(sweep, corpus, cluster=shapes)
+        task_ref = ray.put(task)  # trials on every node read features from here: no corpus or cache needed there
+        phases.done("ray_start")
+        experiment = storage.join(root, sweep.name, "experiment")
+        limit, total = fit(sweep, folds, root, experiment, restart_errored, task_ref, shapes)
+    except BaseException:
+        ray.shutdown()   # a caller that runs main() again must not find this instance still attached
+        raise
     phases.done("trials")
     # tables and report need only storage: Ray stops beside them instead of after them
     stopping = threading.Thread(target=ray.shutdown)
@@ -446,7 +450,7 @@ def write_report_safely(sweep_dir: str) -> None:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = Parser(description=__doc__)
     parser.add_argument("sweep", nargs="?", default=str(DEMO), help="sweep YAML (default: the embedded demo)")
     parser.add_argument("--storage", help="override the sweep's storage (path, NFS path or s3://...)")
     parser.add_argument("--restart-errored", action="store_true", help="start errored trials from scratch")

@@ -1,9 +1,9 @@
 """python -m ser_models list: every registered model with its ablations, inputs and parameter count."""
 from __future__ import annotations
 
-import argparse
 import sys
 
+from .cli import Parser
 from .registry import INPUTS, all_models
 
 
@@ -20,7 +20,7 @@ def rows(vocab_size: int = 2):
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m ser_models", description=__doc__)
+    parser = Parser(prog="python -m ser_models", description=__doc__)
     parser.add_argument("command", choices=["list"])
     parser.add_argument("--markdown", action="store_true", help="print a Markdown table")
     args = parser.parse_args(argv)

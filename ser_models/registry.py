@@ -85,9 +85,11 @@ def check_corpus_supports(name: str, ablation: str, corpus) -> tuple[str, ...]:
     """The inputs a (model, ablation) needs, or IncompatibleInputs naming what the corpus lacks."""
     inputs = model_inputs(name, ablation)
     if NEEDS_TEXT & set(inputs) and not corpus.has_text:
+        silent = corpus.task.loc[corpus.task["text"].str.len() == 0, "path"]
         raise IncompatibleInputs(f"{name}/{ablation} needs transcripts ({sorted(NEEDS_TEXT & set(inputs))}) but "
-                                 f"corpus {corpus.name!r} has utterances without text. Fix: pick an audio-only "
-                                 f"model or ablation, or add a text column to the manifest")
+                                 f"corpus {corpus.name!r} has {len(silent)} utterance(s) without text (e.g. "
+                                 f"{list(silent[:3])}). Fix: fill in their text (a manifest's text column), or "
+                                 f"pick an audio-only model or ablation")
     return inputs
 
 
@@ -97,4 +99,11 @@ def all_models() -> dict[str, ModelSpec]:
 
 
 def _load_models() -> None:
-    from .models import baselines, cma, dslstm, fgcme, sincnet  # noqa: F401  (registration side effect)
+    """Import every module of ser_models/models/: each registers its models, so a new model is one new file."""
+    import importlib
+    import pkgutil
+
+    from . import models
+
+    for module in pkgutil.iter_modules(models.__path__):
+        importlib.import_module(f"{models.__name__}.{module.name}")

@@ -42,11 +42,16 @@ def test_unknown_names_are_clear_errors():
 
 
 def test_text_models_rejected_on_a_corpus_without_transcripts():
-    class AudioOnlyCorpus:
-        name, has_text = "emodb-no-text", False
-    with pytest.raises(IncompatibleInputs, match="needs transcripts.*emodb-no-text"):
-        check_corpus_supports("fg_cme", "full", AudioOnlyCorpus())
-    assert check_corpus_supports("cma", "audio_only", AudioOnlyCorpus()) == ("waveform",)
+    from ser_models.data.corpus import Corpus
+    from ser_models.data.schema import make_table
+
+    table = make_table([{"utt_id": f"u{i}", "path": f"/data/u{i}.wav", "speaker": "s", "label": "sad",
+                         "text": "" if i == 1 else "so sad"} for i in range(3)])
+    corpus = Corpus("emodb-no-text", table, ["sad"])
+    with pytest.raises(IncompatibleInputs, match=r"needs transcripts.*emodb-no-text.*1 utterance\(s\) without text "
+                                                 r"\(e.g. \['/data/u1.wav'\]\)"):
+        check_corpus_supports("fg_cme", "full", corpus)
+    assert check_corpus_supports("cma", "audio_only", corpus) == ("waveform",)
 
 
 def test_ds_lstm_parameter_count_matches_the_authors_logs():

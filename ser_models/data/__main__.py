@@ -7,10 +7,10 @@
 """
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 
+from ..cli import Parser
 from .cache import DEFAULT_CACHE, extract
 from .corpus import corpora, load_corpus
 from .features import EXTRACTORS
@@ -62,8 +62,7 @@ def cmd_extract(args) -> int:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m ser_models.data", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = Parser(prog="python -m ser_models.data", description=__doc__)
     parser.add_argument("--cache", default=str(DEFAULT_CACHE), help="feature cache directory")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("corpora", help="list the registered corpora")
@@ -81,7 +80,8 @@ def main(argv=None) -> int:
     try:
         return {"corpora": cmd_corpora, "summary": cmd_summary, "extract": cmd_extract}[args.command](args)
     except (FileNotFoundError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
+        where = f"{args.corpus} {args.root}" if getattr(args, "root", None) else getattr(args, "corpus", "")
+        print(f"error: {where}: {err}" if where and where not in str(err) else f"error: {err}", file=sys.stderr)
         return 2
 
 

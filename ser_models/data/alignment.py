@@ -58,12 +58,16 @@ def parse_textgrid(path: str | Path, tier: str = "words") -> Alignment:
         width = 3 if kind == "IntervalTier" else 2
         tiers[name] = (kind, tokens[pos: pos + width * count])
         pos += width * count
+    if not tiers:
+        raise ValueError(f"{path}: not a Praat TextGrid (no tiers found; cut short?). Fix: re-export it from Praat "
+                         "as a text file, or leave the manifest's textgrid cell empty to use the fallback alignment")
     if tier not in tiers:
         raise ValueError(f"{path}: no tier named {tier!r} (tiers: {sorted(tiers)}). "
-                         f"Fix: name the word tier 'words' or pass tier=")
+                         "Fix: name the word tier 'words', or name yours with corpus.tier")
     kind, flat = tiers[tier]
     if kind != "IntervalTier":
-        raise ValueError(f"{path}: tier {tier!r} is a {kind}, not an IntervalTier")
+        raise ValueError(f"{path}: tier {tier!r} is a {kind}, not an IntervalTier. Fix: name the tier of word "
+                         "intervals with corpus.tier")
     words, starts, ends = [], [], []
     for start, end, label in zip(flat[0::3], flat[1::3], flat[2::3]):
         word = normalize_token(str(label))

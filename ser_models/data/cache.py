@@ -52,6 +52,9 @@ def feature_key(name: str, fingerprint: str) -> str:
     return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:20]
 
 
+QUARANTINE_SHOWN = 10  # the rest are in the list file
+
+
 class FeatureStore:
     """Read-only, memory-mapped features of one extractor: store[utt_id] -> np.ndarray."""
 
@@ -199,11 +202,29 @@ def extract(table: pd.DataFrame, names: list[str], cache_dir: str | Path = DEFAU
         report.quarantine = pd.read_csv(quarantine_path)
         report.quarantine_path = quarantine_path
         if len(report.quarantine):
-            print(f"[emosweep] {len(report.quarantine)} utterance(s) skipped (bad audio); list: {quarantine_path}",
-                  file=sys.stderr)
+            for row in report.quarantine.head(QUARANTINE_SHOWN).itertuples():
+                print(f"[emosweep] quarantined {row.path}: {row.reason}", file=sys.stderr)
+            more = len(report.quarantine) - QUARANTINE_SHOWN
+            print(f"[emosweep] {len(report.quarantine)} utterance(s) skipped (bad audio)"
+                  f"{f', {more} not shown' if more > 0 else ''}; the sweep goes on without them; list: "
+                  f"{quarantine_path}", file=sys.stderr)
     warn_cropped(table, names)
+    warn_low_rate(table)
     report.seconds = time.perf_counter() - started
     return report
+
+
+def warn_low_rate(table: pd.DataFrame) -> None:
+    """Files recorded below 16 kHz are upsampled: their top band is empty, which a model can learn as a cue."""
+    from .audio import TARGET_SR
+
+    rates = table["sample_rate"].astype("Int64") if "sample_rate" in table else pd.Series(dtype="Int64")
+    low = table[(rates > 0) & (rates < TARGET_SR)]
+    if len(low):
+        print(f"[emosweep] {len(low)} utterance(s) are recorded below {TARGET_SR} Hz (lowest "
+              f"{int(low['sample_rate'].min())} Hz, e.g. {low['path'].iloc[0]}) and were upsampled: above half "
+              "their rate they hold no signal, a cue a model can learn. Fix: use recordings of one rate >= 16 kHz, "
+              "or drop those files", file=sys.stderr)
 
 
 def warn_cropped(table: pd.DataFrame, names: list[str]) -> None:

@@ -9,6 +9,7 @@ corpus names: folds, features, sweeps and the CLI ask the registry.
 from __future__ import annotations
 
 import difflib
+import functools
 import importlib
 import pkgutil
 from dataclasses import dataclass, field
@@ -51,15 +52,20 @@ def register(kind: type[CorpusKind]) -> type[CorpusKind]:
     return kind
 
 
-def corpora() -> dict[str, CorpusKind]:
-    """Every registered corpus: this package's modules, then installed plugins."""
-    if not CORPORA:
-        from . import corpora as package
+@functools.cache
+def discover() -> None:
+    """Import this package's corpus modules, then installed plugins; each registers itself."""
+    from . import corpora as package
 
-        for module in pkgutil.iter_modules(package.__path__):
-            importlib.import_module(f"{package.__name__}.{module.name}")
-        for plugin in entry_points(group="emosweep.corpora"):
-            importlib.import_module(plugin.value)
+    for module in pkgutil.iter_modules(package.__path__):
+        importlib.import_module(f"{package.__name__}.{module.name}")
+    for plugin in entry_points(group="emosweep.corpora"):
+        importlib.import_module(plugin.value)
+
+
+def corpora() -> dict[str, CorpusKind]:
+    """Every registered corpus."""
+    discover()
     return CORPORA
 
 

@@ -131,7 +131,10 @@ def fold_summary(table: pd.DataFrame, folds: list[Fold]) -> pd.DataFrame:
 
 
 def fold_warnings(table: pd.DataFrame, folds: list[Fold]) -> list[str]:
-    """Folds that run but measure badly: one-voice validation, splits missing a class. One line per kind."""
+    """Folds that run but measure badly: one-voice validation, splits missing a class. One line per kind.
+
+    `table` may hold fewer utterances than the folds name (quarantined audio): only those present count.
+    """
     classes = sorted(table["label"].dropna().unique())
     label_of = table.set_index("utt_id")["label"]
     lonely = [fold.name for fold in folds if len(fold.validation_speakers) < 2]
@@ -141,7 +144,7 @@ def fold_warnings(table: pd.DataFrame, folds: list[Fold]) -> list[str]:
                      f"{', ...' if len(lonely) > 3 else ''}): epoch selection rests on one voice. Fix: fewer, "
                      "larger folds (speakers-K with a smaller K, or sessions)")
     for split in ("validation", "test"):
-        gaps = {fold.name: sorted(set(classes) - set(label_of.loc[list(getattr(fold, split))]))
+        gaps = {fold.name: sorted(set(classes) - set(label_of.reindex(list(getattr(fold, split))).dropna()))
                 for fold in folds}
         gaps = {name: missing for name, missing in gaps.items() if missing}
         if gaps:

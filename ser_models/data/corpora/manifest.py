@@ -63,6 +63,19 @@ def _optional(record: dict, name: str, cast=str):
     return cast(value)
 
 
+def read_alignment(path: Path, tier: str, where: str):
+    try:
+        return parse_textgrid(path, tier=tier)
+    except FileNotFoundError:
+        raise ManifestError(f"{where}: TextGrid {path} not found. Fix: correct the textgrid column (relative to "
+                            "the manifest), or leave it empty to use the fallback alignment") from None
+    except (ValueError, IndexError, TypeError, UnicodeError) as err:
+        detail = str(err) if "Fix:" in str(err) else f"{path}: not a Praat TextGrid ({type(err).__name__}: {err})"
+        fix = "" if "Fix:" in detail else ". Fix: re-export it from Praat (text format), or leave the textgrid " \
+                                          "cell empty to use the fallback alignment"
+        raise ManifestError(f"{where}: {detail}{fix}") from None
+
+
 def emotions(frame: pd.DataFrame, path: Path, labels: dict | None, classes: list[str] | None) -> pd.Series:
     """Each row's emotion: the manifest's own `labels:` mapping, else the shared emotion names.
 
@@ -100,8 +113,8 @@ def load(manifest: str | Path, classes: list[str] | None = None, corpus: str | N
         textgrid = _optional(record, "textgrid")
         alignment = None
         if textgrid:
-            textgrid_path = Path(textgrid) if Path(textgrid).is_absolute() else base / textgrid
-            alignment = parse_textgrid(textgrid_path, tier=tier)
+            alignment = read_alignment(Path(textgrid) if Path(textgrid).is_absolute() else base / textgrid,
+                                       tier, f"{manifest} row {i + 2}")
         text = _optional(record, "text") or (" ".join(alignment[0]) if alignment else "")
         rows.append({
             "utt_id": _optional(record, "utt_id") or audio_path.stem,

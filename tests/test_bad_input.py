@@ -1,0 +1,364 @@
+"""The bad-input catalogue: each kind of input a user can get wrong, tried with the real commands.
+
+Every case runs against a storage folder that already holds a finished sweep,
+and asserts the exit code (2: refused before any work; 0: the bad utterance
+quarantined and the rest run), that the message names the file or key and
+carries a fix, that it is not a traceback, and that nothing already written
+changed. The last test runs the finished sweep's own command again: good work
+goes on. docs/reliability.md tables these rows.
+"""
+from __future__ import annotations
+
+import hashlib
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pandas as pd
+import pytest
+import soundfile as sf
+import yaml
+
+from orchestration.aggregate import read_table
+from orchestration.sweep import main as sweep_main
+from ser_models.data.__main__ import main as data_main
+
+from .conftest import REPO
+from .fixtures.audio import write
+from .sweeps import run_sweep
+
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory, synthetic_root):
+    """A finished sweep on a manifest corpus: what a user's bad command must never damage."""
+    tmp = tmp_path_factory.mktemp("catalogue")
+    frame = pd.read_csv(synthetic_root / "manifest.csv", dtype=str, keep_default_na=False)
+    for column in ("path", "textgrid"):
+        frame[column] = [str(synthetic_root / value) for value in frame[column]]
+    frame.to_csv(tmp / "good.csv", index=False)
+    sweep = {"name": "t", "corpus": {"name": "manifest", "root": str(tmp / "good.csv")}, "folds": "sessions",
+             "fold_indices": [0, 1], "models": {"lstm_attn_text": ["full"]}, "seeds": [0],
+             "train": {"epochs": 1, "batch_size": 8, "lr": 3e-3}, "resources": {"mode": "inprocess"},
+             "storage": str(tmp / "results"), "cache": str(tmp / "cache")}
+    (tmp / "t.yaml").write_text(yaml.safe_dump(sweep))
+    done = run_sweep(tmp / "t.yaml")
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    return SimpleNamespace(tmp=tmp, sweep=sweep, manifest=tmp / "good.csv", frame=frame,
+                           snapshot=snapshot(tmp / "results"))
+
+
+def snapshot(folder: Path) -> dict[str, str]:
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+# ---- how a case builds its command --------------------------------------------------------------------------
+
+def sweep_with(**changes):
+    """A sweep file: the finished one with `changes` (None deletes a key; dicts merge one level)."""
+    def build(tmp, base):
+        data = {key: (dict(value) if isinstance(value, dict) else value) for key, value in base.sweep.items()}
+        for key, value in changes.items():
+            if value is None:
+                data.pop(key, None)
+            elif isinstance(value, dict) and isinstance(data.get(key), dict) and key not in ("models", "corpus"):
+                data[key].update(value)
+            else:
+                data[key] = value
+        (tmp / "bad.yaml").write_text(yaml.safe_dump(data))
+        return ["sweep", str(tmp / "bad.yaml")], [str(tmp / "bad.yaml")]
+    return build
+
+
+def raw_sweep(text: str):
+    def build(tmp, base):
+        (tmp / "bad.yaml").write_text(text)
+        return ["sweep", str(tmp / "bad.yaml")], [str(tmp / "bad.yaml")]
+    return build
+
+
+def manifest_with(edit, name: str = "m.csv", corpus: dict | None = None, models: dict | None = None,
+                  named: str = "manifest", **to_csv):
+    """The finished sweep on an edited copy of its manifest; the message must name that manifest (or, for a
+    sweep key, the sweep file)."""
+    def build(tmp, base):
+        frame = edit(base.frame.copy(), tmp)
+        path = tmp / name
+        if frame is not None:
+            frame.to_csv(path, index=False, **to_csv)
+        corpus_cfg = {"name": "manifest", "root": str(path), **(corpus or {})}
+        command, sweep_file = sweep_with(corpus=corpus_cfg, **({"models": models} if models else {}))(tmp, base)
+        return command, [str(path)] if named == "manifest" else sweep_file
+    return build
+
+
+def set_cell(rows, column, value):
+    def edit(frame, tmp):
+        frame.loc[list(rows), column] = value
+        return frame
+    return edit
+
+
+def textgrid(content: str | None):
+    def edit(frame, tmp):
+        target = tmp / "bad.TextGrid"
+        if content is not None:
+            target.write_text(content)
+        frame.loc[3, "textgrid"] = str(target)
+        return frame
+    return edit
+
+
+def speakers(count: int):
+    def edit(frame, tmp):
+        keep = sorted(frame["speaker"].unique())[:count]
+        return frame[frame["speaker"].isin(keep)]
+    return edit
+
+
+def one_without_text(tmp, base):
+    edit = set_cell([5], "text", "")
+    command, names = manifest_with(lambda f, t: edit(f.assign(textgrid=""), t), named="sweep")(tmp, base)
+    return command, [*names, Path(base.frame.loc[5, "path"]).name]
+
+
+def unreadable_parquet(frame, tmp):
+    (tmp / "m.parquet").write_bytes(b"PAR1 this is not a parquet file")
+
+
+def command(*argv):
+    def build(tmp, base):
+        return list(argv), []
+    return build
+
+
+def cli(*argv):
+    """A sweep command line on the finished sweep file, with extra arguments."""
+    def build(tmp, base):
+        return ["sweep", str(base.tmp / "t.yaml"), *[a.format(tmp=tmp) for a in argv]], []
+    return build
+
+
+def under_a_file(tmp, base):
+    (tmp / "a_file").write_text("x")
+    return ["sweep", str(base.tmp / "t.yaml"), "--storage", str(tmp / "a_file" / "results")], [str(tmp / "a_file")]
+
+
+def damaged_record(tmp, base):
+    shutil.copytree(base.tmp / "results", tmp / "copy")
+    (tmp / "copy" / "t" / "sweep.json").write_text('{"digest": "12')
+    return ["sweep", str(base.tmp / "t.yaml"), "--storage", str(tmp / "copy")], ["sweep.json"]
+
+
+def tool(script: str, layout: str | None):
+    def build(tmp, base):
+        (tmp / "folder").mkdir()
+        if layout:
+            (tmp / "folder" / layout).mkdir()
+        return ["tool", script, *(["show"] if script == "results.py" else []), str(tmp / "folder")], \
+            [str(tmp / "folder")]
+    return build
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def nothing_listens(tmp, base):
+    port = free_port()
+    return ["sweep", str(base.tmp / "t.yaml"), "--address", f"127.0.0.1:{port}"], [f"127.0.0.1:{port}"]
+
+
+TG_WRONG_TIER = ('File type = "ooTextFile"\nObject class = "TextGrid"\n0\n1\n<exists>\n1\n"IntervalTier"\n"phones"\n'
+                 '0\n1\n1\n0\n1\n"a"\n')
+
+# kind, category, build, exit code, what the message must name besides the file or key the build returns
+CASES = [
+    ("unknown model", "sweep file", sweep_with(models={"fgcme": ["full"]}), 2, ["unknown model 'fgcme'"]),
+    ("unknown ablation", "sweep file", sweep_with(models={"fg_cme": ["no_exite"]}), 2, ["no ablation 'no_exite'"]),
+    ("selection on a test metric", "sweep file", sweep_with(train={"select_on": "test_ua"}), 2,
+     ["train.select_on"]),
+    ("misspelt nested key", "sweep file", sweep_with(train={"epoch": 3}), 2, ["train.epoch", "did you mean 'epochs'"]),
+    ("misspelt resources key", "sweep file", sweep_with(resources={"gpu_per_worker": 1}), 2,
+     ["resources.gpu_per_worker", "did you mean 'gpus_per_worker'"]),
+    ("misspelt top-level key", "sweep file", sweep_with(storrage="x"), 2, ["storrage", "did you mean 'storage'"]),
+    ("a word for a number", "sweep file", sweep_with(train={"lr": "fast"}), 2, ["train.lr"]),
+    ("a fraction for an integer", "sweep file", sweep_with(train={"epochs": 2.5}), 2, ["train.epochs"]),
+    ("a string for a boolean", "sweep file", sweep_with(train={"test_oracle": "yes"}), 2, ["train.test_oracle"]),
+    ("a value outside the choices", "sweep file", sweep_with(resources={"mode": "dpp"}), 2,
+     ["resources.mode", "did you mean 'ddp'"]),
+    ("zero workers", "sweep file", sweep_with(resources={"workers_per_trial": 0}), 2, ["resources.workers_per_trial"]),
+    ("two DDP workers on one GPU", "sweep file",
+     sweep_with(resources={"mode": "ddp", "workers_per_trial": 2, "gpus_per_worker": 0.5}), 2, ["share one GPU"]),
+    ("a batch DDP cannot split", "sweep file", sweep_with(resources={"mode": "ddp", "workers_per_trial": 3}), 2,
+     ["train.batch_size"]),
+    ("a word for a timeout", "sweep file", sweep_with(resources={"wait_timeout_s": "soon"}), 2,
+     ["resources.wait_timeout_s"]),
+    ("words for seeds", "sweep file", sweep_with(seeds=["zero"]), 2, ["seeds"]),
+    ("a search range that does not parse", "sweep file",
+     sweep_with(search={"samples": 2, "space": {"lr": [0.1, 0.01]}}), 2, ["bad range"]),
+    ("a search parameter no model has", "sweep file",
+     sweep_with(search={"samples": 2, "space": {"lrr": [1e-4, 1e-2, "log"]}}), 2,
+     ["search.space.lrr", "did you mean 'lr'"]),
+    ("a search without a space", "sweep file", sweep_with(search={"samples": 2}), 2, ["search.space"]),
+    ("misspelt fold strategy", "sweep file", sweep_with(folds="sesions"), 2, ["sesions"]),
+    ("more folds than speakers", "sweep file", sweep_with(folds="speakers-50"), 2,
+     ["cannot make 50 speaker-disjoint folds"]),
+    ("a fold index that does not exist", "sweep file", sweep_with(fold_indices=[7]), 2, ["fold_indices [7]"]),
+    ("misspelt corpus name", "sweep file", sweep_with(corpus={"name": "ravdes", "root": "/tmp"}), 2,
+     ["unknown corpus 'ravdes'", "did you mean 'ravdess'"]),
+    ("misspelt corpus option", "sweep file", sweep_with(corpus={"name": "synthetic", "sesions": 5}), 2,
+     ["corpus.sesions", "did you mean 'sessions'"]),
+    ("a corpus root that does not exist", "sweep file", sweep_with(corpus={"name": "ravdess", "root": "/nowhere/r"}),
+     2, ["/nowhere/r"]),
+    ("a corpus without its root", "sweep file", sweep_with(corpus={"name": "ravdess"}), 2, ["needs a root"]),
+    ("no models", "sweep file", sweep_with(models=None), 2, ["models"]),
+    ("malformed YAML", "sweep file", raw_sweep("name: x\nmodels: [fg_cme\n"), 2, ["not valid YAML"]),
+    ("a list instead of a mapping", "sweep file", raw_sweep("- fg_cme\n- lstm_attn_text\n"), 2, []),
+    ("an empty sweep file", "sweep file", raw_sweep(""), 2, []),
+    ("a text model on a corpus without transcripts", "transcript",
+     manifest_with(lambda f, t: f.assign(text="", textgrid=""), named="sweep"), 2, ["needs transcripts"]),
+    ("one utterance without its transcript", "transcript",
+     one_without_text, 2, ["1 utterance(s) without text"]),
+    ("a misspelt label", "manifest", manifest_with(set_cell([4, 9], "label", "angyr")), 2,
+     ["'angyr': 2", "rows [6, 11]", "did you mean 'angry'"]),
+    ("an empty label", "manifest", manifest_with(set_cell([7], "label", "")), 2, ["rows [9]"]),
+    ("a corpus's letter codes without a mapping", "manifest",
+     manifest_with(lambda f, t: f.assign(label=f["label"].str[0].str.upper())), 2, ["unknown label", "corpus.labels"]),
+    ("a latin-1 manifest", "manifest",
+     manifest_with(lambda f, t: f.assign(text=f["text"] + " für"), encoding="latin-1"), 2,
+     ["not utf-8 text", "corpus.encoding"]),
+    ("duplicate utterance ids", "manifest", manifest_with(set_cell([1], "utt_id", "syn01_d00_M000")), 2,
+     ["occur more than once", "rows [2, 3]"]),
+    ("a missing required column", "manifest", manifest_with(lambda f, t: f.drop(columns="speaker")), 2,
+     ["missing column(s) ['speaker']"]),
+    ("an unreadable Parquet manifest", "manifest", manifest_with(unreadable_parquet, name="m.parquet"), 2,
+     ["unreadable as Parquet"]),
+    ("a class preset a manifest does not have", "manifest",
+     manifest_with(lambda f, t: f, corpus={"classes": "4"}, named="sweep"), 2, ["corpus.classes '4'"]),
+    ("a single class", "manifest", manifest_with(lambda f, t: f, corpus={"classes": ["angry"]}, named="sweep"), 2,
+     ["corpus.classes"]),
+    ("a class that does not occur", "manifest",
+     manifest_with(lambda f, t: f, corpus={"classes": ["angry", "contempt"]}, named="sweep"), 2, ["['contempt'] do not occur"]),
+    ("a misspelt manifest option", "manifest", manifest_with(lambda f, t: f, corpus={"lables": {"W": "angry"}}, named="sweep"), 2,
+     ["corpus.lables", "did you mean 'labels'"]),
+    ("too few speakers for three splits", "manifest",
+     manifest_with(speakers(2), name="two.csv", named="sweep"), 2, ["folds 'sessions'", "at least 3 speaker"]),
+    ("a TextGrid that does not exist", "alignment", manifest_with(textgrid(None)), 2, ["row 5", "bad.TextGrid"]),
+    ("a TextGrid without a word tier", "alignment", manifest_with(textgrid(TG_WRONG_TIER)), 2,
+     ["no tier named 'words'", "corpus.tier"]),
+    ("a truncated TextGrid", "alignment", manifest_with(textgrid('File type = "ooTextFile"\nObject class = "Text')), 2,
+     ["not a Praat TextGrid", "row 5"]),
+    ("storage under a file", "storage", under_a_file, 2, []),
+    ("a damaged sweep record", "storage", damaged_record, 2, ["is damaged", "delete it"]),
+    ("a finished sweep's file changed", "storage", sweep_with(train={"epochs": 2}), 2,
+     ["the sweep file changed", "sweep.json"]),
+    ("a sweep file that does not exist", "CLI", command("sweep", "/nowhere/sweep.yaml"), 2, ["/nowhere/sweep.yaml"]),
+    ("a misspelt option", "CLI", cli("--restart-erored"), 2, ["--restart-erored", "--help"]),
+    ("an address where nothing listens", "CLI", nothing_listens, 2, ["nothing answers"]),
+    ("results on a folder that is not a sweep", "CLI", tool("results.py", None), 2, []),
+    ("results on a sweep without tables", "CLI", tool("results.py", "experiment"), 2, []),
+    ("a report on a folder that is not a sweep", "CLI", tool("report.py", None), 2, []),
+    ("a misspelt corpus on the data command", "CLI", command("data", "summary", "ravdes", "/tmp"), 2,
+     ["invalid choice: 'ravdes'"]),
+    ("classes the data command cannot use", "CLI",
+     lambda tmp, base: (["data", "summary", "manifest", str(base.manifest), "--classes", "4"], [str(base.manifest)]),
+     2, ["corpus.classes '4'"]),
+]
+
+
+def invoke(argv: list[str], capsys) -> tuple[int, str]:
+    kind, *args = argv
+    if kind == "tool":
+        done = subprocess.run([sys.executable, str(REPO / "orchestration" / args[0]), *args[1:]],
+                              capture_output=True, text=True, timeout=120)
+        return done.returncode, done.stdout + done.stderr
+    try:
+        code = {"sweep": sweep_main, "data": data_main}[kind](args)
+    except SystemExit as exit_:   # argparse
+        code = exit_.code
+    captured = capsys.readouterr()
+    return code, captured.out + captured.err
+
+
+@pytest.mark.parametrize("kind, category, build, code, fragments", CASES, ids=[case[0] for case in CASES])
+def test_bad_input_is_refused_with_the_file_and_the_fix_and_nothing_is_lost(base, tmp_path, capsys, kind, category,
+                                                                             build, code, fragments):
+    argv, names = build(tmp_path, base)
+    got, output = invoke(argv, capsys)
+    assert got == code, output[-3000:]
+    assert "Traceback" not in output, output[-3000:]
+    assert "Fix:" in output, output[-3000:]
+    for fragment in [*names, *fragments]:
+        assert fragment in output, (fragment, output[-3000:])
+    assert snapshot(base.tmp / "results") == base.snapshot          # nothing already written changed
+
+
+# ---- bad audio: quarantined, and the sweep goes on -------------------------------------------------------------
+
+def bad_audio(folder: Path) -> dict[str, tuple[Path, str]]:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "corrupt.wav").write_bytes(b"RIFF\x24\x00\x00\x00WAVEfmt garbage" + bytes(range(256)))
+    (folder / "empty.wav").write_bytes(b"")
+    sf.write(folder / "silent.wav", np.zeros(16_000, dtype=np.float32), 16_000)
+    sf.write(folder / "one_sample.wav", np.array([0.5], dtype=np.float32), 16_000)
+    sf.write(folder / "header_only.wav", np.zeros(0, dtype=np.float32), 16_000)
+    nan = np.full(16_000, 0.1, dtype=np.float32)
+    nan[100] = np.nan
+    sf.write(folder / "nan.wav", nan, 16_000, subtype="FLOAT")
+    write(folder / "phone8k.wav", seconds=2.0, sample_rate=8_000)
+    write(folder / "long.wav", seconds=35.0)
+    return {"corrupt": (folder / "corrupt.wav", "cannot decode"), "empty": (folder / "empty.wav", "empty file"),
+            "silent": (folder / "silent.wav", "all-silent"), "one sample": (folder / "one_sample.wav", "too short"),
+            "header only": (folder / "header_only.wav", "no audio frames"),
+            "NaN samples": (folder / "nan.wav", "NaN or infinite"),
+            "missing": (folder / "missing.wav", "file not found"),
+            "8 kHz among 16 kHz": (folder / "phone8k.wav", "below 16000 Hz"),
+            "longer than the feature keeps": (folder / "long.wav", "keeps the first 30 s")}
+
+
+@pytest.fixture(scope="module")
+def quarantine_run(base):
+    """One sweep of an audio model over the good corpus plus one file of each bad kind."""
+    tmp = base.tmp / "quarantine"
+    files = bad_audio(tmp / "wav")
+    extra = base.frame.iloc[:len(files)].copy()
+    extra["utt_id"] = [f"bad_{i}" for i in range(len(files))]
+    extra["path"] = [str(path) for path, _ in files.values()]
+    extra["textgrid"] = ""
+    pd.concat([base.frame, extra]).to_csv(tmp / "m.csv", index=False)
+    sweep = {**base.sweep, "name": "q", "corpus": {"name": "manifest", "root": str(tmp / "m.csv")},
+             "models": {"fg_cme": ["no_excite"]}, "storage": str(tmp / "results")}
+    (tmp / "q.yaml").write_text(yaml.safe_dump(sweep))
+    done = run_sweep(tmp / "q.yaml")
+    trials = read_table(str(tmp / "results" / "q"), "trials")
+    return SimpleNamespace(done=done, files=files, trials=trials, output=done.stdout + done.stderr)
+
+
+AUDIO_KINDS = ["corrupt", "empty", "silent", "one sample", "header only", "NaN samples", "missing",
+               "8 kHz among 16 kHz", "longer than the feature keeps"]
+
+
+@pytest.mark.parametrize("kind", AUDIO_KINDS)
+def test_bad_audio_is_quarantined_or_flagged_and_the_sweep_goes_on(quarantine_run, kind):
+    path, reason = quarantine_run.files[kind]
+    line = next((line for line in quarantine_run.output.splitlines() if str(path) in line), "")
+    assert reason in line and "Fix:" in line, quarantine_run.output[-3000:]
+    assert quarantine_run.done.returncode == 0 and set(quarantine_run.trials["status"]) == {"finished"}
+    assert "Traceback" not in quarantine_run.output
+
+
+def test_after_every_bad_command_the_finished_sweep_still_resumes_as_done(base):
+    before = read_table(str(base.tmp / "results" / "t"), "folds")
+    again = run_sweep(base.tmp / "t.yaml")
+    assert again.returncode == 0 and "resuming: 2 trials already finished" in again.stdout, \
+        again.stdout[-2000:] + again.stderr[-2000:]
+    pd.testing.assert_frame_equal(read_table(str(base.tmp / "results" / "t"), "folds"), before)
