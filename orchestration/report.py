@@ -12,21 +12,17 @@ from pathlib import Path
 
 import matplotlib
 
-matplotlib.use("Agg")
+matplotlib.use("Agg")   # before pyplot: reports are written on machines without a display
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
-
 from orchestration import storage  # noqa: E402
-from ser_models.cli import Parser  # noqa: E402
 from orchestration.aggregate import read_table  # noqa: E402
 from orchestration.published import OURS  # noqa: E402
 from orchestration.results import published_table, to_markdown  # noqa: E402
 from orchestration.stats import paired_comparison  # noqa: E402
+from ser_models.cli import Parser  # noqa: E402
 
 plt.rcParams.update({"figure.dpi": 110, "font.size": 10, "axes.spines.top": False, "axes.spines.right": False})
 

@@ -9,18 +9,13 @@
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 import pandas as pd
 
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
-
-from orchestration.aggregate import SCHEMAS, aggregate, read_table, sweep_record  # noqa: E402
-from ser_models.cli import Parser  # noqa: E402
-from orchestration.published import OURS, published  # noqa: E402
-from orchestration.stats import paired_comparison  # noqa: E402
+from orchestration.aggregate import SCHEMAS, aggregate, read_table, sweep_record
+from orchestration.published import OURS, published
+from orchestration.stats import paired_comparison
+from ser_models.cli import Parser
 
 DEFAULT_METRICS = ["test_ua", "test_wa", "test_macro_f1", "val_ua"]
 

@@ -18,16 +18,12 @@ import threading
 import time
 from pathlib import Path
 
+from orchestration import storage
+from orchestration.config import SweepError, load_sweep, validate
+from ser_models.cli import Parser
 
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:  # `python orchestration/sweep.py` from a checkout
-    sys.path.insert(0, str(REPO))
-
-from orchestration import storage  # noqa: E402
-from ser_models.cli import Parser  # noqa: E402
-from orchestration.config import SweepError, load_sweep, validate  # noqa: E402
-
-DEMO = REPO / "configs" / "demo.yaml"
+REPO = Path(__file__).resolve().parents[1]     # a checkout's root: its git commit is recorded with each sweep
+DEMO = Path(__file__).resolve().parent / "configs" / "demo.yaml"   # package data: ships in the wheel
 os.environ.setdefault("RAY_TRAIN_ENABLE_V2_MIGRATION_WARNINGS", "0")
 os.environ.setdefault("RAY_DEDUP_LOGS", "0")
 # snapshots forced by per-epoch checkpoints are what make resume exact; the warning about them is noise here

@@ -37,6 +37,8 @@ def main(argv=None) -> int:
         print("inputs:")
         for name, meaning in INPUTS.items():
             print(f"  {name:14s} {meaning}")
+    print("\nDED (ser_models/ded.py, the SincNet+DED paper): dialog emotion decoding over any model's test "
+          "posteriors,\nadded to every sweep on a corpus with dialogs as rows named <model>+ded (no training)")
     return 0
 
 

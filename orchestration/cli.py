@@ -1,0 +1,100 @@
+"""emosweep: one command for everything a sweep needs.
+
+  emosweep run [SWEEP.yaml]        run (or resume) a sweep; no file: the embedded demo
+  emosweep check [SWEEP.yaml]      validate it and print the plan: corpus, classes, folds, cells, trials
+  emosweep doctor [SWEEP.yaml]     preflight on the Ray cluster it would join: nodes, storage, versions
+  emosweep models                  the model registry (ablations, inputs, parameters) and DED
+  emosweep data ...                corpora, summaries and the feature cache (python -m ser_models.data)
+  emosweep results ...             query a sweep's tables (aggregate, show, compare, published)
+  emosweep report SWEEP_DIR        write the report with its figures
+
+`python orchestration/sweep.py` stays what `emosweep run` is. Exit codes: 0
+done, 2 a problem found before any work (with its fix), 3 interrupted and
+resumable, 4 finished with failed trials.
+"""
+from __future__ import annotations
+
+import sys
+
+from ser_models.cli import Parser
+
+EXIT_PROBLEM = 2
+
+
+def check(argv: list[str]) -> int:
+    """The resolved plan, from the sweep file and the corpus alone (no Ray): what `run` would do."""
+    from orchestration.config import SweepError, load_sweep, validate
+    from orchestration.sweep import DEMO
+    from orchestration.task import corpus_from_config
+    from ser_models.data.folds import fold_summary, fold_warnings
+
+    parser = Parser(prog="emosweep check", description=check.__doc__)
+    parser.add_argument("sweep", nargs="?", default=str(DEMO), help="sweep YAML (default: the embedded demo)")
+    args = parser.parse_args(argv)
+    try:
+        sweep = load_sweep(args.sweep)
+        validate(sweep)
+        try:
+            corpus = corpus_from_config(sweep.corpus)
+        except (FileNotFoundError, ValueError) as err:
+            raise SweepError(f"{sweep.source}: cannot load corpus: {err}") from None
+        validate(sweep, corpus)
+    except (SweepError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_PROBLEM
+    folds = corpus.folds(sweep.folds)
+    chosen = [folds[i] for i in (sweep.fold_indices if sweep.fold_indices is not None else range(len(folds)))]
+    samples = int(sweep.search["samples"]) if sweep.search else 1
+    trials = len(sweep.cells) * samples * len(chosen) * len(sweep.seeds)
+    res = sweep.resources
+    print(f"sweep {sweep.name} ({sweep.source}) -> {sweep.storage}/{sweep.name}")
+    print(f"corpus {corpus.name}: {len(corpus.task)} utterances in the task, classes {corpus.classes}"
+          + (f"; left out: {corpus.outside}" if corpus.outside else ""))
+    print(f"folds: {sweep.folds or corpus.default_folds}, {len(chosen)} of {len(folds)} (speaker-disjoint, checked)")
+    print(fold_summary(corpus.task, chosen).fillna(0).to_string(index=False))
+    for line in fold_warnings(corpus.task, chosen):
+        print(f"warning: {line}")
+    print(f"cells: {', '.join(f'{m}/{a}' for m, a in sweep.cells)}")
+    print(f"trials: {len(sweep.cells)} cells x {samples} setting(s) x {len(chosen)} folds x {len(sweep.seeds)} "
+          f"seed(s) = {trials}")
+    print(f"resources: {res['mode']}, {res['workers_per_trial']} worker(s) per trial x "
+          f"{res['cpus_per_worker']} CPU + {res['gpus_per_worker']} GPU; at most "
+          f"{res['max_concurrent_trials'] or 'as many as fit'} at once")
+    print(f"train: {sweep.train}")
+    print(f"ok: run it with: emosweep run{' ' + args.sweep if argv else ''}")
+    return 0
+
+
+def delegate(module: str, prefix: list[str] | None = None):
+    def run(argv: list[str]) -> int:
+        import importlib
+
+        return importlib.import_module(module).main([*(prefix or []), *argv])
+    return run
+
+
+COMMANDS = {
+    "run": ("run (or resume) a sweep", delegate("orchestration.sweep")),
+    "check": ("validate a sweep file and print its plan", check),
+    "doctor": ("preflight on the Ray cluster the sweep would join", delegate("orchestration.sweep", ["--check"])),
+    "models": ("the model registry and DED", delegate("ser_models.__main__", ["list"])),
+    "data": ("corpora, summaries and the feature cache", delegate("ser_models.data.__main__")),
+    "results": ("query a sweep's tables", delegate("orchestration.results")),
+    "report": ("write a sweep's report and figures", delegate("orchestration.report")),
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = Parser(prog="emosweep", description=__doc__)
+    parser.add_argument("command", choices=sorted(COMMANDS), help="; ".join(f"{name}: {text}" for name, (text, _)
+                                                                          in COMMANDS.items()))
+    if not argv or argv[0] in ("-h", "--help"):
+        parser.print_help()
+        return 0 if argv else EXIT_PROBLEM
+    args = parser.parse_args(argv[:1])
+    return COMMANDS[args.command][1](argv[1:])
+
+
+if __name__ == "__main__":
+    sys.exit(main())

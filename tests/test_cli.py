@@ -1,0 +1,82 @@
+"""The `emosweep` command: one entry point, consistent help, a plan before any work, and a wheel that runs alone."""
+import os
+import subprocess
+import sys
+import sysconfig
+import zipfile
+from pathlib import Path
+
+import pytest
+import yaml
+
+from orchestration.cli import COMMANDS, main
+
+from .conftest import REPO
+
+EMOSWEEP = Path(sys.executable).parent / "emosweep"
+
+
+def test_every_subcommand_has_help_and_exits_0():
+    assert EMOSWEEP.exists(), "install as the README says (pip install -e .): it creates the emosweep script"
+    for command in ["", *COMMANDS]:
+        done = subprocess.run([str(EMOSWEEP), *([command] if command else []), "--help"], capture_output=True,
+                              text=True, timeout=120)
+        assert done.returncode == 0 and "usage:" in done.stdout, (command, done.stdout + done.stderr)
+
+
+def test_check_prints_the_plan_without_starting_anything(tmp_path, synthetic_root, capsys):
+    from .sweeps import write_sweep
+
+    path = write_sweep(tmp_path, synthetic_root, models={"fg_cme": ["full", "no_excite"]}, seeds=[0, 1])
+    assert main(["check", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "classes ['angry', 'happy', 'neutral', 'sad']" in out and "2 of 5 (speaker-disjoint, checked)" in out
+    assert "trials: 2 cells x 1 setting(s) x 2 folds x 2 seed(s) = 8" in out
+    splits = [line.split()[2] for line in out.splitlines() if line.split()[1:2] and "=" in line.split()[1]]
+    assert splits == ["train", "validation", "test"] * 2                  # sizes per split of the chosen folds
+    assert not (tmp_path / "results").exists()
+
+
+def test_check_refuses_a_bad_sweep_with_exit_2(tmp_path, capsys):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump({"name": "b", "corpus": "synthetic", "models": {"fg_cme": ["full"]},
+                                   "train": {"epoch": 3}}))
+    assert main(["check", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert f"{bad}: train.epoch: unknown key (did you mean 'epochs'?)" in err and "Fix:" in err
+
+
+def test_models_and_data_and_an_unknown_command(capsys):
+    assert main(["models"]) == 0 and "DED" in capsys.readouterr().out
+    assert main(["data", "corpora"]) == 0 and "manifest:" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as raised:
+        main(["rnu"])
+    assert raised.value.code == 2 and "Fix:" in capsys.readouterr().err
+
+
+def test_the_wheel_alone_runs_the_embedded_demo_check(tmp_path):
+    """Built from this checkout, installed into a fresh venv (dependencies seen through a .pth, not the checkout)."""
+    build = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(tmp_path / "dist"),
+                            str(REPO)], capture_output=True, text=True, timeout=300)
+    assert build.returncode == 0, build.stderr[-2000:]
+    wheel = next((tmp_path / "dist").glob("emosweep-*.whl"))
+    assert "orchestration/configs/demo.yaml" in zipfile.ZipFile(wheel).namelist()
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120)
+    python = venv / "bin" / "python"
+    site = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    Path(site, "deps.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    install = subprocess.run([sys.executable, "-m", "pip", "--python", str(python), "install", "-q", "--no-deps",
+                              str(wheel)], capture_output=True, text=True, timeout=300)
+    assert install.returncode == 0, install.stderr[-2000:]
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    env = {**os.environ, "EMOSWEEP_CACHE": str(tmp_path / "cache")}
+    where = subprocess.run([str(python), "-c", "import orchestration; print(orchestration.__file__)"], cwd=elsewhere,
+                           capture_output=True, text=True, env=env)
+    assert where.stdout.startswith(str(venv)), where.stdout + where.stderr       # the wheel's code, not the checkout
+    check = subprocess.run([str(venv / "bin" / "emosweep"), "check"], cwd=elsewhere, capture_output=True, text=True,
+                           env=env, timeout=300)
+    assert check.returncode == 0, check.stdout[-2000:] + check.stderr[-2000:]
+    assert "sweep demo" in check.stdout and "= 15" in check.stdout and "ok: run it with: emosweep run" in check.stdout
