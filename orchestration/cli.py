@@ -21,7 +21,7 @@ from ser_models.cli import Parser
 EXIT_PROBLEM = 2
 
 
-def check(argv: list[str]) -> int:
+def check(argv: list[str], name: str = "check") -> int:
     """The resolved plan, from the sweep file and the corpus alone (no Ray): what `run` would do."""
     from orchestration.config import SweepError, load_sweep, validate
     from orchestration.sweep import DEMO
@@ -66,9 +66,10 @@ def check(argv: list[str]) -> int:
 
 
 def delegate(module: str, prefix: list[str] | None = None):
-    def run(argv: list[str]) -> int:
+    def run(argv: list[str], name: str) -> int:
         import importlib
 
+        sys.argv[0] = f"emosweep {name}"   # argparse names the program from it: usage and fixes say `emosweep run`
         return importlib.import_module(module).main([*(prefix or []), *argv])
     return run
 
@@ -93,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 0 if argv else EXIT_PROBLEM
     args = parser.parse_args(argv[:1])
-    return COMMANDS[args.command][1](argv[1:])
+    return COMMANDS[args.command][1](argv[1:], args.command)
 
 
 if __name__ == "__main__":

@@ -20,7 +20,8 @@ def rows(vocab_size: int = 2):
 
 
 def main(argv=None) -> int:
-    parser = Parser(prog="python -m ser_models", description=__doc__)
+    parser = Parser(prog=sys.argv[0] if sys.argv[0].startswith("emosweep") else "python -m ser_models",
+                    description=__doc__)
     parser.add_argument("command", choices=["list"])
     parser.add_argument("--markdown", action="store_true", help="print a Markdown table")
     args = parser.parse_args(argv)

@@ -80,3 +80,16 @@ def test_the_wheel_alone_runs_the_embedded_demo_check(tmp_path):
                            env=env, timeout=300)
     assert check.returncode == 0, check.stdout[-2000:] + check.stderr[-2000:]
     assert "sweep demo" in check.stdout and "= 15" in check.stdout and "ok: run it with: emosweep run" in check.stdout
+
+
+def readme_commands() -> list[str]:
+    lines = (REPO / "README.md").read_text().splitlines()
+    return [line.split("  #")[0].strip() for line in lines if line.startswith(".venv/bin/emosweep ")]
+
+
+@pytest.mark.parametrize("line", [line for line in readme_commands() if line.split()[1] in ("check", "models", "data",
+                                                                                           "results")])
+def test_the_readmes_emosweep_commands_run(line, data_dir):
+    """`run`, `doctor` and `report` are the sweep tests' own subject; these read-only ones run as written."""
+    done = subprocess.run([str(EMOSWEEP), *line.split()[1:]], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]

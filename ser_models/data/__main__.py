@@ -62,7 +62,8 @@ def cmd_extract(args) -> int:
 
 
 def main(argv=None) -> int:
-    parser = Parser(prog="python -m ser_models.data", description=__doc__)
+    parser = Parser(prog=sys.argv[0] if sys.argv[0].startswith("emosweep") else "python -m ser_models.data",
+                    description=__doc__)
     parser.add_argument("--cache", default=str(DEFAULT_CACHE), help="feature cache directory")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("corpora", help="list the registered corpora")
