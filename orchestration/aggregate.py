@@ -276,24 +276,50 @@ def summarize(folds: pd.DataFrame, epochs: pd.DataFrame, predictions: pd.DataFra
     return _sorted("summary", _frame(rows, SUMMARY))
 
 
-def add_ded_rows(tables: dict, corpus, strategy: str | None) -> dict:
+UTTERANCE_FACTS = ["utt_id", "speaker", "session", "dialog", "turn", "start_s", "emotion", "label"]
+
+
+def store_corpus_facts(sweep_dir: str, corpus_table: pd.DataFrame, folds) -> None:
+    """What the tables need from the corpus later (dialogs and turns for DED, every fold's splits), stored with
+    the sweep when it runs: aggregation reads these and never goes back to the corpus."""
+    splits = pd.DataFrame([(fold.index, utt_id, split) for fold in folds for split in ("train", "validation", "test")
+                           for utt_id in getattr(fold, split)], columns=["fold", "utt_id", "split"])
+    for name, frame in (("utterances", corpus_table[UTTERANCE_FACTS]), ("fold_splits", splits)):
+        sink = pa.BufferOutputStream()
+        pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), sink)
+        storage.write_bytes(storage.join(sweep_dir, f"{name}.parquet"), sink.getvalue().to_pybytes())
+
+
+def read_corpus_facts(sweep_dir: str) -> tuple[pd.DataFrame, pd.DataFrame] | None:
+    filesystem, root = storage.resolve(storage.normalize(sweep_dir))
+    try:
+        return tuple(pq.read_table(f"{root}/{name}.parquet", filesystem=filesystem).to_pandas()
+                     for name in ("utterances", "fold_splits"))
+    except (FileNotFoundError, OSError, pa.ArrowInvalid) as err:
+        warnings.warn(f"{sweep_dir}: no readable utterances.parquet / fold_splits.parquet ({str(err)[:120]}); the "
+                      "DED rows are left out. Fix: run the sweep's command again (it stores them, and resumes)",
+                      DamagedFile, stacklevel=2)
+        return None
+
+
+def add_ded_rows(tables: dict, utterances: pd.DataFrame, splits: pd.DataFrame) -> dict:
     """Dialogical emotion decoding over every model's test predictions, as extra `<model>+ded` rows."""
     from ser_models import ded
     from ser_models.metrics import classification_metrics
 
     predictions, folds = tables["predictions"], tables["folds"]
-    if predictions.empty or not corpus.has_dialogs:
+    if predictions.empty or utterances["dialog"].isna().any():
         return tables
-    table = corpus.table
+    table = utterances
     speaker_of = dict(zip(table["utt_id"], table["speaker"]))
     emotion_of = dict(zip(table["utt_id"], table["emotion"].replace({"excited": "happy"})))
-    fold_list = corpus.folds(strategy)
     new_folds, new_predictions = [], []
     for trial_id, rows in predictions.groupby("trial_id", sort=True):
         if rows["model"].iloc[0].endswith("+ded"):
             continue
         fold_row_ = folds[folds["trial_id"] == trial_id].iloc[0]
-        train_ids = set(fold_list[int(fold_row_["fold"])].train)
+        in_fold = splits[(splits["fold"] == int(fold_row_["fold"])) & (splits["split"] == "train")]
+        train_ids = set(in_fold["utt_id"])
         train_dialogs = _dialogs(table[table["utt_id"].isin(train_ids)])
         p0 = ded.transition_bias(train_dialogs, emotion_of, speaker_of)
         classes = list(fold_row_["classes"])
@@ -330,10 +356,10 @@ def _dialogs(table: pd.DataFrame) -> dict[str, list[str]]:
 def build_tables(sweep_dir: str, with_ded: bool = True) -> dict[str, pd.DataFrame]:
     sweep = posixpath.basename(sweep_dir.rstrip("/"))
     tables = read_experiment(f"{sweep_dir}/experiment", sweep)
-    if with_ded and tables["predictions"]["dialog"].notna().any():  # parse the corpus only for dialogs
-        corpus, strategy = load_sweep_corpus(sweep_dir)
-        if corpus is not None:
-            tables = add_ded_rows(tables, corpus, strategy)
+    if with_ded and tables["predictions"]["dialog"].notna().any():
+        facts = read_corpus_facts(sweep_dir)
+        if facts is not None:
+            tables = add_ded_rows(tables, *facts)
     tables["summary"] = summarize(tables["folds"], tables["epochs"], tables["predictions"], sweep)
     return tables
 
@@ -433,14 +459,3 @@ def sweep_record(sweep_dir: str) -> dict | None:
     """What the sweep stored about itself in sweep.json (its file, resolved corpus and folds)."""
     text = storage.read_text(storage.join(storage.normalize(sweep_dir), "sweep.json"))
     return json.loads(text) if text else None
-
-
-def load_sweep_corpus(sweep_dir: str):
-    """The sweep's corpus (for dialog decoding), or (None, None) if it cannot be loaded here."""
-    from .task import corpus_from_config
-
-    record = sweep_record(sweep_dir)
-    try:
-        return corpus_from_config(record["corpus"]), record.get("folds")
-    except (FileNotFoundError, ValueError, KeyError, TypeError):
-        return None, None

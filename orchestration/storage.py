@@ -53,15 +53,19 @@ def read_text(location: str) -> str | None:
 
 
 def write_text(location: str, text: str) -> None:
+    write_bytes(location, text.encode())
+
+
+def write_bytes(location: str, data: bytes) -> None:
     """Replace the file in one step: a local temp file renamed over it, or one object PUT."""
     filesystem, path = resolve(location)
     filesystem.create_dir(posixpath.dirname(path) if is_remote(location) else os.path.dirname(path), recursive=True)
     if is_remote(location):
         with filesystem.open_output_stream(path) as stream:
-            stream.write(text.encode())
+            stream.write(data)
         return
     tmp = f"{path}.tmp-{os.getpid()}"
-    Path(tmp).write_text(text)
+    Path(tmp).write_bytes(data)
     os.replace(tmp, path)
 
 

@@ -248,6 +248,7 @@ def run(sweep, restart_errored: bool = False, address: str | None = None, verbos
 
 
 def run_locked(sweep, root: str, restart_errored: bool, address: str | None, verbose: bool) -> int:
+    from orchestration.aggregate import store_corpus_facts
     from orchestration.task import corpus_from_config
 
     phases = Phases()
@@ -258,6 +259,7 @@ def run_locked(sweep, root: str, restart_errored: bool, address: str | None, ver
     validate(sweep, corpus)
     check_unchanged(sweep, storage.join(root, sweep.name))
     task = prepare_features(sweep, corpus)
+    store_corpus_facts(storage.join(root, sweep.name), corpus.table, task.folds)
     folds = sweep.fold_indices if sweep.fold_indices is not None else list(range(len(task.folds)))
     phases.done("data")
     ray = start_ray(address, verbose)

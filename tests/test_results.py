@@ -1,4 +1,5 @@
 """The results layer on a real sweep: tables, atomic and idempotent aggregation, queries, report."""
+import json
 import os
 import subprocess
 import sys
@@ -164,3 +165,22 @@ def test_tools_on_a_wrong_folder_say_what_it_is_and_the_fix(tmp_path, command, l
                           capture_output=True, text=True)
     assert done.returncode == 2 and message in done.stderr and "Fix:" in done.stderr, done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_ded_comes_from_the_sweeps_own_facts_not_the_corpus(sweep_dir, tmp_path):
+    """A copied sweep folder, aggregated where its corpus does not exist, still gets its DED rows."""
+    import shutil
+
+    from orchestration.aggregate import collect
+
+    copy = tmp_path / "t"
+    shutil.copytree(sweep_dir, copy)
+    record = json.loads((copy / "sweep.json").read_text())
+    record["corpus"]["root"] = "/nowhere/corpus"          # nothing could reload it
+    (copy / "sweep.json").write_text(json.dumps(record))
+    folds = collect(str(copy))["folds"]
+    before = read_table(str(sweep_dir), "folds")
+    ded = lambda frame: frame[frame["model"].str.endswith("+ded")].sort_values("trial_id")["test_ua"].tolist()  # noqa: E731
+    assert ded(folds) == ded(before) and len(ded(folds)) == 4
+    (copy / "utterances.parquet").unlink()
+    assert not collect(str(copy))["folds"]["model"].str.endswith("+ded").any()   # said on stderr, not guessed
