@@ -40,8 +40,8 @@ METRICS = ("wa", "ua", "macro_f1", "loss")
 KEY = [("sweep", pa.string()), ("trial_id", pa.string()), ("model", pa.string()), ("ablation", pa.string()),
        ("fold", pa.int64()), ("seed", pa.int64())]
 FOLDS = pa.schema(KEY + [
-    ("group", pa.string()), ("hparams", pa.string()), ("status", pa.string()), ("selection", pa.string()),
-    ("select_on", pa.string()), ("selected_epoch", pa.int64()), ("epochs_run", pa.int64()),
+    ("group", pa.string()), ("hparams", pa.string()), ("recipe", pa.string()), ("status", pa.string()),
+    ("selection", pa.string()), ("select_on", pa.string()), ("selected_epoch", pa.int64()), ("epochs_run", pa.int64()),
     ("resumed_from", pa.int64()), ("world_size", pa.int64()), ("n_train", pa.int64()),
     ("n_validation", pa.int64()), ("n_test", pa.int64())]
     + [(f"{split}_{m}", pa.float64()) for split in ("val", "test") for m in METRICS]
@@ -185,7 +185,7 @@ def fold_row(key: dict, config: dict, final: dict | None, status: str, epochs_ru
     row = {**key, "group": config.get("group"), "hparams": json.dumps(config.get("hparams") or {}, sort_keys=True),
            "status": status, "selection": "validation", "epochs_run": epochs_run}
     if final:
-        row.update({k: final.get(k) for k in ("select_on", "selected_epoch", "resumed_from", "world_size",
+        row.update({k: final.get(k) for k in ("recipe", "select_on", "selected_epoch", "resumed_from", "world_size",
                                                "n_train", "n_validation", "n_test", "classes", "test_recall",
                                                "test_support", "test_confusion")})
         row.update({f"val_{m}": final.get(f"selected_val_{m}") for m in METRICS})

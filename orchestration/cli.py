@@ -23,8 +23,9 @@ EXIT_PROBLEM = 2
 
 def check(argv: list[str], name: str = "check") -> int:
     """The resolved plan, from the sweep file and the corpus alone (no Ray): what `run` would do."""
-    from orchestration.config import SweepError, load_sweep, validate
+    from orchestration.config import SweepError, load_sweep, train_for, validate
     from orchestration.sweep import DEMO
+    from ser_models.registry import get_spec
     from orchestration.task import corpus_from_config
     from ser_models.data.folds import fold_summary, fold_warnings
 
@@ -60,7 +61,13 @@ def check(argv: list[str], name: str = "check") -> int:
     print(f"resources: {res['mode']}, {res['workers_per_trial']} worker(s) per trial x "
           f"{res['cpus_per_worker']} CPU + {res['gpus_per_worker']} GPU; at most "
           f"{res['max_concurrent_trials'] or 'as many as fit'} at once")
-    print(f"train: {sweep.train}")
+    for model in dict.fromkeys(model for model, _ in sweep.cells):
+        recipe = get_spec(model).recipe
+        settings = train_for(model, sweep.train_explicit)
+        shown = {k: settings[k] for k in ("optimizer", "lr", "batch_size", "epochs", "schedule", "clip_norm",
+                                          "early_stop_patience", "class_weights", "select_on")}
+        mine = sorted(set(sweep.train_explicit) & set(recipe))
+        print(f"train {model}: {shown}" + (f" (the sweep file overrides its recipe's {mine})" if mine else ""))
     print(f"ok: run it with: emosweep run{' ' + args.sweep if argv else ''}")
     return 0
 

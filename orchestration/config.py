@@ -36,7 +36,7 @@ class Sweep:
     cells: list[tuple[str, str]]                 # (model, ablation)
     model_options: dict[str, dict]              # model -> fixed options
     seeds: list[int]
-    train: dict
+    train: dict                                 # the schema's defaults and the sweep file's train section
     search: dict | None
     resources: dict
     storage: str
@@ -44,6 +44,7 @@ class Sweep:
     vectors: str = "glove-6b-50d"
     source: str = "<embedded>"
     fold_indices: list[int] | None = None        # subset of folds (default: all)
+    train_explicit: dict = field(default_factory=dict)   # only the keys the sweep file sets: they beat recipes
     raw: dict = field(default_factory=dict)
 
 
@@ -96,7 +97,8 @@ def parse_sweep(data: dict, source: str = "<embedded>") -> Sweep:
                  seeds=[int(s) for s in seeds], train=train, search=search, resources=resources,
                  storage=str(data.get("storage", "results")), cache=cache,
                  vectors=str(data.get("vectors", "glove-6b-50d")), source=source,
-                 fold_indices=data.get("fold_indices"), raw=copy.deepcopy(data))
+                 fold_indices=data.get("fold_indices"), raw=copy.deepcopy(data),
+                 train_explicit=dict(data.get("train") or {}))
 
 
 def load_sweep(path: str | Path) -> Sweep:
@@ -142,7 +144,6 @@ def validate(sweep: Sweep, corpus=None, cluster: list | None = None) -> None:
                   "folds as it has speakers (docs/corpora.md)")
         if sweep.fold_indices is not None and any(not 0 <= f < len(folds) for f in sweep.fold_indices):
             _fail(src, f"fold_indices {sweep.fold_indices} outside 0..{len(folds) - 1}", "correct fold_indices")
-    train = sweep.train
     res = sweep.resources
     gpus = float(res["gpus_per_worker"])
     if gpus < 0 or (gpus > 1 and gpus != int(gpus)):
@@ -150,9 +151,8 @@ def validate(sweep: Sweep, corpus=None, cluster: list | None = None) -> None:
     if res["mode"] == "ddp" and res["workers_per_trial"] > 1 and 0 < gpus < 1:
         _fail(src, "two DDP workers of one trial would share one GPU (NCCL rejects duplicate GPUs)",
               "use gpus_per_worker: 1 with DDP, or workers_per_trial: 1 with fractional GPUs")
-    if res["mode"] == "ddp" and train["batch_size"] % res["workers_per_trial"]:
-        _fail(src, f"train.batch_size {train['batch_size']} is the global batch and must split evenly over "
-              f"{res['workers_per_trial']} DDP workers", "make train.batch_size a multiple of workers_per_trial")
+    for model in dict.fromkeys(model for model, _ in sweep.cells):
+        _validate_train(src, model, train_for(model, sweep.train_explicit), res)
     if float(res["cpus_per_worker"]) <= 0:
         _fail(src, "resources.cpus_per_worker must be > 0", "set it to 1")
     if cluster is not None:
@@ -168,6 +168,28 @@ def validate(sweep: Sweep, corpus=None, cluster: list | None = None) -> None:
         _fail(src, f"corpus {kind.name!r} needs a root", "add corpus.root: /path/to/corpus")
     if root and not os.path.exists(os.path.expanduser(str(root))):
         _fail(src, f"corpus root {root} does not exist", "correct corpus.root (absolute paths are safest)")
+
+
+def train_for(model: str, explicit: dict) -> dict:
+    """The training settings a model's trials use: the schema's defaults, the model's recipe from the registry,
+    then what the sweep file sets (searched hyperparameters of the same name override these per trial)."""
+    from ser_models.registry import get_spec
+
+    return {**TRAIN_DEFAULTS, **get_spec(model).recipe, **explicit}
+
+
+def _validate_train(src: str, model: str, train: dict, res: dict) -> None:
+    where = f"train (with {model}'s recipe)"
+    if res["mode"] == "ddp" and train["batch_size"] % res["workers_per_trial"]:
+        _fail(src, f"{where}: train.batch_size {train['batch_size']} is the global batch and must split evenly "
+              f"over {res['workers_per_trial']} DDP workers", "make train.batch_size a multiple of workers_per_trial")
+    milestones = train["milestones"]
+    if not all(isinstance(m, int) and not isinstance(m, bool) and m >= 0 for m in milestones) \
+            or list(milestones) != sorted(set(milestones)):
+        _fail(src, f"{where}: train.milestones {milestones} must be increasing epoch numbers",
+              "e.g. milestones: [10, 20, 30]")
+    if train["schedule"] == "multistep" and not milestones:
+        _fail(src, f"{where}: train.schedule multistep needs train.milestones", "e.g. milestones: [10, 20, 30]")
 
 
 def _validate_cluster(sweep: Sweep, shapes: list) -> None:

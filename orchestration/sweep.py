@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 from orchestration import storage
-from orchestration.config import SweepError, load_sweep, validate
+from orchestration.config import SweepError, load_sweep, train_for, validate
 from ser_models.cli import Parser
 
 REPO = Path(__file__).resolve().parents[1]     # a checkout's root: its git commit is recorded with each sweep
@@ -108,6 +108,7 @@ def report_autoscaler(shapes) -> None:
 def base_config(sweep, root: str) -> dict:
     """Constants merged into every trial's config."""
     return {"sweep": sweep.name, "corpus": sweep.corpus, "folds": sweep.folds, "train": sweep.train,
+            "train_explicit": sweep.train_explicit,
             "resources": sweep.resources, "cache": sweep.cache, "vectors": sweep.vectors,
             "git_commit": git_commit()}
 
@@ -333,7 +334,9 @@ def fit(sweep, folds, root, experiment, restart_errored, task_ref, shapes):
                              mode="min" if sweep.train["select_on"] == "val_loss" else "max",
                              model_options=sweep.model_options,
                              publish_to=storage.join(root, sweep.name, "optuna.journal"))
-    progress = SweepProgress(searcher.total_trials, int(sweep.train["epochs"]), resources=resources, shapes=shapes)
+    epochs = [int(train_for(model, sweep.train_explicit)["epochs"]) for model, _ in sweep.cells]
+    progress = SweepProgress(searcher.total_trials, round(sum(epochs) / len(epochs)), resources=resources,
+                             shapes=shapes)
     limit = WaitLimit(progress, float(resources["wait_timeout_s"]))
     print(f"[sweep] {sweep.name}: {len(sweep.cells)} model/ablation cells x {searcher.samples} setting(s) x "
           f"{len(folds)} folds x {len(sweep.seeds)} seed(s) = {searcher.total_trials} trials -> {experiment}")

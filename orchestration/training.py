@@ -8,6 +8,7 @@ metrics. What differs between the three settings lives in the Session.
 """
 from __future__ import annotations
 
+import json
 import os
 import random
 import tempfile
@@ -24,7 +25,7 @@ from ser_models.data.dataset import UtteranceDataset, collate
 from ser_models.metrics import classification_metrics
 from ser_models.registry import build_model, get_spec, model_inputs
 
-from .config import TRAIN_DEFAULTS
+from .config import train_for
 from .task import task_for
 
 STATE_FILE = "state.pt"
@@ -288,10 +289,62 @@ def build_for_task(config: dict, task):
 
 
 def train_settings(config: dict) -> dict:
-    """Sweep-level train settings over the defaults, overridden by searched hyperparameters of the same name."""
-    settings = {**TRAIN_DEFAULTS, **config["train"]}
+    """Defaults, the model's recipe, the sweep file's own train keys, then searched hyperparameters of the
+    same name. (`train_explicit` holds the sweep file's keys; without it, `train` is taken as written.)"""
+    explicit = config.get("train_explicit", config["train"])
+    settings = train_for(config["model"], explicit)
     settings.update({k: v for k, v in (config.get("hparams") or {}).items() if k in settings})
     return settings
+
+
+def make_optimizer(settings: dict, parameters) -> torch.optim.Optimizer:
+    name, lr, decay = settings["optimizer"], float(settings["lr"]), float(settings["weight_decay"])
+    if name == "sgd":
+        return torch.optim.SGD(parameters, lr=lr, momentum=float(settings["momentum"]), weight_decay=decay)
+    if name == "rmsprop":
+        return torch.optim.RMSprop(parameters, lr=lr, alpha=float(settings["alpha"]), eps=float(settings["eps"]),
+                                   weight_decay=decay)
+    optimizer = torch.optim.AdamW if name == "adamw" else torch.optim.Adam
+    return optimizer(parameters, lr=lr, eps=float(settings["eps"]), weight_decay=decay)
+
+
+def make_schedule(settings: dict, optimizer):
+    """An epoch-level schedule (None for none); plateau steps on select_on, the others on the epoch."""
+    import math
+
+    kind, gamma, epochs = settings["schedule"], float(settings["gamma"]), int(settings["epochs"])
+    if kind == "step":
+        return torch.optim.lr_scheduler.StepLR(optimizer, int(settings["step_size"]), gamma)
+    if kind == "multistep":
+        return torch.optim.lr_scheduler.MultiStepLR(optimizer, list(settings["milestones"]), gamma)
+    if kind == "plateau":
+        mode = "min" if settings["select_on"] == "val_loss" else "max"
+        return torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode, factor=gamma,
+                                                          patience=int(settings["plateau_patience"]))
+    if kind == "cosine":
+        warmup = int(settings["warmup_epochs"])
+
+        def factor(epoch: int) -> float:
+            if epoch < warmup:
+                return (epoch + 1) / (warmup + 1)
+            return 0.5 * (1 + math.cos(math.pi * (epoch - warmup) / max(1, epochs - warmup)))
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+    return None
+
+
+def step_schedule(schedule, metrics: dict, select_on: str) -> None:
+    if isinstance(schedule, torch.optim.lr_scheduler.ReduceLROnPlateau):
+        schedule.step(metrics[select_on])
+    elif schedule is not None:
+        schedule.step()
+
+
+def balanced_class_weight(task, fold, device) -> torch.Tensor:
+    """n / (classes x n_c) over the training split (scikit-learn's "balanced"); an absent class weighs 0."""
+    labels = task.table.loc[task.table["utt_id"].isin(set(fold.train)), "label"]
+    counts = torch.tensor([float((labels == c).sum()) for c in task.classes])
+    weight = torch.where(counts > 0, counts.sum() / (len(task.classes) * counts.clamp(min=1)), torch.zeros(1))
+    return weight.to(device)
 
 
 def train_loop(config: dict, session) -> dict:
@@ -305,8 +358,10 @@ def train_loop(config: dict, session) -> dict:
     device = session.device()
     model = build_for_task(config, task).to(device)
     train_loader, eval_loaders, sampler, sizes = make_loaders(task, fold, inputs, config, session, seed, device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=float(settings["lr"]),
-                                 weight_decay=float(settings["weight_decay"]))
+    optimizer = make_optimizer(settings, model.parameters())
+    schedule = make_schedule(settings, optimizer)
+    if settings["class_weights"] == "balanced":
+        model.class_weight = balanced_class_weight(task, fold, device)
     core = model
     objective = session.prepare_model(TrainingObjective(model))
     state = session.restore()
@@ -317,16 +372,23 @@ def train_loop(config: dict, session) -> dict:
         set_rng_state(state["rng"])
         core.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
+        if schedule is not None:
+            schedule.load_state_dict(state["schedule"])
         start, history, best = state["epoch"] + 1, state["history"], state["best"]
     resumed_from = start
     select_on, classes, precision = settings["select_on"], len(task.classes), settings["precision"]
+    patience = int(settings["early_stop_patience"])
     for epoch in range(start, int(settings["epochs"])):
+        if patience and history and epoch - best["epoch"] > patience:
+            break   # early stopping: `patience` epochs passed without a better select_on
         started = time.perf_counter()
         sampler.set_epoch(epoch)
-        train_loss = train_one_epoch(objective, train_loader, optimizer, device, precision)
+        lr = optimizer.param_groups[0]["lr"]
+        train_loss = train_one_epoch(objective, train_loader, optimizer, device, precision,
+                                     float(settings["clip_norm"]))
         _maybe_fail(config, epoch, session)
         validation = split_metrics("val", predict(core, eval_loaders["validation"], device, precision), classes)
-        metrics = {"epoch": epoch, "train_loss": train_loss, "epoch_seconds": time.perf_counter() - started,
+        metrics = {"epoch": epoch, "train_loss": train_loss, "lr": lr, "epoch_seconds": time.perf_counter() - started,
                    "resumed_from": resumed_from, "final": False,
                    **{k: v for k, v in validation.items() if not isinstance(v, list)}}
         if settings.get("test_oracle"):
@@ -340,7 +402,9 @@ def train_loop(config: dict, session) -> dict:
                     "model": {k: v.detach().cpu().clone() for k, v in core.state_dict().items()}}
         history.append(metrics)
         metrics["selected_epoch"], metrics["objective"] = best["epoch"], best["score"]
+        step_schedule(schedule, metrics, select_on)
         session.report(metrics, {"epoch": epoch, "model": core.state_dict(), "optimizer": optimizer.state_dict(),
+                                 "schedule": schedule.state_dict() if schedule is not None else None,
                                  "rng": rng_state(), "history": history, "best": best})
     final = finish(config, session, core, best, eval_loaders["test"], device, task, sizes, resumed_from, history)
     session.report(final, {"final": final, "history": history, "best": {**best, "model": None}})
@@ -358,7 +422,7 @@ class TrainingObjective(torch.nn.Module):
         return self.model.training_loss(batch, labels)
 
 
-def train_one_epoch(objective, loader, optimizer, device, precision: str = "fp32") -> float:
+def train_one_epoch(objective, loader, optimizer, device, precision: str = "fp32", clip_norm: float = 0.0) -> float:
     objective.train()
     total, count = 0.0, 0
     for batch in loader:
@@ -367,6 +431,8 @@ def train_one_epoch(objective, loader, optimizer, device, precision: str = "fp32
         with autocast(device, precision):
             loss, _ = objective(batch, batch["labels"])
         loss.backward()
+        if clip_norm > 0:
+            torch.nn.utils.clip_grad_norm_(objective.parameters(), clip_norm)
         optimizer.step()
         total += loss.item() * len(batch["labels"])
         count += len(batch["labels"])
@@ -391,7 +457,7 @@ def finish(config, session, model, best, test_loader, device, task, sizes, resum
              "n_validation": sizes["validation"], "n_test": sizes["test"],
              "quarantined": len(task.report.quarantine), "oov_words": task.oov_words,
              "world_size": session.world_size, "worker_nodes": session.worker_nodes(),
-             "versions": package_versions(),
+             "versions": package_versions(), "recipe": json.dumps(config["train"], sort_keys=True, default=str),
              "git_commit": config.get("git_commit")}
     if session.rank == 0 and config.get("predictions_dir"):
         write_predictions(config, session.trial_id(), outputs, task)

@@ -35,6 +35,9 @@ def main(argv=None) -> int:
         for row in table:
             print(f"{row['model']:16s} {row['paper']:13s} {row['ablation']:26s} {row['params']:>11,d}  {row['inputs']}")
         print("\nparameters: trainable, without word-embedding tables (their size depends on the vocabulary)")
+        print("recipes (a sweep file's train: keys override them):")
+        for name, spec in all_models().items():
+            print(f"  {name:16s} {spec.recipe}\n  {'':16s} from {spec.recipe_source}")
         print("inputs:")
         for name, meaning in INPUTS.items():
             print(f"  {name:14s} {meaning}")

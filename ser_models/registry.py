@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable
 
+import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
@@ -28,9 +29,14 @@ NEEDS_TEXT = {"words", "word_spans"}
 class SERModel(nn.Module):
     """Base class: forward(batch) -> logits [B, classes]; training_loss may add auxiliary terms."""
 
+    class_weight: torch.Tensor | None = None   # set by the trainer for a class-balanced loss
+
+    def classification_loss(self, logits, labels):
+        return F.cross_entropy(logits, labels, weight=self.class_weight)
+
     def training_loss(self, batch: dict, labels):
         logits = self(batch)
-        return F.cross_entropy(logits, labels), logits
+        return self.classification_loss(logits, labels), logits
 
 
 class IncompatibleInputs(ValueError):
@@ -46,6 +52,9 @@ class ModelSpec:
     inputs: Callable[[dict], tuple[str, ...]]
     defaults: dict = field(default_factory=dict)
     ablations: dict[str, dict] = field(default_factory=lambda: {"full": {}})
+    # the paper's training recipe (train: keys of a sweep file); a sweep's own train: keys override it
+    recipe: dict = field(default_factory=dict)
+    recipe_source: str = ""
 
     def config(self, ablation: str = "full", **overrides) -> dict:
         if ablation not in self.ablations:

@@ -47,7 +47,9 @@ def test_check_refuses_a_bad_sweep_with_exit_2(tmp_path, capsys):
 
 
 def test_models_and_data_and_an_unknown_command(capsys):
-    assert main(["models"]) == 0 and "DED" in capsys.readouterr().out
+    assert main(["models"]) == 0
+    out = capsys.readouterr().out
+    assert "DED" in out and "MultiStepLR [10, 20, 30] x 0.5" in out and "'optimizer': 'rmsprop'" in out
     assert main(["data", "corpora"]) == 0 and "manifest:" in capsys.readouterr().out
     with pytest.raises(SystemExit) as raised:
         main(["rnu"])

@@ -34,6 +34,8 @@ def test_tables_have_their_schemas_and_partitions(sweep_dir):
     plain = folds[~folds["model"].str.endswith("+ded")]
     assert len(plain) == 4 and set(plain["status"]) == {"finished"}
     assert {"lstm_attn_text+ded", "fg_cme+ded"} <= set(folds["model"])   # dialogs: DED rows are added
+    recipe = json.loads(plain[plain.model == "fg_cme"]["recipe"].iloc[0])      # the settings in force, recorded
+    assert (recipe["optimizer"], recipe["epochs"], recipe["lr"]) == ("adam", 2, 3e-3)  # the sweep file's over the recipe
     epochs = read_table(str(sweep_dir), "epochs")
     assert len(epochs) == 8 and epochs["oracle_test_ua"].notna().all()
     predictions = read_table(str(sweep_dir), "predictions")

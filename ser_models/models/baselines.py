@@ -6,7 +6,7 @@ import torch.nn as nn
 
 from ..blocks import PackedLSTM, VectorAttentionPool, WordEmbedding, lengths_to_mask, masked_max, masked_mean
 from ..registry import ModelSpec, SERModel, register
-from .fgcme import AcousticCNN
+from .fgcme import FGCME_RECIPE, FGCME_RECIPE_SOURCE, AcousticCNN
 
 TEXT = {"vocab_size": 2, "embedding_dim": 50, "freeze_embeddings": False}
 
@@ -144,4 +144,5 @@ for name, builder, inputs, description, defaults in [
     ("mha", MultiHopAttention, BIMODAL, "MHA^m: two-hop attention audio -> text -> audio (mixing bug fixed)", TEXT),
 ]:
     register(ModelSpec(name=name, paper="003 baseline", builder=builder, inputs=lambda cfg, i=inputs: i,
-                       description=description, defaults={"hidden": 256, **defaults}))
+                       description=description, defaults={"hidden": 256, **defaults}, recipe=FGCME_RECIPE,
+                       recipe_source=FGCME_RECIPE_SOURCE))

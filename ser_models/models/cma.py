@@ -155,4 +155,6 @@ register(ModelSpec(
               "max_words": 50, "vocab_size": 2, "embedding_dim": 50, "freeze_embeddings": True},
     ablations={"raw": {}, "full": {}, "spectrogram": {"audio_input": "spec257"},
                "audio_only": {"modality": "audio"}, "text_only": {"modality": "text"},
-               "variable_length": {"fixed_samples": None, "fixed_frames": None}}))
+               "variable_length": {"fixed_samples": None, "fixed_frames": None}},
+    recipe={"optimizer": "adam", "lr": 1e-3, "batch_size": 32, "epochs": 50},
+    recipe_source="paper 002: Adam 1e-3; batch and epochs not given [RECON: 32, 50]"))

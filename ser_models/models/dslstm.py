@@ -171,7 +171,8 @@ class DSLSTMModel(SERModel):
         if self.heads != "both":
             return super().training_loss(batch, labels)
         spectral, mfcc = self.both(batch)
-        loss = self.mix * F.cross_entropy(spectral, labels) + (1 - self.mix) * F.cross_entropy(mfcc, labels)
+        loss = self.mix * self.classification_loss(spectral, labels) + \
+            (1 - self.mix) * self.classification_loss(mfcc, labels)
         return loss, self.mix * spectral + (1 - self.mix) * mfcc
 
 
@@ -200,4 +201,7 @@ register(ModelSpec(
         "two_lstms_mfcc": {"spectral": "two_lstms"},                  # base5
         "lstm_mel512_mfcc": {"spectral": "lstm_x"},                   # base6
         "no_bn": {"batch_norm": False},
-    }))
+    },
+    recipe={"optimizer": "adam", "lr": 1e-3, "batch_size": 128, "epochs": 50, "schedule": "multistep",
+            "milestones": [10, 20, 30], "gamma": 0.5, "clip_norm": 0.0},
+    recipe_source="paper 001 code: Adam 1e-3, batch 128, 50 epochs, MultiStepLR [10, 20, 30] x 0.5, no clipping"))

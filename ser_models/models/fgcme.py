@@ -111,7 +111,7 @@ class FGCME(SERModel):
 
     def training_loss(self, batch: dict, labels):
         logits, ctc_outputs, word_lengths = self._logits(batch)
-        loss = F.cross_entropy(logits, labels)
+        loss = self.classification_loss(logits, labels)
         if ctc_outputs is not None:
             # [RECON] as MulT: the frames should emit word positions 1..m in order
             position_logits, frame_lengths = ctc_outputs
@@ -126,6 +126,10 @@ def _inputs(cfg: dict) -> tuple[str, ...]:
     return ("fbank40", "words") if cfg["alignment"] == "ctc" else ("fbank40", "words", "word_spans")
 
 
+# the released code's argparse defaults; its baselines were trained the same way
+FGCME_RECIPE = {"optimizer": "adam", "lr": 5e-4, "batch_size": 32, "epochs": 20, "schedule": "none", "clip_norm": 0.0}
+FGCME_RECIPE_SOURCE = "paper 003 code: Adam 5e-4, batch 32, 20 epochs, no scheduler, no clipping"
+
 register(ModelSpec(
     name="fg_cme", paper="003", builder=FGCME, inputs=_inputs,
     description="Word-aligned mean-max pooling of fbank CNN frames, cross-modality excitation, BiLSTM over words",
@@ -136,4 +140,5 @@ register(ModelSpec(
                "no_excite_semantic": {"excite_semantic": False},
                "no_excite": {"excite_acoustic": False, "excite_semantic": False},
                "paper_excitation": {"excitation": "paper"}, "fcn_head": {"head": "fcn"},
-               "ctc_align": {"alignment": "ctc"}}))
+               "ctc_align": {"alignment": "ctc"}},
+    recipe=FGCME_RECIPE, recipe_source=FGCME_RECIPE_SOURCE))

@@ -216,12 +216,18 @@ def _inputs(cfg: dict) -> tuple[str, ...]:
     return ("waveform", "words") if cfg["modality"] == "audio+text" else ("waveform",)
 
 
+# SincNet's optimiser (one per sub-net there, one here); batch and epochs of SDL/SLL are not given [RECON]
+SINCNET_RECIPE = {"optimizer": "rmsprop", "lr": 1e-3, "alpha": 0.95, "eps": 1e-8, "batch_size": 32, "epochs": 30}
+SINCNET_RECIPE_SOURCE = "paper 000 / SincNet: RMSprop 1e-3, alpha 0.95, eps 1e-8; batch 32 and 30 epochs [RECON]"
+
 register(ModelSpec(
     name="sdl", paper="000", builder=SincNetSER, inputs=_inputs,
     description="SincNet-DNN acoustic branch (mean of 200 ms chunk embeddings) + text LSTM, feature-level fusion",
-    defaults={**COMMON, "acoustic": "dnn"}, ablations=ABLATIONS))
+    defaults={**COMMON, "acoustic": "dnn"}, ablations=ABLATIONS, recipe=SINCNET_RECIPE,
+    recipe_source=SINCNET_RECIPE_SOURCE))
 register(ModelSpec(
     name="sll", paper="000", builder=SincNetSER, inputs=_inputs,
     description="Sinc front end -> LSTM over 200 ms chunks -> self-attention, + text LSTM, feature-level fusion; "
                 "conv_frontend = the paper's CNN+LSTM baseline",
-    defaults={**COMMON, "acoustic": "lstm"}, ablations=ABLATIONS))
+    defaults={**COMMON, "acoustic": "lstm"}, ablations=ABLATIONS, recipe=SINCNET_RECIPE,
+    recipe_source=SINCNET_RECIPE_SOURCE))

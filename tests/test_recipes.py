@@ -1,0 +1,109 @@
+"""Per-model training recipes and the training features a researcher expects, each doing what it says."""
+import json
+import math
+
+import pytest
+import torch
+
+from orchestration.config import parse_sweep, train_for
+from orchestration.training import (LocalSession, TrainingObjective, balanced_class_weight, train_loop,
+                                    train_one_epoch)
+from ser_models.registry import SERModel, all_models
+
+from .test_training import trial_config
+
+
+def test_every_recipe_is_valid_sweep_settings_and_the_sweep_file_wins():
+    for name, spec in all_models().items():
+        assert spec.recipe and spec.recipe_source, name
+        parse_sweep({"name": "r", "corpus": "synthetic", "models": {name: ["full"]}, "train": spec.recipe}, "r.yaml")
+    ds = train_for("ds_lstm", {})
+    assert (ds["optimizer"], ds["lr"], ds["batch_size"], ds["epochs"]) == ("adam", 1e-3, 128, 50)
+    assert (ds["schedule"], ds["milestones"], ds["gamma"]) == ("multistep", [10, 20, 30], 0.5)
+    assert (train_for("sdl", {})["optimizer"], train_for("sdl", {})["alpha"]) == ("rmsprop", 0.95)
+    assert train_for("fg_cme", {})["lr"] == 5e-4 and train_for("fg_cme", {"lr": 1e-2})["lr"] == 1e-2
+    assert train_for("fg_cme", {})["select_on"] == "val_ua"     # recipes never change the protocol
+
+
+def lrs(session) -> list[float]:
+    return [report["lr"] for report in session.reports if not report["final"]]
+
+
+@pytest.mark.parametrize("train, expected", [
+    ({"schedule": "multistep", "milestones": [1, 2], "gamma": 0.5}, [2e-3, 1e-3, 5e-4, 5e-4]),
+    ({"schedule": "step", "step_size": 2, "gamma": 0.1}, [2e-3, 2e-3, 2e-4, 2e-4]),
+    ({"schedule": "cosine", "warmup_epochs": 1}, [2e-3 * f for f in (0.5, 1.0, 0.5 * (1 + math.cos(math.pi / 3)),
+                                                                      0.5 * (1 + math.cos(2 * math.pi / 3)))]),
+])
+def test_learning_rate_schedules_step_once_per_epoch(synthetic_root, tmp_path, train, expected):
+    session = LocalSession(tmp_path / "run")
+    train_loop(trial_config(synthetic_root, tmp_path, model="lstm_attn_text", epochs=4, **train), session)
+    assert lrs(session) == pytest.approx(expected)
+
+
+def test_plateau_lowers_the_rate_only_after_patience(synthetic_root, tmp_path):
+    session = LocalSession(tmp_path / "run")
+    train_loop(trial_config(synthetic_root, tmp_path, model="lstm_attn_text", epochs=6, schedule="plateau",
+                            plateau_patience=0, gamma=0.5), session)
+    rates, scores = lrs(session), [r["val_ua"] for r in session.reports if not r["final"]]
+    for epoch in range(1, 6):   # patience 0: halved right after every epoch that did not beat the best so far
+        worse = scores[epoch - 1] <= max(scores[:epoch - 1], default=-1)
+        assert rates[epoch] == pytest.approx(rates[epoch - 1] * (0.5 if worse else 1.0))
+
+
+class Tiny(SERModel):
+    def __init__(self):
+        super().__init__()
+        self.linear = torch.nn.Linear(3, 2)
+
+    def forward(self, batch):
+        return self.linear(batch["x"])
+
+
+def test_gradient_clipping_bounds_every_step():
+    torch.manual_seed(0)
+    batches = [{"x": torch.randn(4, 3) * 100, "labels": torch.randint(0, 2, (4,))} for _ in range(5)]
+    for clip, bounded in ((1e-3, True), (0.0, False)):
+        model = Tiny()
+        before = torch.cat([p.detach().flatten().clone() for p in model.parameters()])
+        optimizer = torch.optim.SGD(model.parameters(), lr=1.0)
+        train_one_epoch(TrainingObjective(model), batches, optimizer, torch.device("cpu"), "fp32", clip)
+        moved = (torch.cat([p.detach().flatten() for p in model.parameters()]) - before).norm().item()
+        assert (moved <= 5 * 1e-3 + 1e-9) is bounded, (clip, moved)
+
+
+def test_early_stopping_ends_a_trial_after_patience(synthetic_root, tmp_path):
+    session = LocalSession(tmp_path / "run")
+    final = train_loop(trial_config(synthetic_root, tmp_path, model="lstm_attn_text", epochs=12,
+                                    early_stop_patience=2, lr=0.05), session)
+    ran = [r["epoch"] for r in session.reports if not r["final"]]
+    assert ran == list(range(len(ran)))
+    assert len(ran) == 12 or ran[-1] == final["selected_epoch"] + 2       # stopped 2 epochs after the best
+    assert json.loads(final["recipe"])["early_stop_patience"] == 2
+
+
+def test_balanced_class_weights_follow_the_training_split(synthetic_root, tmp_path):
+    from orchestration.task import task_for
+
+    config = trial_config(synthetic_root, tmp_path, model="lstm_attn_text", epochs=1, class_weights="balanced")
+    task = task_for(config, ("words",))
+    fold = task.folds[0]
+    labels = task.table.loc[task.table["utt_id"].isin(set(fold.train)), "label"]
+    weight = balanced_class_weight(task, fold, torch.device("cpu"))
+    for i, name in enumerate(task.classes):
+        assert weight[i].item() == pytest.approx(len(labels) / (len(task.classes) * (labels == name).sum()))
+    plain = train_loop(trial_config(synthetic_root, tmp_path, model="lstm_attn_text", epochs=1),
+                       LocalSession(tmp_path / "a"))
+    weighted = train_loop(config, LocalSession(tmp_path / "b"))
+    assert weighted["selected_val_loss"] != plain["selected_val_loss"]
+
+
+def test_the_test_oracle_never_changes_the_honest_numbers(synthetic_root, tmp_path):
+    runs = {}
+    for oracle in (False, True):
+        session = LocalSession(tmp_path / str(oracle))
+        final = train_loop(trial_config(synthetic_root, tmp_path, epochs=3, test_oracle=oracle), session)
+        runs[oracle] = ([{k: v for k, v in r.items() if k.startswith(("val_", "train_loss"))}
+                         for r in session.reports if not r["final"]],
+                        {k: v for k, v in final.items() if k.startswith(("test_", "selected_"))})
+    assert runs[True] == runs[False]
