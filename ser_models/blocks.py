@@ -40,6 +40,31 @@ def stats_pool(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return torch.cat([masked_mean(x, mask), masked_std(x, mask)], dim=-1)
 
 
+class MaskedBatchNorm1d(nn.BatchNorm1d):
+    """BatchNorm1d over [B, C, T] whose batch statistics count only the valid frames of each sequence.
+
+    In training, padding would otherwise pull every channel's mean towards the padding value by an amount
+    that depends on how long the batch's longest utterance is. Same parameters and buffers as BatchNorm1d
+    (checkpoints load either way); in evaluation, and when every frame is valid, it is BatchNorm1d.
+    """
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        if mask is None or not self.training or bool(mask.all()):
+            return super().forward(x)
+        weights = mask.unsqueeze(1).to(x.dtype)                      # [B, 1, T]
+        count = weights.sum()
+        mean = (x * weights).sum(dim=(0, 2)) / count
+        var = (((x - mean[None, :, None]) ** 2) * weights).sum(dim=(0, 2)) / count
+        if self.track_running_stats:
+            with torch.no_grad():
+                self.num_batches_tracked += 1
+                unbiased = var * count / (count - 1).clamp_min(1)
+                self.running_mean.lerp_(mean, self.momentum)
+                self.running_var.lerp_(unbiased, self.momentum)
+        normalised = (x - mean[None, :, None]) / torch.sqrt(var[None, :, None] + self.eps)
+        return normalised * self.weight[None, :, None] + self.bias[None, :, None] if self.affine else normalised
+
+
 def pooled_lengths(lengths: torch.Tensor, kernel: int, stride: int | None = None, padding: int = 0) -> torch.Tensor:
     """Output lengths of a conv/pool layer (no dilation)."""
     stride = stride or kernel

@@ -136,3 +136,24 @@ def test_every_model_overfits_a_tiny_batch(name):
         if loss.item() < 0.05:
             break
     assert loss.item() < 0.05, f"{name}: loss {loss.item():.3f} after {step + 1} steps"
+
+
+def test_masked_batch_norm_counts_only_valid_frames():
+    """CMA's variable-length mode: padding must not enter the batch statistics (issue: training recipes)."""
+    import torch.nn as nn
+
+    from ser_models.blocks import MaskedBatchNorm1d, lengths_to_mask
+
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 5)
+    x[1, :, 2:] = 1e3                                                  # whatever sits in the padding
+    mask = lengths_to_mask(torch.tensor([5, 2]), 5)
+    masked, reference = MaskedBatchNorm1d(3).train(), nn.BatchNorm1d(3).train()
+    out = masked(x, mask)
+    expected = reference(torch.cat([x[0], x[1, :, :2]], dim=1).unsqueeze(0))[0]   # the 7 valid frames alone
+    assert torch.allclose(torch.cat([out[0], out[1, :, :2]], dim=1), expected, atol=1e-5)
+    assert torch.allclose(masked.running_mean, reference.running_mean, atol=1e-6)
+    assert torch.allclose(masked.running_var, reference.running_var, atol=1e-6)
+    full = torch.ones(2, 5, dtype=torch.bool)                           # every frame valid: plain BatchNorm1d
+    plain = nn.BatchNorm1d(3).train()
+    assert torch.equal(MaskedBatchNorm1d(3).train()(x, full), plain(x))

@@ -10,7 +10,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..blocks import PackedLSTM, WordEmbedding, lengths_to_mask, pooled_lengths, stats_pool
+from ..blocks import MaskedBatchNorm1d, PackedLSTM, WordEmbedding, lengths_to_mask, pooled_lengths, stats_pool
 from ..registry import ModelSpec, SERModel, register
 
 
@@ -23,7 +23,7 @@ class ConvEncoder(nn.Module):
         blocks, previous = [], in_channels
         for out, kernel, pool in zip(filters, kernels, pools):
             blocks.append(nn.ModuleDict({"conv": nn.Conv1d(previous, out, kernel, padding=kernel // 2),
-                                         "norm": nn.BatchNorm1d(out)}))
+                                         "norm": MaskedBatchNorm1d(out)}))
             previous = out
         self.blocks, self.pools = nn.ModuleList(blocks), pools
         self.lstm = PackedLSTM(previous, d_model)
@@ -34,8 +34,10 @@ class ConvEncoder(nn.Module):
         """x [B, channels, T] -> H [B, T', d_model] and lengths T'."""
         for block, pool in zip(self.blocks, self.pools):
             # zero the padding before each conv so a sample's valid edge sees the same zeros however long the batch
-            x = x * lengths_to_mask(lengths, x.shape[-1]).unsqueeze(1)
-            x = F.max_pool1d(F.relu(block["norm"](block["conv"](x))), pool)
+            mask = lengths_to_mask(lengths, x.shape[-1])
+            x = x * mask.unsqueeze(1)
+            # batch statistics over valid frames only (same-padding convs keep the length)
+            x = F.max_pool1d(F.relu(block["norm"](block["conv"](x), mask)), pool)
             lengths = pooled_lengths(lengths, pool).clamp_min(1)
         outputs, _ = self.lstm(x.transpose(1, 2), lengths)
         return self.project(self.dropout(outputs)), lengths
