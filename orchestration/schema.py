@@ -79,6 +79,10 @@ KEYS = [
     Key("train.clip_norm", NUMBER, 0.0, "clip the gradient's global norm to this (0: no clipping)", minimum=0),
     Key("train.early_stop_patience", (int,), 0, "stop a trial after this many epochs without a better select_on "
         "(0: train every epoch)", minimum=0),
+    Key("train.select_window", (int,), 1, "pick the epoch on the trailing mean of select_on over this many "
+        "epochs (1: the epoch's own value)", minimum=1),
+    Key("train.speaker_norm", (bool,), False, "normalise frame features per speaker (mean and std over each "
+        "speaker's own frames, labels never used)"),
     Key("train.class_weights", (str,), "none", "balanced: weight the loss by the inverse class frequency of the "
         "training split", choices=("none", "balanced")),
     Key("train.select_on", (str,), "val_ua", "the validation metric that picks the epoch (never a test metric)",

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, DistributedSampler
 
-from ser_models.data.dataset import UtteranceDataset, collate
+from ser_models.data.dataset import UtteranceDataset, collate, speaker_statistics
 from ser_models.metrics import classification_metrics
 from ser_models.registry import build_model, get_spec, model_inputs
 
@@ -223,7 +223,8 @@ def make_loaders(task, fold, inputs, config, session, seed, device):
     """
     split = {name: task.table[task.table["utt_id"].isin(set(getattr(fold, name)))]
              for name in ("train", "validation", "test")}
-    datasets = {name: UtteranceDataset(part, task.report.stores, inputs, task.classes, task.vocab)
+    stats = speaker_statistics(task.table, task.report.stores, inputs) if config["train"]["speaker_norm"] else None
+    datasets = {name: UtteranceDataset(part, task.report.stores, inputs, task.classes, task.vocab, stats)
                 for name, part in split.items()}
     batch_size = int(config["train"]["batch_size"])
     sampler = DistributedSampler(datasets["train"], session.world_size, session.rank, shuffle=True, seed=seed)
@@ -397,8 +398,11 @@ def train_loop(config: dict, session) -> dict:
             oracle = split_metrics("oracle_test", predict(core, eval_loaders["test"], device, precision), classes)
             metrics.update({k: v for k, v in oracle.items() if k in ("oracle_test_wa", "oracle_test_ua",
                                                                      "oracle_test_macro_f1")})
-        if better(metrics[select_on], best["score"], select_on):
-            best = {"epoch": epoch, "score": metrics[select_on], "metrics": metrics,
+        window = [m[select_on] for m in history[-(int(settings["select_window"]) - 1):]] \
+            if int(settings["select_window"]) > 1 else []
+        score = float(np.mean(window + [metrics[select_on]]))   # trailing mean: a noisy peak picks nothing
+        if better(score, best["score"], select_on):
+            best = {"epoch": epoch, "score": score, "metrics": metrics,
                     "model": {k: v.detach().cpu().clone() for k, v in core.state_dict().items()}}
         history.append(metrics)
         metrics["selected_epoch"], metrics["objective"] = best["epoch"], best["score"]

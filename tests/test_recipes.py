@@ -107,3 +107,31 @@ def test_the_test_oracle_never_changes_the_honest_numbers(synthetic_root, tmp_pa
                          for r in session.reports if not r["final"]],
                         {k: v for k, v in final.items() if k.startswith(("test_", "selected_"))})
     assert runs[True] == runs[False]
+
+
+def test_selection_on_a_smoothed_validation_curve(synthetic_root, tmp_path):
+    session = LocalSession(tmp_path / "run")
+    final = train_loop(trial_config(synthetic_root, tmp_path, model="lstm_attn_text", epochs=6, select_window=3,
+                                    lr=0.02), session)
+    curve = [r["val_ua"] for r in session.reports if not r["final"]]
+    smoothed = [sum(curve[max(0, e - 2): e + 1]) / len(curve[max(0, e - 2): e + 1]) for e in range(6)]
+    first_best = max(range(6), key=lambda e: (smoothed[e], -e))
+    assert final["selected_epoch"] == first_best and final["objective"] == pytest.approx(smoothed[first_best])
+    assert final["selected_val_ua"] == curve[first_best]              # the epoch's own metrics are reported
+
+
+def test_per_speaker_normalisation_gives_each_speaker_zero_mean_unit_std(synthetic_root, tmp_path):
+    import numpy as np
+
+    from orchestration.task import task_for
+    from ser_models.data.dataset import UtteranceDataset, speaker_statistics
+
+    config = trial_config(synthetic_root, tmp_path, model="cnn_lstm", epochs=1, speaker_norm=True)
+    task = task_for(config, ("fbank40",))
+    stats = speaker_statistics(task.table, task.report.stores, ("fbank40",))
+    data = UtteranceDataset(task.table, task.report.stores, ("fbank40",), task.classes, None, stats)
+    speaker = task.table["speaker"].iloc[0]
+    frames = np.concatenate([data[i]["fbank40"] for i in np.flatnonzero(task.table["speaker"] == speaker)])
+    assert np.allclose(frames.mean(0), 0, atol=1e-4) and np.allclose(frames.std(0), 1, atol=1e-3)
+    final = train_loop(config, LocalSession(tmp_path / "run"))
+    assert json.loads(final["recipe"])["speaker_norm"] is True

@@ -15,8 +15,29 @@ from .alignment import word_frame_matrix
 from .text import Vocabulary, utterance_words
 
 
+def speaker_statistics(table, stores: dict, inputs) -> dict:
+    """(feature, speaker) -> (mean, std) per dimension over all of that speaker's frames, for frame features.
+
+    Label-free, from each speaker's own utterances (test speakers' too, as per-speaker normalisation in SER
+    does: it needs their audio, never their labels).
+    """
+    stats = {}
+    for name in inputs:
+        if name in ("words", "word_spans") or name not in stores:
+            continue
+        for speaker, utterances in table.groupby("speaker")["utt_id"]:
+            frames = [np.asarray(stores[name][u]) for u in utterances]
+            if frames[0].ndim != 2:
+                break                              # waveforms and fixed vectors: left as they are
+            stacked = np.concatenate(frames).astype(np.float64)
+            stats[name, speaker] = (stacked.mean(0).astype(np.float32),
+                                    np.maximum(stacked.std(0), 1e-5).astype(np.float32))
+    return stats
+
+
 class UtteranceDataset(Dataset):
-    def __init__(self, table, stores: dict, inputs, classes: list[str], vocab: Vocabulary | None = None):
+    def __init__(self, table, stores: dict, inputs, classes: list[str], vocab: Vocabulary | None = None,
+                 speaker_stats: dict | None = None):
         missing = [name for name in inputs if name != "words" and name not in stores]
         if missing:
             raise KeyError(f"no cached features for inputs {missing}; extract them first")
@@ -25,6 +46,7 @@ class UtteranceDataset(Dataset):
         self.rows = table.to_dict("records")
         self.stores, self.inputs, self.vocab = stores, tuple(inputs), vocab
         self.label_index = {label: i for i, label in enumerate(classes)}
+        self.speaker_stats = speaker_stats or {}
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -37,6 +59,9 @@ class UtteranceDataset(Dataset):
                 example["words"] = np.asarray(self.vocab.encode(utterance_words(row)), dtype=np.int64)
             else:
                 example[name] = np.asarray(self.stores[name][row["utt_id"]])
+                if (name, row["speaker"]) in self.speaker_stats:
+                    mean, std = self.speaker_stats[name, row["speaker"]]
+                    example[name] = (example[name] - mean) / std
         if "word_spans" in example and "fbank40" in self.stores and "fbank40" not in example:
             example["fbank40_frames"] = len(self.stores["fbank40"][row["utt_id"]])
         return example
