@@ -19,8 +19,9 @@ from ser_models.data.cache import DEFAULT_CACHE, ExtractionReport, extract
 from ser_models.data.corpus import Corpus, load_corpus
 from ser_models.data.folds import Fold
 from ser_models.data.text import Vocabulary, cached_embedding_matrix, utterance_words
+from ser_models.registry import INPUTS
 
-FEATURE_INPUTS = {"waveform", "fbank40", "mfcc39", "mel512_fixed", "mel1024_fixed", "spec257", "word_spans"}
+FEATURE_INPUTS = set(INPUTS) - {"words"}   # every model input but word ids comes from the feature cache
 
 
 @dataclass

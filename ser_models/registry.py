@@ -12,7 +12,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-# what each input name means, and what a corpus must have to provide it
+# The one list of model inputs: what each name means and what a corpus must have to provide it. Every name
+# but `words` is a feature of ser_models/data/features.py (or the cache's word_spans): a test keeps them in step.
 INPUTS = {
     "waveform": "raw 16 kHz samples (variable length)",
     "fbank40": "Kaldi log fbank, 40 bins, 25/10 ms",

@@ -157,3 +157,14 @@ def test_masked_batch_norm_counts_only_valid_frames():
     full = torch.ones(2, 5, dtype=torch.bool)                           # every frame valid: plain BatchNorm1d
     plain = nn.BatchNorm1d(3).train()
     assert torch.equal(MaskedBatchNorm1d(3).train()(x, full), plain(x))
+
+
+def test_model_inputs_are_declared_once_and_each_has_a_source():
+    from orchestration.task import FEATURE_INPUTS
+    from ser_models.data.cache import WORD_SPANS
+    from ser_models.data.features import EXTRACTORS
+    from ser_models.registry import INPUTS, all_models, model_inputs
+
+    assert FEATURE_INPUTS == set(INPUTS) - {"words"} and FEATURE_INPUTS <= set(EXTRACTORS) | {WORD_SPANS}
+    used = {i for name, spec in all_models().items() for ablation in spec.ablations for i in model_inputs(name, ablation)}
+    assert used <= set(INPUTS)
