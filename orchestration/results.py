@@ -52,6 +52,8 @@ def render(frame: pd.DataFrame, fmt: str) -> str:
         return frame.to_csv(index=False)
     if fmt == "markdown":
         return to_markdown(frame)
+    if fmt == "json":   # one record per line (JSON Lines): what jq, DuckDB and polars read directly
+        return frame.to_json(orient="records", lines=True, default_handler=str).rstrip("\n")
     return frame.to_string(index=False)
 
 
@@ -98,7 +100,7 @@ def main(argv=None) -> int:
     show.add_argument("--by", default=None, help="comma-separated group-by columns")
     show.add_argument("--metrics", default=",".join(DEFAULT_METRICS))
     show.add_argument("--columns", default=None, help="comma-separated columns to print (no --by)")
-    show.add_argument("--format", default="table", choices=["table", "csv", "markdown"])
+    show.add_argument("--format", default="table", choices=["table", "csv", "json", "markdown"])
     compare = sub.add_parser("compare")
     compare.add_argument("sweep_dir")
     compare.add_argument("a", help="model/ablation")
@@ -106,7 +108,7 @@ def main(argv=None) -> int:
     compare.add_argument("--metric", default="test_ua")
     pub = sub.add_parser("published")
     pub.add_argument("sweep_dir")
-    pub.add_argument("--format", default="table", choices=["table", "csv", "markdown"])
+    pub.add_argument("--format", default="table", choices=["table", "csv", "json", "markdown"])
     args = parser.parse_args(argv)
     try:
         if args.command == "aggregate":

@@ -112,6 +112,10 @@ def test_query_cli(sweep_dir, capsys):
     assert results_main(["show", str(sweep_dir), "--table", "predictions", "--where", "fold=0",
                          "--columns", "utt_id,label,predicted", "--format", "csv"]) == 0
     assert capsys.readouterr().out.startswith("utt_id,label,predicted")
+    assert results_main(["show", str(sweep_dir), "--table", "folds", "--format", "json"]) == 0
+    records = [json.loads(line) for line in capsys.readouterr().out.splitlines()]   # JSON Lines, one per row
+    folds = read_table(str(sweep_dir), "folds")
+    assert [r["trial_id"] for r in records] == list(folds["trial_id"]) and records[0]["test_confusion"]
     assert results_main(["show", str(sweep_dir), "--where", "nonsense=1"]) == 2
     assert results_main(["compare", str(sweep_dir), "fg_cme/no_excite", "lstm_attn_text/full"]) == 0
     assert "over 2 paired folds/seeds" in capsys.readouterr().out
