@@ -1,4 +1,7 @@
 """Manifests: how users bring their own corpus. Labels, classes and folds are never silently reinterpreted."""
+import json
+from pathlib import Path
+
 import pandas as pd
 import pytest
 
@@ -159,3 +162,40 @@ def test_every_corpus_is_registered_with_its_presets(capsys):
     assert "iemocap:" in out and "presets 4, 4-noexc, 6" in out and "corpus.labels:" in out
     with pytest.raises(CorpusError, match=r"unknown corpus 'ravdes' \(did you mean 'ravdess'\?\)"):
         load_corpus("ravdes", "/tmp")
+
+
+def write_emobox(tmp_path, speakers=("03", "08", "09", "10")) -> Path:
+    """An EmoBox dataset folder: one test fold per speaker, train = the rest, EmoBox's field names."""
+    root = tmp_path / "emobox" / "emodb"
+    rows = emodb_rows(tmp_path, speakers)
+    lines = [{"key": Path(r["path"]).stem, "dataset": "emodb", "wav": str(tmp_path / r["path"]), "type": "raw",
+              "sample_rate": 16000, "length": 1.0, "task": "category", "emo": r["label"][:3], "channel": 1,
+              "_fold": speakers.index(r["speaker"]) + 1} for r in rows]
+    for fold in range(1, len(speakers) + 1):
+        (root / f"fold_{fold}").mkdir(parents=True)
+        for split, keep in (("test", lambda line: line["_fold"] == fold),
+                            ("train", lambda line: line["_fold"] != fold)):
+            (root / f"fold_{fold}" / f"emodb_{split}_fold_{fold}.jsonl").write_text(
+                "".join(json.dumps({k: v for k, v in line.items() if k != "_fold"}) + "\n"
+                        for line in lines if keep(line)))
+    (root / "label_map.json").write_text(json.dumps({"ang": "angry", "hap": "happy", "neu": "neutral", "sad": "sad",
+                                                     "bor": "bored"}))
+    return root
+
+
+def test_emobox_folds_are_used_as_given_and_leak_checked(tmp_path):
+    root = write_emobox(tmp_path)
+    corpus = load_corpus("emobox", root, ["angry", "happy", "neutral", "sad"])
+    assert corpus.name == "emodb" and len(corpus.task) == 16 and corpus.outside == {"bored": 4}
+    folds = corpus.folds()
+    speaker_of = corpus.task.set_index("utt_id")["speaker"]
+    for fold, speaker in zip(folds, ("03", "08", "09", "10")):    # EmoBox's test split k is our test split k
+        test_file = root / f"fold_{fold.index + 1}" / f"emodb_test_fold_{fold.index + 1}.jsonl"
+        given = {json.loads(line)["key"] for line in test_file.read_text().splitlines()}
+        assert set(fold.test) == given & set(corpus.task["utt_id"])
+        assert not set(speaker_of[list(fold.test)]) & set(speaker_of[list(fold.train) + list(fold.validation)])
+    leaky = root / "fold_1" / "emodb_test_fold_1.jsonl"
+    stolen = (root / "fold_2" / "emodb_test_fold_2.jsonl").read_text().splitlines()[0]
+    leaky.write_text(leaky.read_text() + stolen + "\n")
+    with pytest.raises(CorpusError, match=r"also in the test split of fold .* the folds leak"):
+        load_corpus("emobox", root)

@@ -166,5 +166,6 @@ def test_model_inputs_are_declared_once_and_each_has_a_source():
     from ser_models.registry import INPUTS, all_models, model_inputs
 
     assert FEATURE_INPUTS == set(INPUTS) - {"words"} and FEATURE_INPUTS <= set(EXTRACTORS) | {WORD_SPANS}
-    used = {i for name, spec in all_models().items() for ablation in spec.ablations for i in model_inputs(name, ablation)}
+    used = {i for name, spec in all_models().items() for ablation in spec.ablations
+            for i in model_inputs(name, ablation)}
     assert used <= set(INPUTS)

@@ -35,7 +35,7 @@ def test_tables_have_their_schemas_and_partitions(sweep_dir):
     assert len(plain) == 4 and set(plain["status"]) == {"finished"}
     assert {"lstm_attn_text+ded", "fg_cme+ded"} <= set(folds["model"])   # dialogs: DED rows are added
     recipe = json.loads(plain[plain.model == "fg_cme"]["recipe"].iloc[0])      # the settings in force, recorded
-    assert (recipe["optimizer"], recipe["epochs"], recipe["lr"]) == ("adam", 2, 3e-3)  # the sweep file's over the recipe
+    assert (recipe["optimizer"], recipe["epochs"], recipe["lr"]) == ("adam", 2, 3e-3)  # the sweep file's keys win
     epochs = read_table(str(sweep_dir), "epochs")
     assert len(epochs) == 8 and epochs["oracle_test_ua"].notna().all()
     predictions = read_table(str(sweep_dir), "predictions")
@@ -186,7 +186,9 @@ def test_ded_comes_from_the_sweeps_own_facts_not_the_corpus(sweep_dir, tmp_path)
     (copy / "sweep.json").write_text(json.dumps(record))
     folds = collect(str(copy))["folds"]
     before = read_table(str(sweep_dir), "folds")
-    ded = lambda frame: frame[frame["model"].str.endswith("+ded")].sort_values("trial_id")["test_ua"].tolist()  # noqa: E731
+
+    def ded(frame):
+        return frame[frame["model"].str.endswith("+ded")].sort_values("trial_id")["test_ua"].tolist()
     assert ded(folds) == ded(before) and len(ded(folds)) == 4
     (copy / "utterances.parquet").unlink()
     assert not collect(str(copy))["folds"]["model"].str.endswith("+ded").any()   # said on stderr, not guessed

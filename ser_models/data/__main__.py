@@ -57,7 +57,8 @@ def cmd_extract(args) -> int:
         report = extract(corpus.task, [name], args.cache, workers=args.workers)
         store = report.stores[name]
         state = "computed" if report.computed else "loaded from cache"
-        print(f"{name:15s} {state:18s} {time.perf_counter() - started:7.2f} s  {len(store)} utterances, dims {store.dims}")
+        print(f"{name:15s} {state:18s} {time.perf_counter() - started:7.2f} s  {len(store)} utterances, "
+              f"dims {store.dims}")
     return 0
 
 
