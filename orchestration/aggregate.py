@@ -35,6 +35,7 @@ import pyarrow.parquet as pq
 from pyarrow import fs
 
 from . import storage
+from .identity import identity
 
 METRICS = ("wa", "ua", "macro_f1", "loss")
 KEY = [("sweep", pa.string()), ("trial_id", pa.string()), ("model", pa.string()), ("ablation", pa.string()),
@@ -86,7 +87,11 @@ def _read_text(filesystem, path: str) -> str | None:
 
 def trial_dirs(experiment: str):
     filesystem, root = fs.FileSystem.from_uri(experiment)
-    for info in sorted(filesystem.get_file_info(fs.FileSelector(root)), key=lambda i: i.path):
+    try:
+        infos = filesystem.get_file_info(fs.FileSelector(root))
+    except FileNotFoundError:   # a sweep's first run: nothing yet
+        return
+    for info in sorted(infos, key=lambda i: i.path):
         if info.type == fs.FileType.Directory and _read_text(filesystem, posixpath.join(info.path, "params.json")):
             yield filesystem, info.path
 
@@ -124,7 +129,7 @@ def _key(sweep: str, trial_id: str, config: dict) -> dict:
             "fold": int(config["fold"]), "seed": int(config["seed"])}
 
 
-def _started(path: str) -> str:
+def trial_started(path: str) -> str:
     """Tune ends a trial directory's name with its creation time: sortable."""
     match = re.search(r"(\d{4}-\d{2}-\d{2}_\d{2}-\d{2}-\d{2})/?$", path)
     return match.group(1) if match else ""
@@ -141,31 +146,36 @@ def outcome(results: list[dict], error: str | None) -> tuple[dict | None, str, i
 
 
 def read_experiment(experiment: str, sweep: str, with_predictions: bool = True) -> dict[str, pd.DataFrame]:
-    # --restart-errored makes Tune replace a trial by a new one (new id, new directory): per sweep
-    # trial (model, ablation, suggestion, fold, seed) the newest directory wins; attempts add up.
+    # Every run of a sweep adds trial directories (a trial continued after a kill, or restarted with
+    # --restart-errored, is a new one): per identity the newest directory gives the outcome, the epochs of
+    # all of them are merged (the newest report of an epoch wins), and attempts add up.
     latest: dict[tuple, tuple] = {}
     earlier_attempts: dict[tuple, int] = {}
-    for filesystem, path in sorted(trial_dirs(experiment), key=lambda item: _started(item[1])):
+    epochs_of: dict[tuple, dict] = {}
+    for filesystem, path in sorted(trial_dirs(experiment), key=lambda item: trial_started(item[1])):
         try:
             config, results, error = read_trial(filesystem, path)
         except ValueError as err:
             warnings.warn(f"{err}; that trial is left out of the tables", DamagedFile, stacklevel=2)
             continue
-        identity = (config["model"], config["ablation"], config.get("group"), int(config["fold"]), int(config["seed"]))
-        if identity in latest:
-            earlier_attempts[identity] = earlier_attempts.get(identity, 0) + outcome(*latest[identity][2:])[2]
-        latest[identity] = (path, config, results, error)
+        key = identity(config)
+        if key in latest:
+            earlier_attempts[key] = earlier_attempts.get(key, 0) + outcome(*latest[key][2:])[2]
+        if config.get("fresh"):
+            epochs_of[key] = {}          # restarted from scratch: the earlier epochs are not this run's
+        epochs_of.setdefault(key, {}).update({r["epoch"]: r for r in results if not r.get("final") and "epoch" in r})
+        latest[key] = (path, config, results, error)
     folds, epochs, trials, predictions = [], [], [], []
-    for identity, (path, config, results, error) in latest.items():
+    for ident, (path, config, results, error) in latest.items():
         trial_id = results[-1]["trial_id"] if results else posixpath.basename(path).split("_")[2]
         key = _key(sweep, trial_id, config)
         final, status, attempts = outcome(results, error)
-        per_epoch = {r["epoch"]: r for r in results if not r.get("final") and "epoch" in r}  # last report wins
+        per_epoch = epochs_of[ident]
         folds.append(fold_row(key, config, final, status, len(per_epoch)))
         epochs += [{**key, "group": config.get("group"), **{f: r.get(f) for f in EPOCHS.names if f in r}}
                    for _, r in sorted(per_epoch.items())]
         trials.append(trial_row(key, config, results, final, status, error,
-                                attempts + earlier_attempts.get(identity, 0)))
+                                attempts + earlier_attempts.get(ident, 0)))
         if final and with_predictions:
             try:
                 predictions.append(read_predictions(experiment, trial_id, key))

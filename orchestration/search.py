@@ -21,6 +21,7 @@ import tempfile
 import optuna
 from ray.tune.search import Searcher
 
+from .identity import identity_key
 from .spaces import parse_space
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -42,7 +43,10 @@ class SweepSearcher(Searcher):
         self.queue: list[dict] = []
         self.groups: dict[str, dict] = {}
         self.trial_group: dict[str, str] = {}
+        self.trial_identity: dict[str, str] = {}
         self.next_cell = 0
+        self.done: dict[str, float | None] = {}   # identity_key -> objective of trials an earlier run finished
+        self.fresh: set[str] = set()             # identity_keys to start from scratch (--restart-errored)
 
     def _open_studies(self, create: bool) -> dict:
         from optuna.storages import JournalStorage
@@ -52,22 +56,29 @@ class SweepSearcher(Searcher):
         studies = {}
         for index, cell in enumerate(self.cells):
             # resumed samplers are re-seeded from how far their study got, so a resume stays deterministic
-            told = 0 if create else len(optuna.load_study(study_name=study_name(cell), storage=storage).trials)
+            told = 0 if create else self._told(cell, storage)
             seed = self.seed + index + 1000 * told
             sampler = (optuna.samplers.TPESampler(seed=seed, constant_liar=True) if self.sampler_name == "tpe"
                        else optuna.samplers.RandomSampler(seed=seed))
             studies[cell] = optuna.create_study(study_name=study_name(cell), storage=storage, sampler=sampler,
                                                 direction="maximize" if self.mode == "max" else "minimize",
-                                                load_if_exists=not create)
+                                                load_if_exists=True)
         return studies
+
+    @staticmethod
+    def _told(cell, storage) -> int:
+        try:
+            return len(optuna.load_study(study_name=study_name(cell), storage=storage).trials)
+        except KeyError:   # a cell the sweep file gained since the state was saved
+            return 0
 
     @property
     def total_trials(self) -> int:
         return len(self.cells) * self.samples * len(self.folds) * len(self.seeds)
 
     def _refill(self) -> None:
-        """Queue the next suggestion, taking cells in turn so every cell progresses."""
-        for _ in range(len(self.cells)):
+        """Queue the next suggestion, taking cells in turn so every cell progresses (finished ones are skipped)."""
+        while not self.queue and any(self.issued[cell] < self.samples for cell in self.cells):
             cell = self.cells[self.next_cell]
             self.next_cell = (self.next_cell + 1) % len(self.cells)
             if self.issued[cell] >= self.samples:
@@ -81,10 +92,47 @@ class SweepSearcher(Searcher):
             members = [(fold, seed) for fold in self.folds for seed in self.seeds]
             self.groups[group] = {"cell": cell, "optuna_number": number, "params": params,
                                   "expected": len(members), "results": {}}
-            self.queue += [{"model": cell[0], "ablation": cell[1], "fold": fold, "seed": seed, "hparams": params,
-                            "group": group, "model_options": self.model_options.get(cell[0], {})}
-                           for fold, seed in members]
-            return
+            configs = [self.member(group, fold, seed) for fold, seed in members]
+            self.queue += [c for c in configs if not self._already_done(group, c)]
+            self._tell_if_complete(group)
+
+    def member(self, group: str, fold: int, seed: int) -> dict:
+        cell = self.groups[group]["cell"]
+        return {"model": cell[0], "ablation": cell[1], "fold": fold, "seed": seed,
+                "hparams": self.groups[group]["params"], "group": group,
+                "model_options": self.model_options.get(cell[0], {})}
+
+    def _already_done(self, group: str, config: dict) -> bool:
+        key = identity_key(config)
+        if key in self.done:
+            self.groups[group]["results"][key] = self.done[key]
+            return True
+        return False
+
+    def resume(self, done: dict[str, float | None], fresh: set[str] = frozenset()) -> None:
+        """Continue where earlier runs stopped: `done` holds the identities they finished (with objectives).
+
+        Members of groups already issued that are neither done nor queued (in flight when the earlier run
+        stopped) are queued again, first; `fresh` ones start from scratch instead of their checkpoint.
+        """
+        self.done, self.fresh = dict(done), set(fresh)
+        queued = {identity_key(c) for c in self.queue}
+        again = []
+        for group in self.groups:
+            self.groups[group]["expected"] = len(self.folds) * len(self.seeds)   # seeds or folds may have grown
+            for fold in self.folds:
+                for seed in self.seeds:
+                    config = self.member(group, fold, seed)
+                    if not self._already_done(group, config) and identity_key(config) not in queued:
+                        again.append(config)
+            self._tell_if_complete(group)
+        self.queue = again + [c for c in self.queue if identity_key(c) not in self.done]
+
+    def pending(self) -> bool:
+        """Whether any trial is left to suggest (queued, or in a suggestion not yet issued)."""
+        if not self.queue:
+            self._refill()
+        return bool(self.queue)
 
     def suggest(self, trial_id: str):
         if not self.queue:
@@ -93,15 +141,19 @@ class SweepSearcher(Searcher):
             return Searcher.FINISHED
         config = self.queue.pop(0)
         self.trial_group[trial_id] = config["group"]
-        return config
+        self.trial_identity[trial_id] = identity_key(config)
+        return {**config, "fresh": identity_key(config) in self.fresh}
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         group_id = self.trial_group.get(trial_id)
         if group_id is None:
             return
-        group = self.groups[group_id]
         value = None if error or not result else result.get(self.metric)
-        group["results"][trial_id] = value
+        self.groups[group_id]["results"][self.trial_identity.get(trial_id, trial_id)] = value
+        self._tell_if_complete(group_id)
+
+    def _tell_if_complete(self, group_id: str) -> None:
+        group = self.groups[group_id]
         if len(group["results"]) < group["expected"] or group.get("told") or group["optuna_number"] is None:
             return
         study = self.studies[group["cell"]]
@@ -117,7 +169,7 @@ class SweepSearcher(Searcher):
         """Everything but the studies, as JSON-safe values (cells become "model/ablation")."""
         return {"cells": [list(c) for c in self.cells], "issued": {"/".join(c): n for c, n in self.issued.items()},
                 "queue": self.queue, "groups": {g: {**v, "cell": list(v["cell"])} for g, v in self.groups.items()},
-                "trial_group": self.trial_group, "next_cell": self.next_cell}
+                "trial_group": self.trial_group, "trial_identity": self.trial_identity, "next_cell": self.next_cell}
 
     def save(self, checkpoint_path: str) -> None:
         with open(self.journal) as handle:
@@ -138,10 +190,14 @@ class SweepSearcher(Searcher):
             raise ValueError(f"{checkpoint_path}: not an emosweep searcher state. Fix: delete the experiment's "
                              "searcher-state files only if you mean to restart its search")
         state = saved["state"]
-        self.cells = [tuple(c) for c in state["cells"]]
-        self.issued = {tuple(k.split("/", 1)): n for k, n in state["issued"].items()}
+        # the cells are this run's (a sweep file may gain or drop cells); how far each got is the saved state's
+        issued = {tuple(k.split("/", 1)): n for k, n in state["issued"].items()}
+        self.issued = {cell: issued.get(cell, 0) for cell in self.cells}
         self.queue, self.trial_group, self.next_cell = state["queue"], state["trial_group"], state["next_cell"]
-        self.groups = {g: {**v, "cell": tuple(v["cell"])} for g, v in state["groups"].items()}
+        self.trial_identity = state.get("trial_identity", {})
+        self.groups = {g: {**v, "cell": tuple(v["cell"])} for g, v in state["groups"].items()
+                       if tuple(v["cell"]) in self.issued}
+        self.queue = [c for c in self.queue if (c["model"], c["ablation"]) in self.issued]
         with open(self.journal, "w") as handle:
             handle.write(saved["journal"])
         self.studies = self._open_studies(create=False)

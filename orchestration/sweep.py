@@ -174,42 +174,102 @@ def check_storage(sweep, root: str) -> None:
                          f"at a folder you can write, or an existing bucket; {STORAGE_ACCESS}") from None
 
 
+def settings_digest(raw: dict) -> str:
+    """What decides a trial's numbers, without the list of cells: models may gain or lose ablations, and
+    seeds and fold_indices may change, between runs of one sweep (only the new cells then run)."""
+    models = {name: entry["options"] for name, entry in (raw.get("models") or {}).items()
+              if isinstance(entry, dict) and entry.get("options")}
+    settings = {k: v for k, v in raw.items() if k not in ("models", "seeds", "fold_indices", "name", "storage")}
+    return hashlib.sha256(json.dumps({**settings, "model_options": models}, sort_keys=True,
+                                     default=str).encode()).hexdigest()
+
+
 def check_unchanged(sweep, sweep_dir: str) -> None:
-    """<sweep_dir>/sweep.json records the file a sweep was started from; a different file is refused."""
-    digest = hashlib.sha256(json.dumps(sweep.raw, sort_keys=True, default=str).encode()).hexdigest()
+    """<sweep_dir>/sweep.json records the sweep file; one that changes more than its cells is refused."""
+    digest = settings_digest(sweep.raw)
     marker = storage.join(sweep_dir, "sweep.json")
     try:
         text = storage.read_text(marker)
     except OSError as err:
         raise SweepError(f"cannot read {marker}: {err}. Fix: check the storage location; {STORAGE_ACCESS}") from None
-    if text is None:
-        storage.write_text(marker, json.dumps({"digest": digest, "sweep": sweep.raw, "corpus": sweep.corpus,
-                                               "folds": sweep.folds, "git_commit": git_commit()},
-                                              indent=2, default=str))
-    elif stored_digest(text, marker) != digest:
-        raise SweepError(f"{sweep.source}: the sweep file changed since {sweep_dir} was started (its sweep.json "
-                         f"records the original). Fix: give the sweep a new name, or delete {sweep_dir} to start "
-                         "it over")
+    record = {"settings_digest": digest, "sweep": sweep.raw, "corpus": sweep.corpus, "folds": sweep.folds,
+              "git_commit": git_commit()}
+    if text is not None:
+        stored = stored_record(text, marker)
+        if stored.get("settings_digest", digest) != digest or \
+                ("settings_digest" not in stored and stored.get("digest") != full_digest(sweep.raw)):
+            raise SweepError(f"{sweep.source}: a setting changed since {sweep_dir} was started (its sweep.json "
+                             "records the original); models, ablations, seeds and fold_indices may change, the "
+                             "rest decides every trial's numbers. Fix: give the sweep a new name, or delete "
+                             f"{sweep_dir} to start it over")
+        if stored.get("sweep") != sweep.raw:
+            print("[sweep] the sweep file's cells changed since the last run: finished trials are kept, new ones "
+                  "run", flush=True)
+    storage.write_text(marker, json.dumps(record, indent=2, default=str))
 
 
-def stored_digest(text: str, marker: str) -> str:
+def full_digest(raw: dict) -> str:
+    """The digest of sweep.json records written before cells could change (kept readable)."""
+    return hashlib.sha256(json.dumps(raw, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def stored_record(text: str, marker: str) -> dict:
     try:
-        return json.loads(text)["digest"]
-    except (json.JSONDecodeError, KeyError, TypeError):
+        record = json.loads(text)
+        if "settings_digest" not in record and "digest" not in record:
+            raise KeyError("digest")
+        return record
+    except (json.JSONDecodeError, KeyError, TypeError, AttributeError):
         raise SweepError(f"{marker} is damaged (not the JSON record of a sweep file). Fix: delete it; the next run "
                          "records the current sweep file there (check first that it is the one the sweep started "
                          "with)") from None
 
 
-def clear_errored_train_runs(experiment: str) -> int:
-    """--restart-errored: a restarted trial must not find its old Train snapshot."""
+def earlier_trials(experiment: str, select_on: str) -> tuple[dict, set]:
+    """What earlier runs of the sweep left: finished identities (with their objective) and errored ones."""
     from orchestration.aggregate import read_experiment
+    from orchestration.identity import identity_key
 
     folds = read_experiment(experiment, "", with_predictions=False)["folds"]
-    errored = folds.loc[folds["status"] == "error", "trial_id"]
-    for trial_id in errored:
-        storage.delete_dir(storage.join(experiment, "train", trial_id))
-    return len(errored)
+    done, errored = {}, set()
+    for row in folds.to_dict("records"):
+        key = identity_key({**row, "hparams": json.loads(row["hparams"] or "{}")})
+        if row["status"] == "finished":
+            done[key] = row.get(select_on)
+        elif row["status"] == "error":
+            errored.add(key)
+    return done, errored
+
+
+def restore_searcher(searcher, experiment: str) -> None:
+    """The searcher's newest saved state (its own JSON, under Tune's file name), from local disk or a bucket."""
+    import tempfile
+
+    from pyarrow import fs
+
+    filesystem, path = storage.resolve(experiment)
+    try:
+        infos = filesystem.get_file_info(fs.FileSelector(path))
+    except (FileNotFoundError, OSError):
+        return
+    saved = sorted(i.path for i in infos if i.base_name.startswith("searcher-state-") and i.type == fs.FileType.File)
+    if not saved:
+        return
+    with tempfile.TemporaryDirectory() as scratch:
+        local = f"{scratch}/searcher-state.json"
+        with filesystem.open_input_stream(saved[-1]) as stream, open(local, "wb") as out:
+            out.write(stream.read())
+        try:
+            searcher.restore(local)
+        except (ValueError, KeyError, json.JSONDecodeError) as err:
+            raise SweepError(f"{saved[-1]}: the searcher's saved state is unreadable ({str(err)[:160]}). Fix: "
+                             "delete it; finished trials are kept, and the search asks Optuna afresh") from None
+
+
+def clear_train_runs(experiment: str, keys: set) -> None:
+    """--restart-errored: a restarted DDP trial must not find its old Train snapshot."""
+    for key in keys:
+        storage.delete_dir(storage.join(experiment, "train", key))
 
 
 class Phases:
@@ -340,29 +400,31 @@ def fit(sweep, folds, root, experiment, restart_errored, task_ref, shapes):
     limit = WaitLimit(progress, float(resources["wait_timeout_s"]))
     print(f"[sweep] {sweep.name}: {len(sweep.cells)} model/ablation cells x {searcher.samples} setting(s) x "
           f"{len(folds)} folds x {len(sweep.seeds)} seed(s) = {searcher.total_trials} trials -> {experiment}")
-    check_experiment_state(experiment)
-    if tune.Tuner.can_restore(experiment):
-        if restart_errored:
-            print(f"[sweep] --restart-errored: cleared {clear_errored_train_runs(experiment)} errored trial(s)")
-        from orchestration.aggregate import read_experiment
-        finished = read_experiment(experiment, sweep.name, with_predictions=False)["folds"]["status"] == "finished"
-        progress.resume(int(finished.sum()))
-        print(f"[sweep] resuming: {progress.done} trials already finished")
-        tuner = tune.Tuner.restore(experiment, trainable=trainable, resume_unfinished=True,
-                                   resume_errored=not restart_errored, restart_errored=restart_errored)
-        attach_progress(tuner, progress, limit)
-    else:
-        concurrency = resources["max_concurrent_trials"]
-        tuner = tune.Tuner(
-            trainable, param_space=base_config(sweep, root),
-            # reuse_actors: one trial process per slot runs trial after trial (imports, data and
-            # torch's lazy initialisation paid once per slot, not once per trial)
-            tune_config=tune.TuneConfig(search_alg=searcher, num_samples=searcher.total_trials,
-                                        max_concurrent_trials=concurrency, reuse_actors=True),
-            run_config=tune.RunConfig(
-                name="experiment", storage_path=f"{root}/{sweep.name}", verbose=0, callbacks=[progress], stop=limit,
-                failure_config=tune.FailureConfig(max_failures=int(sweep.train["retries"])),
-                checkpoint_config=tune.CheckpointConfig(num_to_keep=2)))
+    # every run is a fresh Tune experiment in the same folder: Tune's pickled state is never loaded back.
+    # Earlier runs are read from the trials' own JSON results and weights-only checkpoints instead.
+    done, errored = earlier_trials(experiment, sweep.train["select_on"])
+    restore_searcher(searcher, experiment)
+    searcher.resume(done, fresh=errored if restart_errored else set())
+    if restart_errored and errored:
+        clear_train_runs(experiment, errored)
+        print(f"[sweep] --restart-errored: {len(errored)} errored trial(s) start from scratch")
+    if done:
+        progress.resume(min(len(done), searcher.total_trials))
+        print(f"[sweep] resuming: {len(done)} trials already finished")
+    if not searcher.pending():
+        return limit, searcher.total_trials
+    concurrency = resources["max_concurrent_trials"]
+    tuner = tune.Tuner(
+        trainable, param_space=base_config(sweep, root),
+        # reuse_actors: one trial process per slot runs trial after trial (imports, data and
+        # torch's lazy initialisation paid once per slot, not once per trial)
+        # an upper bound: the searcher says when it has nothing left
+        tune_config=tune.TuneConfig(search_alg=searcher, num_samples=searcher.total_trials,
+                                    max_concurrent_trials=concurrency, reuse_actors=True),
+        run_config=tune.RunConfig(
+            name="experiment", storage_path=f"{root}/{sweep.name}", verbose=0, callbacks=[progress], stop=limit,
+            failure_config=tune.FailureConfig(max_failures=int(sweep.train["retries"])),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=2)))
     started = time.monotonic()
     try:
         tuner.fit()
@@ -373,42 +435,11 @@ def fit(sweep, folds, root, experiment, restart_errored, task_ref, shapes):
     return limit, searcher.total_trials
 
 
-def check_experiment_state(experiment: str) -> None:
-    """Tune's own state files, cut short (a disk that filled up while they were written), cannot resume."""
-    from pyarrow import fs
-
-    filesystem, path = storage.resolve(experiment)
-    try:
-        infos = filesystem.get_file_info(fs.FileSelector(path))
-    except (FileNotFoundError, OSError):
-        return
-    damaged, state = [], []
-    for info in infos:
-        name = info.path.rsplit("/", 1)[-1]
-        if info.type != fs.FileType.File or not name.startswith(("experiment_state-", "search_gen_state-",
-                                                                 "searcher-state-", "tuner.pkl")):
-            continue
-        state.append(storage.join(experiment, name))
-        if name.startswith("experiment_state-"):  # JSON (search_gen_state-*.json holds a pickle, despite its name)
-            try:
-                json.loads(storage.read_text(state[-1]) or "")
-            except (json.JSONDecodeError, UnicodeDecodeError):
-                damaged.append(name)
-    if damaged:
-        raise SweepError(f"the sweep's state cannot be resumed: {', '.join(damaged)} in {experiment} cut short (was "
-                         "the disk full?). Finished trials' results are intact: python orchestration/results.py "
-                         f"aggregate {experiment.rsplit('/', 1)[0]} tables them. Fix: delete the experiment's state "
-                         f"files: {' '.join(state)}; the same command then runs the sweep again (the tables keep the "
-                         "newest run of each trial)")
-
-
-def attach_progress(tuner, progress, limit) -> None:
-    """Tuner.restore takes no run config, so progress and wait limit go onto the restored one (Ray 2.60 layout)."""
-    try:
-        tuner._local_tuner._run_config.callbacks = [progress]
-        tuner._local_tuner._run_config.stop = limit
-    except AttributeError:
-        print("[sweep] (this Ray version hides the restored run config: no progress lines while resuming)")
+def in_sweep(folds, sweep):
+    """Rows of the sweep file's current cells (a file that dropped cells keeps their rows in the tables)."""
+    cells = folds[["model", "ablation"]].apply(tuple, axis=1).isin(set(sweep.cells))
+    chosen = folds["fold"].isin(sweep.fold_indices) if sweep.fold_indices is not None else True
+    return cells & folds["seed"].isin(sweep.seeds) & chosen
 
 
 def finish(sweep, root, phases: Phases) -> dict:
@@ -418,7 +449,7 @@ def finish(sweep, root, phases: Phases) -> dict:
     sweep_dir = storage.join(root, sweep.name)
     tables = collect(sweep_dir)
     folds = tables["folds"]
-    counts = folds.loc[~folds["model"].str.endswith("+ded"), "status"].value_counts().to_dict()
+    counts = folds.loc[in_sweep(folds, sweep), "status"].value_counts().to_dict()
     try:
         write_tables(tables, sweep_dir)
     except OSError as err:  # a full disk or lost permissions: the results stay in the experiment's files

@@ -73,13 +73,16 @@ class LocalSession:
 class TuneSession(LocalSession):
     """Inside a Tune function trainable: tune.report with a checkpoint every epoch."""
 
-    def __init__(self):
-        self.reports = []
+    def __init__(self, config: dict | None = None):
+        self.reports, self.config = [], config or {}
 
     def restore(self):
         from ray import tune
 
-        return _load_state(tune.get_checkpoint())
+        checkpoint = tune.get_checkpoint()          # this run's own retry of the trial
+        if checkpoint is not None:
+            return _load_state(checkpoint)
+        return earlier_state(self.config)           # else where an earlier run of the sweep left it
 
     def report(self, metrics, state):
         from ray import tune
@@ -161,18 +164,53 @@ def _load_state(checkpoint) -> dict | None:
         return load_state(Path(directory) / STATE_FILE)
 
 
-def load_state(path: Path) -> dict:
+def earlier_state(config: dict) -> dict | None:
+    """The newest checkpoint an earlier run of the sweep left for this trial's identity (none for `fresh`)."""
+    import io
+
+    from pyarrow import fs
+
+    from .aggregate import read_trial, trial_dirs, trial_started
+    from .identity import identity
+
+    if config.get("fresh") or not config.get("storage_path"):
+        return None
+    mine, found = identity(config), []
+    for filesystem, path in trial_dirs(f"{config['storage_path']}/experiment"):
+        try:
+            if identity(read_trial(filesystem, path)[0]) != mine:
+                continue
+        except (ValueError, KeyError):
+            continue
+        found += [(trial_started(path), info.base_name, filesystem, info.path)
+                  for info in filesystem.get_file_info(fs.FileSelector(path))
+                  if info.type == fs.FileType.Directory and info.base_name.startswith("checkpoint_")]
+    for _, _, filesystem, directory in sorted(found, reverse=True):
+        try:
+            with filesystem.open_input_stream(f"{directory}/{STATE_FILE}") as stream:
+                data = stream.read()
+        except (FileNotFoundError, OSError):
+            continue
+        state = load_state(io.BytesIO(data), name=f"{directory}/{STATE_FILE}")
+        if state is not None:
+            print(f"[trial] continuing from {directory} (an earlier run of this sweep)", flush=True)
+            return state
+    return None
+
+
+def load_state(path, name: str | None = None) -> dict:
     """Tensors and plain values only (weights_only): a checkpoint in shared storage must not run code on load."""
     import pickle
 
+    path_shown = name or path
     try:
         return torch.load(path, weights_only=True)
     except (RuntimeError, EOFError) as err:  # cut short by a kill or a full disk: start the trial over (seeded)
-        print(f"[trial] {path}: damaged checkpoint ({str(err)[:120]}); this trial restarts from epoch 0, which "
+        print(f"[trial] {path_shown}: damaged checkpoint ({str(err)[:120]}); this trial restarts from epoch 0, which "
               "gives the same result", flush=True)
         return None
     except pickle.UnpicklingError:
-        raise RuntimeError(f"{path}: refused to load a checkpoint holding Python objects (only tensors and plain "
+        raise RuntimeError(f"{path_shown}: refused to load a checkpoint holding Python objects (only tensors and plain "
                            "values are loaded). "
                            "Fix: delete this checkpoint (its trial then restarts from the previous one or from "
                            "scratch), and check who can write the sweep's storage") from None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from .identity import identity_key
 from .training import TrainSession, TuneSession, train_loop
 
 
@@ -21,7 +22,7 @@ def run_trial(config: dict, shipped: list | None = None, places: dict | None = N
     config = {**config, **(places or {})}
     if config["resources"]["mode"] == "inprocess":
         use_trial_cpus(config)
-        return train_loop(config, TuneSession())
+        return train_loop(config, TuneSession(config))
     return run_ddp(config)
 
 
@@ -47,8 +48,8 @@ def run_ddp(config: dict) -> None:
         scaling_config=ray.train.ScalingConfig(num_workers=int(resources["workers_per_trial"]), use_gpu=gpus > 0,
                                                resources_per_worker=per_worker),
         run_config=ray.train.RunConfig(
-            # deterministic name: a restarted trial finds its Train snapshot and resumes from the last checkpoint
-            name=f"{context.get_experiment_name()}/train/{trial_id}",
+            # named by identity: the same trial in a later run of the sweep finds its Train snapshot and resumes
+            name=f"{context.get_experiment_name()}/train/{identity_key(config)}",
             storage_path=config["storage_path"],
             callbacks=[TuneReportCallback()],
             failure_config=ray.train.FailureConfig(max_failures=int(config["train"]["retries"])),

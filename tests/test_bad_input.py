@@ -262,7 +262,7 @@ CASES = [
     ("storage under a file", "storage", under_a_file, 2, []),
     ("a damaged sweep record", "storage", damaged_record, 2, ["is damaged", "delete it"]),
     ("a finished sweep's file changed", "storage", sweep_with(train={"epochs": 2}), 2,
-     ["the sweep file changed", "sweep.json"]),
+     ["a setting changed", "sweep.json"]),
     ("a sweep file that does not exist", "CLI", command("sweep", "/nowhere/sweep.yaml"), 2, ["/nowhere/sweep.yaml"]),
     ("a misspelt option", "CLI", cli("--restart-erored"), 2, ["--restart-erored", "--help"]),
     ("an address where nothing listens", "CLI", nothing_listens, 2, ["nothing answers"]),
