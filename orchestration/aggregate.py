@@ -145,6 +145,15 @@ def outcome(results: list[dict], error: str | None) -> tuple[dict | None, str, i
     return final, status, max(1, (error or "").count("Failure # ") + (status != "error"))
 
 
+def current_settings(experiment: str) -> str | None:
+    """The settings digest of the sweep file the sweep last ran with (sweep.json beside the experiment)."""
+    try:
+        record = json.loads(storage.read_text(f"{experiment.rstrip('/').rsplit('/', 1)[0]}/sweep.json") or "{}")
+    except (json.JSONDecodeError, OSError):
+        return None
+    return (record.get("settings_digest") or "")[:12] or None
+
+
 def read_experiment(experiment: str, sweep: str, with_predictions: bool = True) -> dict[str, pd.DataFrame]:
     # Every run of a sweep adds trial directories (a trial continued after a kill, or restarted with
     # --restart-errored, is a new one): per identity the newest directory gives the outcome, the epochs of
@@ -165,11 +174,14 @@ def read_experiment(experiment: str, sweep: str, with_predictions: bool = True) 
             epochs_of[key] = {}          # restarted from scratch: the earlier epochs are not this run's
         epochs_of.setdefault(key, {}).update({r["epoch"]: r for r in results if not r.get("final") and "epoch" in r})
         latest[key] = (path, config, results, error)
+    current = current_settings(experiment)
     folds, epochs, trials, predictions = [], [], [], []
     for ident, (path, config, results, error) in latest.items():
         trial_id = results[-1]["trial_id"] if results else posixpath.basename(path).split("_")[2]
         key = _key(sweep, trial_id, config)
         final, status, attempts = outcome(results, error)
+        if current and config.get("settings") not in (None, current):
+            status = "superseded"     # run under settings the sweep file no longer has: kept, out of summaries
         per_epoch = epochs_of[ident]
         folds.append(fold_row(key, config, final, status, len(per_epoch)))
         epochs += [{**key, "group": config.get("group"), **{f: r.get(f) for f in EPOCHS.names if f in r}}

@@ -12,13 +12,14 @@ import json
 
 
 def identity(config: dict) -> tuple:
+    """`settings` is the digest of the sweep file's settings that decide a trial's numbers (sweep.py)."""
     hparams = json.dumps(config.get("hparams") or {}, sort_keys=True, default=str)
     return (config["model"], config["ablation"], config.get("group"), int(config["fold"]), int(config["seed"]),
-            hparams)
+            hparams, config.get("settings"))
 
 
 def identity_key(config: dict) -> str:
     """A folder-safe name for the identity (DDP trials' Ray Train runs live under it)."""
-    model, ablation, group, fold, seed, hparams = identity(config)
-    digest = hashlib.sha256(hparams.encode()).hexdigest()[:8]
+    model, ablation, group, fold, seed, hparams, settings = identity(config)
+    digest = hashlib.sha256(f"{hparams}{settings}".encode()).hexdigest()[:8]
     return f"{model}-{ablation}-{str(group).replace('/', '_')}-f{fold}-s{seed}-{digest}"

@@ -229,7 +229,7 @@ def draw_report(sweep_dir: str, root: Path) -> Path:
               "## Confusion matrices", "", "![confusion matrices](figures/confusion.png)", "",
               "## Learning curves", "", "![learning curves](figures/learning_curves.png)", "",
               "## Per speaker", "", "![per-speaker accuracy](figures/speakers.png)", ""]
-    errors = trials[trials["status"] != "finished"]
+    errors = trials[trials["status"].isin(["error", "incomplete"])]
     if len(errors):
         lines += ["## Trials that did not finish", "",
                   to_markdown(errors[["model", "ablation", "fold", "seed", "status", "attempts"]]), ""]

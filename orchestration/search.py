@@ -29,8 +29,10 @@ optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 class SweepSearcher(Searcher):
     def __init__(self, cells, folds, seeds, search: dict | None = None, metric: str = "objective",
-                 mode: str = "max", seed: int = 0, model_options: dict | None = None, publish_to: str | None = None):
+                 mode: str = "max", seed: int = 0, model_options: dict | None = None, publish_to: str | None = None,
+                 settings: str | None = None):
         super().__init__(metric=metric, mode=mode)
+        self.settings = settings  # the digest of the settings that decide the numbers: part of each identity
         self.publish_to = publish_to  # a copy of the journal for optuna-dashboard (in the sweep's storage)
         self.model_options = model_options or {}
         self.cells, self.folds, self.seeds = [tuple(c) for c in cells], list(folds), list(seeds)
@@ -99,7 +101,7 @@ class SweepSearcher(Searcher):
     def member(self, group: str, fold: int, seed: int) -> dict:
         cell = self.groups[group]["cell"]
         return {"model": cell[0], "ablation": cell[1], "fold": fold, "seed": seed,
-                "hparams": self.groups[group]["params"], "group": group,
+                "hparams": self.groups[group]["params"], "group": group, "settings": self.settings,
                 "model_options": self.model_options.get(cell[0], {})}
 
     def _already_done(self, group: str, config: dict) -> bool:

@@ -108,7 +108,7 @@ def report_autoscaler(shapes) -> None:
 def base_config(sweep, root: str) -> dict:
     """Constants merged into every trial's config."""
     return {"sweep": sweep.name, "corpus": sweep.corpus, "folds": sweep.folds, "train": sweep.train,
-            "train_explicit": sweep.train_explicit,
+            "train_explicit": sweep.train_explicit, "settings": settings_digest(sweep.raw)[:12],
             "resources": sweep.resources, "cache": sweep.cache, "vectors": sweep.vectors,
             "git_commit": git_commit()}
 
@@ -179,7 +179,12 @@ def settings_digest(raw: dict) -> str:
     seeds and fold_indices may change, between runs of one sweep (only the new cells then run)."""
     models = {name: entry["options"] for name, entry in (raw.get("models") or {}).items()
               if isinstance(entry, dict) and entry.get("options")}
-    settings = {k: v for k, v in raw.items() if k not in ("models", "seeds", "fold_indices", "name", "storage")}
+    settings = {k: v for k, v in raw.items() if k not in ("models", "seeds", "fold_indices", "name", "storage",
+                                                          "cache", "resources", "train")}
+    # of resources and train, what changes no number: how many trials run at once, how long to wait, retries
+    settings["resources"] = {k: v for k, v in (raw.get("resources") or {}).items()
+                             if k not in ("max_concurrent_trials", "wait_timeout_s")}
+    settings["train"] = {k: v for k, v in (raw.get("train") or {}).items() if k not in ("retries", "num_workers")}
     return hashlib.sha256(json.dumps({**settings, "model_options": models}, sort_keys=True,
                                      default=str).encode()).hexdigest()
 
@@ -196,21 +201,30 @@ def check_unchanged(sweep, sweep_dir: str) -> None:
               "git_commit": git_commit()}
     if text is not None:
         stored = stored_record(text, marker)
-        if stored.get("settings_digest", digest) != digest or \
-                ("settings_digest" not in stored and stored.get("digest") != full_digest(sweep.raw)):
-            raise SweepError(f"{sweep.source}: a setting changed since {sweep_dir} was started (its sweep.json "
-                             "records the original); models, ablations, seeds and fold_indices may change, the "
-                             "rest decides every trial's numbers. Fix: give the sweep a new name, or delete "
-                             f"{sweep_dir} to start it over")
-        if stored.get("sweep") != sweep.raw:
+        if "settings_digest" not in stored and stored.get("digest") != full_digest(sweep.raw):
+            raise SweepError(f"{sweep.source}: the sweep file changed since {sweep_dir} was started, and its "
+                             "sweep.json predates per-trial settings, so the finished trials cannot be told apart. "
+                             f"Fix: give the sweep a new name, or delete {sweep_dir} to start it over")
+        if stored.get("settings_digest", digest) != digest:
+            print(f"[sweep] settings that decide the numbers changed since the last run ({changed_keys(stored, sweep)}"
+                  "): every trial runs anew; the earlier rows stay in the tables with status superseded",
+                  flush=True)
+        elif stored.get("sweep") != sweep.raw:
             print("[sweep] the sweep file's cells changed since the last run: finished trials are kept, new ones "
                   "run", flush=True)
     storage.write_text(marker, json.dumps(record, indent=2, default=str))
 
 
 def full_digest(raw: dict) -> str:
-    """The digest of sweep.json records written before cells could change (kept readable)."""
+    """The digest that sweep.json records written before cells could change hold."""
     return hashlib.sha256(json.dumps(raw, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def changed_keys(stored: dict, sweep) -> str:
+    before, now = stored.get("sweep") or {}, sweep.raw
+    keys = sorted(k for k in set(before) | set(now) if before.get(k) != now.get(k)
+                  and k not in ("models", "seeds", "fold_indices", "name", "storage"))
+    return ", ".join(keys) or "model options"
 
 
 def stored_record(text: str, marker: str) -> dict:
@@ -225,15 +239,16 @@ def stored_record(text: str, marker: str) -> dict:
                          "with)") from None
 
 
-def earlier_trials(experiment: str, select_on: str) -> tuple[dict, set]:
-    """What earlier runs of the sweep left: finished identities (with their objective) and errored ones."""
+def earlier_trials(experiment: str, select_on: str, settings: str) -> tuple[dict, set]:
+    """What earlier runs of the sweep left under the current settings: finished identities (with their
+    objective) and errored ones. Rows of other settings are `superseded` in the tables, and not counted."""
     from orchestration.aggregate import read_experiment
     from orchestration.identity import identity_key
 
     folds = read_experiment(experiment, "", with_predictions=False)["folds"]
     done, errored = {}, set()
     for row in folds.to_dict("records"):
-        key = identity_key({**row, "hparams": json.loads(row["hparams"] or "{}")})
+        key = identity_key({**row, "hparams": json.loads(row["hparams"] or "{}"), "settings": settings})
         if row["status"] == "finished":
             done[key] = row.get(select_on)
         elif row["status"] == "error":
@@ -392,7 +407,7 @@ def fit(sweep, folds, root, experiment, restart_errored, task_ref, shapes):
                                     trial_resources)
     searcher = SweepSearcher(sweep.cells, folds, sweep.seeds, sweep.search, metric="objective",
                              mode="min" if sweep.train["select_on"] == "val_loss" else "max",
-                             model_options=sweep.model_options,
+                             model_options=sweep.model_options, settings=settings_digest(sweep.raw)[:12],
                              publish_to=storage.join(root, sweep.name, "optuna.journal"))
     epochs = [int(train_for(model, sweep.train_explicit)["epochs"]) for model, _ in sweep.cells]
     progress = SweepProgress(searcher.total_trials, round(sum(epochs) / len(epochs)), resources=resources,
@@ -402,7 +417,7 @@ def fit(sweep, folds, root, experiment, restart_errored, task_ref, shapes):
           f"{len(folds)} folds x {len(sweep.seeds)} seed(s) = {searcher.total_trials} trials -> {experiment}")
     # every run is a fresh Tune experiment in the same folder: Tune's pickled state is never loaded back.
     # Earlier runs are read from the trials' own JSON results and weights-only checkpoints instead.
-    done, errored = earlier_trials(experiment, sweep.train["select_on"])
+    done, errored = earlier_trials(experiment, sweep.train["select_on"], settings_digest(sweep.raw)[:12])
     restore_searcher(searcher, experiment)
     searcher.resume(done, fresh=errored if restart_errored else set())
     if restart_errored and errored:

@@ -154,6 +154,12 @@ def damaged_record(tmp, base):
     return ["sweep", str(base.tmp / "t.yaml"), "--storage", str(tmp / "copy")], ["sweep.json"]
 
 
+def legacy_record(tmp, base):
+    shutil.copytree(base.tmp / "results", tmp / "copy")
+    (tmp / "copy" / "t" / "sweep.json").write_text('{"digest": "' + "0" * 64 + '", "sweep": {}}')
+    return ["sweep", str(base.tmp / "t.yaml"), "--storage", str(tmp / "copy")], ["sweep.json"]
+
+
 def tool(script: str, layout: str | None):
     def build(tmp, base):
         (tmp / "folder").mkdir()
@@ -261,8 +267,8 @@ CASES = [
      ["not a Praat TextGrid", "row 5"]),
     ("storage under a file", "storage", under_a_file, 2, []),
     ("a damaged sweep record", "storage", damaged_record, 2, ["is damaged", "delete it"]),
-    ("a finished sweep's file changed", "storage", sweep_with(train={"epochs": 2}), 2,
-     ["a setting changed", "sweep.json"]),
+    ("a changed file on a sweep recorded before per-trial settings", "storage", legacy_record, 2,
+     ["predates per-trial settings", "sweep.json"]),
     ("a sweep file that does not exist", "CLI", command("sweep", "/nowhere/sweep.yaml"), 2, ["/nowhere/sweep.yaml"]),
     ("a misspelt option", "CLI", cli("--restart-erored"), 2, ["--restart-erored", "--help"]),
     ("an address where nothing listens", "CLI", nothing_listens, 2, ["nothing answers"]),

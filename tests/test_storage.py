@@ -37,10 +37,6 @@ def test_a_sweep_on_s3_writes_tables_report_and_guard_then_resumes(tmp_path, syn
     assert "resuming: 2 trials already finished" in again.stdout
     assert table(uri)["trial_id"].tolist() == folds["trial_id"].tolist()
 
-    changed = write_sweep(tmp_path, synthetic_root, storage=uri, train={"epochs": 2, "batch_size": 8, "lr": 1e-2})
-    refused = run_sweep(changed)
-    assert refused.returncode == 2
-    assert "sweep.json" in refused.stderr and "Fix:" in refused.stderr and uri in refused.stderr
     grown = run_sweep(write_sweep(tmp_path, synthetic_root, storage=uri, seeds=[0, 1]))   # cells may grow
     assert grown.returncode == 0 and "resuming: 2 trials already finished" in grown.stdout, grown.stderr[-3000:]
     assert len(table(uri)) == 4 and table(uri)["trial_id"].isin(folds["trial_id"]).sum() == 2
