@@ -50,7 +50,8 @@ def test_sigkill_mid_sweep_then_resume(tmp_path, synthetic_root):
     trials = table(tmp_path)
     assert len(trials) == 6 and set(trials["status"]) == {"finished"}
     assert not trials.duplicated(["model", "ablation", "fold", "seed"]).any()       # nothing repeated
-    assert len([d for d in experiment.iterdir() if (d / "params.json").exists()]) == 6  # nothing added twice
+    assert experiment_state(experiment)[0] == 6           # nothing trained to the end twice (a resumed trial is a
+    # new Tune trial that continues the old one's checkpoint: every run is a fresh experiment, see identity.py)
     assert (trials["resumed_from"] > 0).any(), trials[["model", "fold", "resumed_from"]]  # continued mid-trial
 
 
@@ -62,5 +63,6 @@ def test_ddp_trial_with_two_workers(tmp_path, synthetic_root):
     trials = table(tmp_path)
     assert len(trials) == 1 and trials.loc[0, "status"] == "finished"
     assert trials.loc[0, "world_size"] == 2
-    train_run = tmp_path / "results" / "t" / "experiment" / "train" / trials.loc[0, "trial_id"]
-    assert (train_run / "checkpoint_manager_snapshot.json").exists()
+    runs = list((tmp_path / "results" / "t" / "experiment" / "train").iterdir())   # named by the trial's identity
+    assert [run.name.split("-f0-s0-")[0] for run in runs] == ["lstm_attn_text-full-lstm_attn_text_full_0"]
+    assert (runs[0] / "checkpoint_manager_snapshot.json").exists()
