@@ -34,6 +34,22 @@ os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_
 EMBEDDED_RESOURCES = {"TRAIN_DRIVER": 64}  # the embedded instance's: DDP trial drivers hold this, never a CPU
 
 
+def init_ray(ray, address: str | None, **options) -> None:
+    """ray.init; through Ray Client, retried twice when the head fails to spawn this client's server process
+    (its proxier reports "Starting Ray client server failed" at times under load; the next attempt gets a
+    fresh one)."""
+    for attempt in range(3):
+        try:
+            ray.init(address=address, **options)
+            return
+        except ConnectionError as err:
+            if not str(address or "").startswith("ray://") or "client server failed" not in str(err) or attempt == 2:
+                raise
+            print(f"[sweep] the cluster's Ray Client server did not start (attempt {attempt + 1}); trying again",
+                  flush=True)
+            time.sleep(3)
+
+
 def start_ray(address: str | None, verbose: bool):
     """Join the cluster Ray finds (--address, RAY_ADDRESS, a `ray start` on this machine), else start one.
 
@@ -54,7 +70,7 @@ def start_ray(address: str | None, verbose: bool):
     try:
         # through Ray Client the Tune loop and its progress lines run on the head: their output must come back
         client = str(address or "").startswith("ray://")
-        ray.init(address=address, log_to_driver=verbose or client, configure_logging=verbose)
+        init_ray(ray, address, log_to_driver=verbose or client, configure_logging=verbose)
     except Exception as err:  # noqa: BLE001 - Ray raises ConnectionError, RuntimeError, ValueError, auth errors
         raise SweepError(
             f"cannot connect to the Ray cluster at {address or 'this machine'}: {type(err).__name__}: {err}. "
