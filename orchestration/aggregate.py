@@ -148,7 +148,7 @@ def outcome(results: list[dict], error: str | None) -> tuple[dict | None, str, i
 def current_settings(experiment: str) -> str | None:
     """The settings digest of the sweep file the sweep last ran with (sweep.json beside the experiment)."""
     try:
-        record = json.loads(storage.read_text(f"{experiment.rstrip('/').rsplit('/', 1)[0]}/sweep.json") or "{}")
+        record = sweep_record(experiment.rstrip("/").rsplit("/", 1)[0]) or {}
     except (json.JSONDecodeError, OSError):
         return None
     return (record.get("settings_digest") or "")[:12] or None
