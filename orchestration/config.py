@@ -46,6 +46,7 @@ class Sweep:
     fold_indices: list[int] | None = None        # subset of folds (default: all)
     train_explicit: dict = field(default_factory=dict)   # only the keys the sweep file sets: they beat recipes
     raw: dict = field(default_factory=dict)
+    tracking: dict = field(default_factory=lambda: schema.defaults("tracking"))
 
 
 def _fail(source, message, fix):
@@ -98,7 +99,8 @@ def parse_sweep(data: dict, source: str = "<embedded>") -> Sweep:
                  storage=str(data.get("storage", "results")), cache=cache,
                  vectors=str(data.get("vectors", "glove-6b-50d")), source=source,
                  fold_indices=data.get("fold_indices"), raw=copy.deepcopy(data),
-                 train_explicit=dict(data.get("train") or {}))
+                 train_explicit=dict(data.get("train") or {}),
+                 tracking={**schema.defaults("tracking"), **(data.get("tracking") or {})})
 
 
 def load_sweep(path: str | Path) -> Sweep:
@@ -155,6 +157,11 @@ def validate(sweep: Sweep, corpus=None, cluster: list | None = None) -> None:
         _validate_train(src, model, train_for(model, sweep.train_explicit), res)
     if float(res["cpus_per_worker"]) <= 0:
         _fail(src, "resources.cpus_per_worker must be > 0", "set it to 1")
+    if sweep.tracking["tensorboard"] or sweep.tracking["mlflow"]:
+        from .tracking import problems
+
+        for what, fix in problems(sweep.tracking, sweep.storage):
+            _fail(src, what, fix)
     if cluster is not None:
         _validate_cluster(sweep, cluster)
     if sweep.search is not None:

@@ -1,6 +1,7 @@
 """Write a sweep's report: python orchestration/report.py results/<sweep>
 
-Produces <sweep>/report.md and <sweep>/figures/*.png: the summary table,
+Produces <sweep>/report.md with <sweep>/figures/*.png, and the same report as
+one self-contained <sweep>/report.html (figures embedded) for sharing: the summary table,
 the comparison with published numbers, paired comparisons, per-fold bars,
 confusion matrices, learning curves and per-speaker accuracy.
 """
@@ -19,8 +20,9 @@ import pandas as pd  # noqa: E402
 
 from orchestration import storage  # noqa: E402
 from orchestration.aggregate import read_table  # noqa: E402
+from orchestration.document import Figure, Heading, Table, Text, markdown, self_contained_html  # noqa: E402
 from orchestration.published import OURS  # noqa: E402
-from orchestration.results import published_table, to_markdown  # noqa: E402
+from orchestration.results import published_table  # noqa: E402
 from orchestration.stats import paired_comparison  # noqa: E402
 from ser_models.cli import Parser  # noqa: E402
 
@@ -159,7 +161,7 @@ def published_bars(comparison: pd.DataFrame, path: Path) -> bool:
     return True
 
 
-def summary_markdown(summary: pd.DataFrame) -> str:
+def summary_frame(summary: pd.DataFrame) -> pd.DataFrame:
     def pm(mean, std):
         return "" if pd.isna(mean) else (f"{mean:.3f} ± {std:.3f}" if pd.notna(std) else f"{mean:.3f}")
     rows = [{"model": r.model, "ablation": r.ablation, "n": r.n, "test UA": pm(r.test_ua_mean, r.test_ua_std),
@@ -167,14 +169,14 @@ def summary_markdown(summary: pd.DataFrame) -> str:
              "val UA": pm(r.val_ua_mean, r.val_ua_std), "pooled UA": pm(r.pooled_test_ua, None),
              "test-oracle UA (not a result)": pm(r.test_oracle_ua_mean, r.test_oracle_ua_std)}
             for r in summary.itertuples()]
-    return to_markdown(pd.DataFrame(rows))
+    return pd.DataFrame(rows)
 
 
 def p_value(p: float) -> str:
     return "–" if np.isnan(p) else ("<0.0001" if p < 1e-4 else f"{p:.4f}")
 
 
-def comparisons_markdown(folds: pd.DataFrame) -> str:
+def comparisons_block(folds: pd.DataFrame) -> Table | Text:
     cells = cells_of(folds)
     rows = []
     for a, b in itertools.combinations(cells, 2):
@@ -184,7 +186,7 @@ def comparisons_markdown(folds: pd.DataFrame) -> str:
                          "mean A-B (UA)": f"{result['mean_diff']:+.3f}",
                          "95% CI": f"{result['ci_low']:+.3f} .. {result['ci_high']:+.3f}",
                          "paired t p": p_value(result["p_ttest"]), "bootstrap p": p_value(result["p_bootstrap"])})
-    return to_markdown(pd.DataFrame(rows)) if rows else "_Fewer than two shared folds: no paired comparison._"
+    return Table(pd.DataFrame(rows)) if rows else Text("_Fewer than two shared folds: no paired comparison._")
 
 
 def write_report(sweep_dir: str) -> str:
@@ -213,34 +215,43 @@ def draw_report(sweep_dir: str, root: Path) -> Path:
     speaker_accuracy(predictions, figures / "speakers.png")
     has_published = published_bars(comparison, figures / "published.png")
     status = ", ".join(f"{count} {name}" for name, count in trials["status"].value_counts().items())
-    versions = trials.dropna(subset=["torch"]).head(1)
-    lines = [f"# Sweep `{sweep_dir.rstrip('/').rsplit('/', 1)[-1]}`", "",
-             f"Protocol: {OURS}. WA = accuracy, UA = mean per-class recall; mean ± std over folds and seeds. "
-             "The test-oracle column picks, per trial, the best test value over epochs (what released code of "
-             "the DS-LSTM and FG_CME papers reports); it is shown only to compare with published figures and is "
-             "never a result.", "",
-             f"Trials: {status}.", "", "## Summary", "", summary_markdown(summary), "",
-             "## Beside the published numbers", "",
-             to_markdown(comparison.drop(columns=["ours_UA_std"])), ""]
+    blocks = [Heading(f"Sweep `{sweep_dir.rstrip('/').rsplit('/', 1)[-1]}`", 1),
+              Text(f"Protocol: {OURS}. WA = accuracy, UA = mean per-class recall; mean ± std over folds and seeds. "
+                   "The test-oracle column picks, per trial, the best test value over epochs (what released code of "
+                   "the DS-LSTM and FG_CME papers reports); it is shown only to compare with published figures and "
+                   "is never a result."),
+              Text(f"Trials: {status}."), Heading("Summary"), Table(summary_frame(summary)),
+              Heading("Beside the published numbers"), Table(comparison.drop(columns=["ours_UA_std"]))]
     if has_published:
-        lines += ["![published](figures/published.png)", ""]
-    lines += ["## Paired comparisons (same folds and seeds, test UA)", "", comparisons_markdown(folds), "",
-              "## Per fold", "", "![per-fold test UA](figures/fold_bars.png)", "",
-              "## Confusion matrices", "", "![confusion matrices](figures/confusion.png)", "",
-              "## Learning curves", "", "![learning curves](figures/learning_curves.png)", "",
-              "## Per speaker", "", "![per-speaker accuracy](figures/speakers.png)", ""]
-    errors = trials[trials["status"].isin(["error", "incomplete"])]
-    if len(errors):
-        lines += ["## Trials that did not finish", "",
-                  to_markdown(errors[["model", "ablation", "fold", "seed", "status", "attempts"]]), ""]
-    if len(versions):
-        v = versions.iloc[0]
-        lines += ["## Reproducibility", "",
-                  f"emosweep {v['emosweep']}, torch {v['torch']}, torchaudio {v['torchaudio']}, ray {v['ray']}, "
-                  f"optuna {v['optuna']}, Python {v['python']}; git commit `{v['git_commit']}`.", ""]
+        blocks.append(Figure("published", "figures/published.png"))
+    blocks += [Heading("Paired comparisons (same folds and seeds, test UA)"), comparisons_block(folds),
+               Heading("Per fold"), Figure("per-fold test UA", "figures/fold_bars.png"),
+               Heading("Confusion matrices"), Figure("confusion matrices", "figures/confusion.png"),
+               Heading("Learning curves"), Figure("learning curves", "figures/learning_curves.png"),
+               Heading("Per speaker"), Figure("per-speaker accuracy", "figures/speakers.png")]
+    blocks += unfinished_blocks(trials) + reproducibility_blocks(trials)
+    (root / "report.html").write_text(self_contained_html(blocks, root))
     report = root / "report.md"
-    report.write_text("\n".join(lines))
+    report.write_text(markdown(blocks))
     return report
+
+
+def unfinished_blocks(trials: pd.DataFrame) -> list:
+    errors = trials[trials["status"].isin(["error", "incomplete"])]
+    if not len(errors):
+        return []
+    return [Heading("Trials that did not finish"),
+            Table(errors[["model", "ablation", "fold", "seed", "status", "attempts"]])]
+
+
+def reproducibility_blocks(trials: pd.DataFrame) -> list:
+    versions = trials.dropna(subset=["torch"]).head(1)
+    if not len(versions):
+        return []
+    v = versions.iloc[0]
+    return [Heading("Reproducibility"),
+            Text(f"emosweep {v['emosweep']}, torch {v['torch']}, torchaudio {v['torchaudio']}, ray {v['ray']}, "
+                 f"optuna {v['optuna']}, Python {v['python']}; git commit `{v['git_commit']}`.")]
 
 
 def publish(sweep_dir: str, destination: Path, tables=("summary", "folds", "epochs", "trials")) -> None:
@@ -249,7 +260,8 @@ def publish(sweep_dir: str, destination: Path, tables=("summary", "folds", "epoc
 
     source = Path(storage.normalize(sweep_dir))
     destination.mkdir(parents=True, exist_ok=True)
-    shutil.copy2(source / "report.md", destination / "report.md")
+    for name in ("report.md", "report.html"):
+        shutil.copy2(source / name, destination / name)
     shutil.copytree(source / "figures", destination / "figures", dirs_exist_ok=True)
     for name in tables:
         target = destination / "tables" / name

@@ -57,15 +57,18 @@ def render(frame: pd.DataFrame, fmt: str) -> str:
     return frame.to_string(index=False)
 
 
+def format_cell(value, digits: int = 3) -> str:
+    """How a table cell reads in every report format: floats rounded, missing values as a dash."""
+    if value is None or (isinstance(value, float) and pd.isna(value)):
+        return "–"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
 def to_markdown(frame: pd.DataFrame, digits: int = 3) -> str:
-    def cell(value):
-        if value is None or (isinstance(value, float) and pd.isna(value)):
-            return "–"
-        if isinstance(value, float):
-            return f"{value:.{digits}f}"
-        return str(value)
     lines = ["| " + " | ".join(map(str, frame.columns)) + " |", "|" + "---|" * len(frame.columns)]
-    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in frame.itertuples(index=False)]
+    lines += ["| " + " | ".join(format_cell(v, digits) for v in row) + " |" for row in frame.itertuples(index=False)]
     return "\n".join(lines)
 
 

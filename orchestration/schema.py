@@ -56,6 +56,8 @@ KEYS = [
     Key("train", (dict, type(None)), None, "training settings (below)"),
     Key("search", (dict, type(None)), None, "an Optuna search (below); null runs the fixed settings once"),
     Key("resources", (dict, type(None)), None, "how trials use the cluster (below)"),
+    Key("tracking", (dict, type(None)), None, "experiment trackers that watch the sweep (below); they change no "
+        "number, so adding one to a finished sweep reruns nothing"),
 
     Key("train.epochs", (int,), 20, "epochs per trial", minimum=1),
     Key("train.batch_size", (int,), 32, "global batch (DDP workers each take batch_size / workers_per_trial)",
@@ -105,6 +107,16 @@ KEYS = [
     Key("resources.wait_timeout_s", NUMBER, 3600, "stop (resumably, exit 3) after waiting this long with no "
         "trial training", minimum=0),
 
+    Key("tracking.tensorboard", (bool,), False, "write TensorBoard event files: one run per trial (per-epoch "
+        "scalars, final honest and test-oracle metrics as hparams) and the report's figures (extra: tracking)"),
+    Key("tracking.tensorboard_dir", (str, type(None)), None, "where the event files go (default: "
+        "<storage>/<name>/tensorboard; a local folder when storage is remote)"),
+    Key("tracking.mlflow", (bool,), False, "log to MLflow: one parent run per sweep, one nested run per trial "
+        "(params, per-epoch metrics, final metrics, figures as artifacts; extra: tracking)"),
+    Key("tracking.mlflow_uri", (str, type(None)), None, "an MLflow tracking URI (default: the local store "
+        "sqlite:///<storage>/<name>/mlflow.db; needed when storage is remote)"),
+    Key("tracking.mlflow_experiment", (str, type(None)), None, "the MLflow experiment (default: the sweep's name)"),
+
     Key("search.sampler", (str,), "tpe", "Optuna sampler", choices=("tpe", "random")),
     Key("search.samples", (int,), 1, "suggestions per (model, ablation); each runs on every fold and seed",
         minimum=1),
@@ -112,7 +124,7 @@ KEYS = [
         required=True),
 ]
 BY_PATH = {key.path: key for key in KEYS}
-SECTIONS = ("train", "resources", "search")
+SECTIONS = ("train", "resources", "search", "tracking")
 
 
 def defaults(section: str) -> dict:

@@ -197,7 +197,7 @@ def settings_digest(raw: dict) -> str:
     models = {name: entry["options"] for name, entry in (raw.get("models") or {}).items()
               if isinstance(entry, dict) and entry.get("options")}
     settings = {k: v for k, v in raw.items() if k not in ("models", "seeds", "fold_indices", "name", "storage",
-                                                          "cache", "resources", "train")}
+                                                          "cache", "resources", "train", "tracking")}
     # of resources and train, what changes no number: how many trials run at once, how long to wait, retries
     settings["resources"] = {k: v for k, v in (raw.get("resources") or {}).items()
                              if k not in ("max_concurrent_trials", "wait_timeout_s")}
@@ -343,6 +343,7 @@ def run(sweep, restart_errored: bool = False, address: str | None = None, verbos
 def run_locked(sweep, root: str, restart_errored: bool, address: str | None, verbose: bool) -> int:
     from orchestration.aggregate import store_corpus_facts
     from orchestration.task import corpus_from_config
+    from orchestration.tracking import trackers
 
     phases = Phases()
     try:
@@ -363,7 +364,9 @@ def run_locked(sweep, root: str, restart_errored: bool, address: str | None, ver
         task_ref = ray.put(task)  # trials on every node read features from here: no corpus or cache needed there
         phases.done("ray_start")
         experiment = storage.join(root, sweep.name, "experiment")
-        limit, total = fit(sweep, folds, root, experiment, restart_errored, task_ref, shapes)
+        tracking = trackers(sweep.tracking, storage.join(root, sweep.name), sweep.name,
+                            settings_digest(sweep.raw)[:12])
+        limit, total = fit(sweep, folds, root, experiment, restart_errored, task_ref, shapes, tracking)
     except BaseException:
         ray.shutdown()   # a caller that runs main() again must not find this instance still attached
         raise
@@ -375,7 +378,7 @@ def run_locked(sweep, root: str, restart_errored: bool, address: str | None, ver
     stopping = threading.Thread(target=ray.shutdown)
     stopping.start()
     try:
-        counts = finish(sweep, root, phases)
+        counts = finish(sweep, root, phases, tracking)
     finally:
         stopping.join()
         phases.done("ray_stop")
@@ -407,7 +410,7 @@ def outcome(sweep, root: str, counts: dict, total: int) -> int:
     return EXIT_DONE
 
 
-def fit(sweep, folds, root, experiment, restart_errored, task_ref, shapes):
+def fit(sweep, folds, root, experiment, restart_errored, task_ref, shapes, tracking: list):
     from ray import tune
 
     from orchestration.progress import SweepProgress, WaitLimit
@@ -457,7 +460,7 @@ def fit(sweep, folds, root, experiment, restart_errored, task_ref, shapes):
         tune_config=tune.TuneConfig(search_alg=searcher, num_samples=searcher.total_trials,
                                     max_concurrent_trials=concurrency, reuse_actors=True),
         run_config=tune.RunConfig(
-            name="experiment", storage_path=f"{root}/{sweep.name}", verbose=0, callbacks=[progress], stop=limit,
+            name="experiment", storage_path=f"{root}/{sweep.name}", verbose=0, callbacks=[progress, *tracking], stop=limit,
             failure_config=tune.FailureConfig(max_failures=int(sweep.train["retries"])),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=2)))
     started = time.monotonic()
@@ -477,7 +480,7 @@ def in_sweep(folds, sweep):
     return cells & folds["seed"].isin(sweep.seeds) & chosen
 
 
-def finish(sweep, root, phases: Phases) -> dict:
+def finish(sweep, root, phases: Phases, tracking: list) -> dict:
     """Tables and report; returns the count of trials per status."""
     from orchestration.aggregate import collect, write_tables
 
@@ -503,7 +506,19 @@ def finish(sweep, root, phases: Phases) -> dict:
                   f"WA {row.test_wa_mean:.3f} +- {row.test_wa_std:.3f}  (n={row.n})")
         write_report_safely(sweep_dir)
         phases.done("report")
+    for tracker in tracking:
+        publish_safely(tracker, tables, sweep_dir)
     return counts
+
+
+def publish_safely(tracker, tables: dict, sweep_dir: str) -> None:
+    """Final metrics and figures to the trackers; like the report, a tracker's problem never fails the sweep."""
+    figures = None if storage.is_remote(sweep_dir) else Path(sweep_dir) / "figures"
+    try:
+        tracker.publish(tables["folds"], tables["epochs"], figures)
+    except Exception as err:  # noqa: BLE001 - a tracking server down or full must not lose the sweep's result
+        print(f"[sweep] tracking: final metrics not logged ({type(err).__name__}: {str(err)[:300]}). Fix: check "
+              "the tracking section, then run the same command again: it logs them without training", flush=True)
 
 
 def write_report_safely(sweep_dir: str) -> None:

@@ -157,6 +157,42 @@ def test_report_writes_markdown_and_figures(sweep_dir):
     assert "test-oracle" in report and "## Paired comparisons" in report and "## Beside the published" in report
 
 
+def test_report_html_is_one_self_contained_file_with_the_same_content(sweep_dir):
+    """report.html carries every figure inside it: copied alone, nothing is missing."""
+    import base64
+    from html.parser import HTMLParser
+
+    from orchestration.report import write_report
+
+    write_report(str(sweep_dir))
+    markdown = (sweep_dir / "report.md").read_text()
+
+    class Collect(HTMLParser):
+        headings, images, links, cells, _in = [], [], [], [], None
+
+        def handle_starttag(self, tag, attrs):
+            attrs = dict(attrs)
+            self._in = tag
+            if tag == "img":
+                self.images.append(attrs["src"])
+            self.links += [v for k, v in attrs.items() if k in ("href", "src") and not v.startswith("data:")]
+
+        def handle_data(self, data):
+            if self._in in ("h1", "h2") and data.strip():
+                self.headings.append(data.strip())
+            if self._in == "td":
+                self.cells.append(data)
+
+    page = Collect()
+    page.feed((sweep_dir / "report.html").read_text())
+    assert page.links == [] and len(page.images) == markdown.count("![")
+    for src in page.images:
+        assert base64.b64decode(src.split(",", 1)[1])[:8] == b"\x89PNG\r\n\x1a\n"
+    assert [line.lstrip("# ").replace("`", "") for line in markdown.splitlines() if line.startswith("## ")] \
+        == page.headings[1:]
+    assert "fg_cme" in page.cells and any("±" in cell for cell in page.cells)
+
+
 @pytest.mark.parametrize("command, layout, message", [
     (["results.py", "show"], None, "not a sweep folder"),
     (["results.py", "aggregate"], None, "not a sweep folder"),
