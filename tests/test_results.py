@@ -1,6 +1,8 @@
 """The results layer on a real sweep: tables, atomic and idempotent aggregation, queries, report."""
+import ast
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -126,6 +128,33 @@ def test_duckdb_reads_the_tables(sweep_dir):
     rows = duckdb.sql(f"SELECT model, count(*) FROM read_parquet('{sweep_dir}/tables/folds/**/*.parquet', "
                       f"hive_partitioning=true) GROUP BY model ORDER BY model").fetchall()
     assert rows[0] == ("fg_cme", 2) and len(rows) == 4
+
+
+def readme_query_examples() -> list[str]:
+    text = (REPO / "README.md").read_text()
+    return [block for block in re.findall(r"```python\n(.*?)```", text, re.S) if "results/demo" in block]
+
+
+@pytest.mark.parametrize("library", ["pandas", "duckdb", "polars"])
+def test_the_readmes_query_examples_run_on_a_real_sweep(sweep_dir, library):
+    """Each block runs as written, on a finished sweep in place of results/demo; its last line's value is
+    a per-cell table whose UA means equal the summary's (DuckDB and polars read the hive partitions)."""
+    pytest.importorskip(library)
+    block = next(b for b in readme_query_examples() if f"import {library}" in b)
+    code = block.replace("results/demo", str(sweep_dir))
+    *body, last = ast.parse(code).body
+    scope = {}
+    exec(compile(ast.Module(body, []), "README", "exec"), scope)
+    value = eval(compile(ast.Expression(last.value), "README", "eval"), scope)
+    frame = value.df() if library == "duckdb" else value.to_pandas() if library == "polars" else value
+    folds = read_table(str(sweep_dir), "folds")
+    finished = folds[folds["status"] == "finished"]
+    if library == "pandas":   # the example filters fg_cme and groups by ablation
+        expected = finished[finished["model"] == "fg_cme"].groupby("ablation")["test_ua"].mean()
+        assert frame[("test_ua", "mean")].to_dict() == pytest.approx(expected.to_dict())
+    else:
+        means = frame.set_index(["model", "ablation"]).iloc[:, 0].to_dict()
+        assert means == pytest.approx(finished.groupby(["model", "ablation"])["test_ua"].mean().to_dict())
 
 
 def test_paired_comparison_statistics():
