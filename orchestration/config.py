@@ -155,6 +155,7 @@ def validate(sweep: Sweep, corpus=None, cluster: list | None = None) -> None:
               "use gpus_per_worker: 1 with DDP, or workers_per_trial: 1 with fractional GPUs")
     for model in dict.fromkeys(model for model, _ in sweep.cells):
         _validate_train(src, model, train_for(model, sweep.train_explicit), res)
+    _validate_extras(sweep)
     if float(res["cpus_per_worker"]) <= 0:
         _fail(src, "resources.cpus_per_worker must be > 0", "set it to 1")
     if sweep.tracking["tensorboard"] or sweep.tracking["mlflow"]:
@@ -183,6 +184,19 @@ def train_for(model: str, explicit: dict) -> dict:
     from ser_models.registry import get_spec
 
     return {**TRAIN_DEFAULTS, **get_spec(model).recipe, **explicit}
+
+
+def _validate_extras(sweep: Sweep) -> None:
+    """A model whose feature needs an optional package that is not installed is refused before any work."""
+    from ser_models.data.features import missing_extra
+    from ser_models.registry import model_inputs
+
+    for model, ablation in sweep.cells:
+        for name in model_inputs(model, ablation):
+            fix = missing_extra(name)
+            if fix:
+                _fail(sweep.source, f"{model}/{ablation} reads the {name!r} feature, whose package is not installed "
+                      "here", f"{fix} (on every node of a cluster)")
 
 
 def _validate_train(src: str, model: str, train: dict, res: dict) -> None:

@@ -274,7 +274,16 @@ def make_loaders(task, fold, inputs, config, session, seed, device):
     evaluate = {name: [to_device(batch, device) for batch in DataLoader(datasets[name], batch_size=batch_size,
                                                                         collate_fn=collate)]
                 for name in ("validation", "test")}
-    return train, evaluate, sampler, {name: len(d) for name, d in datasets.items()}
+    return train, evaluate, sampler, {name: len(d) for name, d in datasets.items()}, unlabelled(datasets["train"],
+                                                                                                 batch_size, device)
+
+
+def unlabelled(dataset, batch_size: int, device):
+    """The whole training split in order, for statistics a model takes before training (every DDP rank
+    alike). A generator: nothing is read, and no random state is drawn, unless a model asks."""
+    loader = DataLoader(dataset, batch_size=batch_size, collate_fn=collate, generator=torch.Generator())
+    for batch in loader:
+        yield to_device({k: v for k, v in batch.items() if k != "labels"}, device)
 
 
 def to_device(batch: dict, device) -> dict:
@@ -396,7 +405,9 @@ def train_loop(config: dict, session) -> dict:
     fold = task.folds[int(config["fold"])]
     device = session.device()
     model = build_for_task(config, task).to(device)
-    train_loader, eval_loaders, sampler, sizes = make_loaders(task, fold, inputs, config, session, seed, device)
+    train_loader, eval_loaders, sampler, sizes, unlabelled = make_loaders(task, fold, inputs, config, session, seed,
+                                                                          device)
+    model.fit_to_training(unlabelled)
     optimizer = make_optimizer(settings, model.parameters())
     schedule = make_schedule(settings, optimizer)
     if settings["class_weights"] == "balanced":

@@ -21,6 +21,7 @@ INPUTS = {
     "mel512_fixed": "log mel, n_fft 512, 128 mels, resized to 230 frames",
     "mel1024_fixed": "log mel, n_fft 1024, 256 mels, resized to 120 frames",
     "spec257": "257-bin log power spectrogram, 25/10 ms",
+    "egemaps": "openSMILE eGeMAPSv02 functionals: 88 values per utterance (extra: egemaps)",
     "words": "word ids of the transcript (needs transcripts)",
     "word_spans": "word start/end times (needs transcripts; .wdseg/TextGrid or the fallback)",
 }
@@ -34,6 +35,10 @@ class SERModel(nn.Module):
 
     def classification_loss(self, logits, labels):
         return F.cross_entropy(logits, labels, weight=self.class_weight)
+
+    def fit_to_training(self, batches) -> None:
+        """Statistics taken from the fold's training split before the first step (e.g. standardisation).
+        `batches` is a lazy iterable of unshuffled training batches without labels; the default takes none."""
 
     def training_loss(self, batch: dict, labels):
         logits = self(batch)

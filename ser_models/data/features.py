@@ -7,6 +7,7 @@ dataclass so its configuration is hashable into the feature cache key.
 """
 from __future__ import annotations
 
+import threading
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -120,6 +121,49 @@ class LogSpectrogram:
         return log_spec
 
 
+@dataclass(frozen=True)
+class Egemaps:
+    """openSMILE's eGeMAPSv02 functionals (88 values per utterance), as one frame [1, 88].
+
+    The opensmile package (extra: egemaps) ships the SMILExtract library; one
+    engine per thread, since extraction runs in a thread pool.
+    """
+    feature_set: str = "eGeMAPSv02"
+
+    def __call__(self, wave) -> torch.Tensor:
+        values = _smile(self.feature_set).process_signal(_tensor(wave).cpu().numpy(), SAMPLE_RATE)
+        return torch.tensor(values.to_numpy(dtype=np.float32))
+
+
+_SMILES = threading.local()
+
+
+def _smile(feature_set: str):
+    import opensmile
+
+    engines = _SMILES.__dict__.setdefault("engines", {})
+    if feature_set not in engines:
+        engines[feature_set] = opensmile.Smile(feature_set=opensmile.FeatureSet[feature_set],
+                                               feature_level=opensmile.FeatureLevel.Functionals)
+    return engines[feature_set]
+
+
+# features that need an optional package: name -> (module, the pip extra that installs it)
+NEEDS_EXTRA = {"egemaps": ("opensmile", "egemaps")}
+
+
+def missing_extra(name: str) -> str | None:
+    """None when a feature can be extracted here, else the install command that makes it possible."""
+    if name not in NEEDS_EXTRA:
+        return None
+    module, extra = NEEDS_EXTRA[name]
+    try:
+        __import__(module)
+    except ImportError:
+        return f"pip install 'emosweep[{extra}]'"
+    return None
+
+
 EXTRACTORS = {
     "waveform": Waveform(),
     "waveform_10s": Waveform(fixed_samples=10 * SAMPLE_RATE),
@@ -130,6 +174,7 @@ EXTRACTORS = {
     "mel512_fixed": LogMel(512, fixed_frames=230),
     "mel1024_fixed": LogMel(1024, fixed_frames=120),
     "spec257": LogSpectrogram(),
+    "egemaps": Egemaps(),
 }
 
 
