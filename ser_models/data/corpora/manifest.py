@@ -76,7 +76,8 @@ def read_alignment(path: Path, tier: str, where: str):
         raise ManifestError(f"{where}: {detail}{fix}") from None
 
 
-def emotions(frame: pd.DataFrame, path: Path, labels: dict | None, classes: list[str] | None) -> pd.Series:
+def emotions(frame: pd.DataFrame, path: Path, labels: dict | None, classes: list[str] | None,
+             locate=lambda index: f"rows {rows_of(index)}") -> pd.Series:
     """Each row's emotion: the manifest's own `labels:` mapping, else the shared emotion names.
 
     A label that is neither, nor a class the sweep names, is a typo until declared: it would otherwise become a
@@ -92,9 +93,9 @@ def emotions(frame: pd.DataFrame, path: Path, labels: dict | None, classes: list
         close = difflib.get_close_matches(first.lower(), sorted(known), n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
         counts = raw[unknown].value_counts().to_dict()
-        raise ManifestError(f"{path}: unknown label(s) {counts} at rows {rows_of(frame.index[unknown])}{hint}. "
+        raise ManifestError(f"{path}: unknown label(s) {counts} at {locate(frame.index[unknown])}{hint}. "
                             "Fix: correct them, or declare them: list them in corpus.classes, or map the "
-                            "manifest's codes with corpus.labels: {W: angry, F: happy, ...}")
+                            "corpus's codes with corpus.labels: {W: angry, F: happy, ...}")
     return named
 
 
