@@ -6,6 +6,8 @@ Tables (under <sweep>/tables/, each with an explicit schema):
   predictions  one row per test utterance per trial, with class probabilities
   trials       status, error text, attempts, durations, resources, node, package versions, git commit
   summary      per (model, ablation, hparams): mean and std over folds and seeds, pooled and test-oracle columns
+  cross        cross-corpus tests: one row per trial and test corpus (train_corpus, test_corpus), the same
+               checkpoint the trial's own test split was scored with; the in-corpus rows are in folds
 folds, epochs and predictions are hive-partitioned by model and ablation.
 
 Everything is rebuilt from Tune's own files (params.json, result.json) and
@@ -42,7 +44,7 @@ KEY = [("sweep", pa.string()), ("trial_id", pa.string()), ("model", pa.string())
        ("fold", pa.int64()), ("seed", pa.int64())]
 FOLDS = pa.schema(KEY + [
     ("group", pa.string()), ("hparams", pa.string()), ("recipe", pa.string()), ("status", pa.string()),
-    ("selection", pa.string()), ("select_on", pa.string()), ("selected_epoch", pa.int64()), ("epochs_run", pa.int64()),
+    ("train_corpus", pa.string()), ("test_corpus", pa.string()), ("selection", pa.string()), ("select_on", pa.string()), ("selected_epoch", pa.int64()), ("epochs_run", pa.int64()),
     ("resumed_from", pa.int64()), ("world_size", pa.int64()), ("n_train", pa.int64()),
     ("n_validation", pa.int64()), ("n_test", pa.int64())]
     + [(f"{split}_{m}", pa.float64()) for split in ("val", "test") for m in METRICS]
@@ -70,7 +72,14 @@ SUMMARY = pa.schema([
        for stat in ("mean", "std")]
     + [("pooled_test_wa", pa.float64()), ("pooled_test_ua", pa.float64())]
     + [(f"test_oracle_{m}_{stat}", pa.float64()) for m in ("wa", "ua") for stat in ("mean", "std")])
-SCHEMAS = {"folds": FOLDS, "epochs": EPOCHS, "predictions": PREDICTIONS, "trials": TRIALS, "summary": SUMMARY}
+CROSS = pa.schema(KEY + [
+    ("group", pa.string()), ("hparams", pa.string()), ("status", pa.string()), ("train_corpus", pa.string()),
+    ("test_corpus", pa.string()), ("selected_epoch", pa.int64()), ("n_test", pa.int64())]
+    + [(f"test_{m}", pa.float64()) for m in METRICS]
+    + [("classes", pa.list_(pa.string())), ("test_recall", pa.list_(pa.float64())),
+       ("test_support", pa.list_(pa.int64())), ("test_confusion", pa.list_(pa.list_(pa.int64())))])
+SCHEMAS = {"folds": FOLDS, "epochs": EPOCHS, "predictions": PREDICTIONS, "trials": TRIALS, "summary": SUMMARY,
+           "cross": CROSS}
 PARTITIONED = ("folds", "epochs", "predictions")
 STALE_VERSION_S = 3600  # a table version nobody published within an hour was left by a killed aggregation
 
@@ -175,7 +184,7 @@ def read_experiment(experiment: str, sweep: str, with_predictions: bool = True) 
         epochs_of.setdefault(key, {}).update({r["epoch"]: r for r in results if not r.get("final") and "epoch" in r})
         latest[key] = (path, config, results, error)
     current = current_settings(experiment)
-    folds, epochs, trials, predictions = [], [], [], []
+    folds, epochs, trials, predictions, cross = [], [], [], [], []
     for ident, (path, config, results, error) in latest.items():
         trial_id = results[-1]["trial_id"] if results else posixpath.basename(path).split("_")[2]
         key = _key(sweep, trial_id, config)
@@ -184,6 +193,7 @@ def read_experiment(experiment: str, sweep: str, with_predictions: bool = True) 
             status = "superseded"     # run under settings the sweep file no longer has: kept, out of summaries
         per_epoch = epochs_of[ident]
         folds.append(fold_row(key, config, final, status, len(per_epoch)))
+        cross += cross_rows(folds[-1], final)
         epochs += [{**key, "group": config.get("group"), **{f: r.get(f) for f in EPOCHS.names if f in r}}
                    for _, r in sorted(per_epoch.items())]
         trials.append(trial_row(key, config, results, final, status, error,
@@ -196,7 +206,7 @@ def read_experiment(experiment: str, sweep: str, with_predictions: bool = True) 
                               f"trial {trial_id}'s metrics are kept, its predictions and DED row left out. Fix: "
                               "restore the file, or delete the trial's directory and run the sweep again to redo "
                               "that trial", DamagedFile, stacklevel=2)
-    frames = {"folds": folds, "epochs": epochs, "trials": trials}
+    frames = {"folds": folds, "epochs": epochs, "trials": trials, "cross": cross}
     tables = {name: _frame(rows, SCHEMAS[name]) for name, rows in frames.items()}
     tables["predictions"] = (pd.concat(predictions, ignore_index=True) if predictions
                              else _frame([], PREDICTIONS))
@@ -206,6 +216,8 @@ def read_experiment(experiment: str, sweep: str, with_predictions: bool = True) 
 def fold_row(key: dict, config: dict, final: dict | None, status: str, epochs_run: int) -> dict:
     row = {**key, "group": config.get("group"), "hparams": json.dumps(config.get("hparams") or {}, sort_keys=True),
            "status": status, "selection": "validation", "epochs_run": epochs_run}
+    corpus = (final or {}).get("corpus") or (config.get("corpus") or {}).get("name")
+    row["train_corpus"] = row["test_corpus"] = corpus   # the trial's own test split; other corpora: the cross table
     if final:
         row.update({k: final.get(k) for k in ("recipe", "select_on", "selected_epoch", "resumed_from", "world_size",
                                                "n_train", "n_validation", "n_test", "classes", "test_recall",
@@ -213,6 +225,17 @@ def fold_row(key: dict, config: dict, final: dict | None, status: str, epochs_ru
         row.update({f"val_{m}": final.get(f"selected_val_{m}") for m in METRICS})
         row.update({f"test_{m}": final.get(f"test_{m}") for m in METRICS})
     return row
+
+
+def cross_rows(fold: dict, final: dict | None) -> list[dict]:
+    """A finished trial's cross-corpus scores, one row per test corpus."""
+    rows = []
+    for corpus, scores in ((final or {}).get("cross") or {}).items():
+        rows.append({**{k: fold.get(k) for k in CROSS.names if k in fold}, "train_corpus": final.get("corpus"),
+                     "test_corpus": corpus, "n_test": scores["n"], "classes": final.get("classes"),
+                     **{f"test_{m}": scores.get(f"test_{m}") for m in METRICS},
+                     **{f"test_{m}": scores.get(f"test_{m}") for m in ("recall", "support", "confusion")}})
+    return rows
 
 
 def trial_row(key: dict, config: dict, results: list[dict], final: dict | None, status: str,
@@ -260,7 +283,8 @@ def _frame(rows: list[dict], schema: pa.Schema) -> pd.DataFrame:
 def _sorted(name: str, frame: pd.DataFrame) -> pd.DataFrame:
     order = {"epochs": ["model", "ablation", "fold", "seed", "trial_id", "epoch"],
              "predictions": ["model", "ablation", "fold", "seed", "trial_id", "utt_id"],
-             "summary": ["model", "ablation", "hparams"]}.get(name, ["model", "ablation", "group", "fold", "seed"])
+             "summary": ["model", "ablation", "hparams"],
+             "cross": ["model", "ablation", "group", "fold", "seed", "test_corpus"]}.get(name, ["model", "ablation", "group", "fold", "seed"])
     order = [c for c in order if c in frame.columns]
     return frame.sort_values(order, kind="stable").reset_index(drop=True) if len(frame) else frame
 

@@ -47,10 +47,18 @@ class Sweep:
     train_explicit: dict = field(default_factory=dict)   # only the keys the sweep file sets: they beat recipes
     raw: dict = field(default_factory=dict)
     tracking: dict = field(default_factory=lambda: schema.defaults("tracking"))
+    test_corpora: list[dict] = field(default_factory=list)   # cross-corpus test sets
 
 
 def _fail(source, message, fix):
     raise SweepError(f"{source}: {message}. Fix: {fix}")
+
+
+def absolute_root(corpus: dict) -> dict:
+    """Trials chdir into their own directories: relative corpus roots are resolved when the file is read."""
+    if corpus.get("root") and "://" not in str(corpus["root"]):
+        corpus["root"] = str(Path(os.path.expanduser(str(corpus["root"]))).resolve())
+    return corpus
 
 
 def parse_sweep(data: dict, source: str = "<embedded>") -> Sweep:
@@ -65,10 +73,14 @@ def parse_sweep(data: dict, source: str = "<embedded>") -> Sweep:
     corpus = data["corpus"] if isinstance(data["corpus"], dict) else {"name": data["corpus"]}
     if "name" not in corpus:
         _fail(source, "corpus needs a name (iemocap, ravdess, manifest or synthetic)", "add corpus: {name: ...}")
-    corpus = dict(corpus)
-    if corpus.get("root") and "://" not in str(corpus["root"]):
-        # trials chdir into their own directories: resolve relative paths now
-        corpus["root"] = str(Path(os.path.expanduser(str(corpus["root"]))).resolve())
+    corpus = absolute_root(dict(corpus))
+    test_corpora = []
+    for i, entry in enumerate(data.get("test_corpora") or []):
+        entry = {"name": entry} if isinstance(entry, str) else entry
+        if not isinstance(entry, dict) or "name" not in entry:
+            _fail(source, f"test_corpora[{i}] must be a corpus name or a mapping with a name",
+                  "e.g. test_corpora: [{name: ravdess, root: /data/ravdess, classes: \"4\"}]")
+        test_corpora.append(absolute_root(dict(entry)))
     cache = data.get("cache")
     cache = str(Path(os.path.expanduser(str(cache))).resolve()) if cache else None
     cells, options = [], {}
@@ -100,7 +112,8 @@ def parse_sweep(data: dict, source: str = "<embedded>") -> Sweep:
                  vectors=str(data.get("vectors", "glove-6b-50d")), source=source,
                  fold_indices=data.get("fold_indices"), raw=copy.deepcopy(data),
                  train_explicit=dict(data.get("train") or {}),
-                 tracking={**schema.defaults("tracking"), **(data.get("tracking") or {})})
+                 tracking={**schema.defaults("tracking"), **(data.get("tracking") or {})},
+                 test_corpora=test_corpora)
 
 
 def load_sweep(path: str | Path) -> Sweep:
@@ -167,15 +180,21 @@ def validate(sweep: Sweep, corpus=None, cluster: list | None = None) -> None:
         _validate_cluster(sweep, cluster)
     if sweep.search is not None:
         _validate_search(sweep)
-    root = sweep.corpus.get("root")
+    for where, entry in [("corpus", sweep.corpus)] + [(f"test_corpora[{i}]", c) for i, c in
+                                                      enumerate(sweep.test_corpora)]:
+        _validate_corpus_entry(src, where, entry)
+
+
+def _validate_corpus_entry(src: str, where: str, entry: dict) -> None:
+    root = entry.get("root")
     try:
-        kind = get_kind(sweep.corpus["name"])
+        kind = get_kind(entry["name"])
     except CorpusError as err:
-        raise SweepError(f"{src}: {err}") from None
+        raise SweepError(f"{src}: {where}: {err}") from None
     if kind.needs_root and not root:
-        _fail(src, f"corpus {kind.name!r} needs a root", "add corpus.root: /path/to/corpus")
+        _fail(src, f"{where}: corpus {kind.name!r} needs a root", f"add {where}.root: /path/to/corpus")
     if root and not os.path.exists(os.path.expanduser(str(root))):
-        _fail(src, f"corpus root {root} does not exist", "correct corpus.root (absolute paths are safest)")
+        _fail(src, f"{where}: corpus root {root} does not exist", f"correct {where}.root (absolute paths are safest)")
 
 
 def train_for(model: str, explicit: dict) -> dict:

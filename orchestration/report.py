@@ -68,6 +68,51 @@ def fold_bars(folds: pd.DataFrame, path: Path) -> None:
                  chance=1 / len(done["classes"].iloc[0]))
 
 
+def corpus_matrix(folds: pd.DataFrame, cross: pd.DataFrame) -> pd.DataFrame:
+    """Test UA per (model, ablation, train corpus, test corpus): in-corpus from folds, the rest from cross."""
+    own = folds[(folds["status"] == "finished") & ~folds["model"].str.endswith("+ded")]
+    rows = pd.concat([own, cross[cross["status"] == "finished"]], ignore_index=True)
+    return (rows.groupby(["model", "ablation", "train_corpus", "test_corpus"])["test_ua"]
+            .agg(["mean", "std", "count"]).reset_index())
+
+
+def cross_corpus_figure(matrix: pd.DataFrame, path: Path) -> None:
+    """One train x test heatmap of UA per model cell; the diagonal is the in-corpus speaker-disjoint test."""
+    cells = sorted(set(zip(matrix["model"], matrix["ablation"])))
+    fig, axes = plt.subplots(1, len(cells), figsize=(max(6.0, 4.2 * len(cells)), 3.6), squeeze=False)
+    for ax, (model, ablation) in zip(axes[0], cells):
+        part = matrix[(matrix["model"] == model) & (matrix["ablation"] == ablation)]
+        grid = part.pivot(index="train_corpus", columns="test_corpus", values="mean")
+        ax.imshow(grid.to_numpy(dtype=float), vmin=0, vmax=1, cmap="viridis")
+        ax.set_xticks(range(len(grid.columns)), grid.columns, rotation=30, ha="right")
+        ax.set_yticks(range(len(grid.index)), grid.index)
+        for (i, j), value in np.ndenumerate(grid.to_numpy(dtype=float)):
+            if not np.isnan(value):
+                ax.text(j, i, f"{value:.2f}", ha="center", va="center", color="white" if value < 0.6 else "black")
+        ax.set_title(cell_name(model, ablation))
+        ax.set_xlabel("test corpus")
+        ax.set_ylabel("train corpus")
+    fig.suptitle("Test UA: train x test corpus (mean over folds, seeds)")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def cross_corpus_blocks(folds: pd.DataFrame, cross: pd.DataFrame, figures: Path) -> list:
+    if cross.empty:
+        return []
+    matrix = corpus_matrix(folds, cross)
+    cross_corpus_figure(matrix, figures / "cross_corpus.png")
+    table = matrix.assign(UA=[f"{m:.3f} ± {s:.3f}" if pd.notna(s) else f"{m:.3f}"
+                              for m, s in zip(matrix["mean"], matrix["std"])]).rename(columns={"count": "n"})
+    return [Heading("Cross-corpus"),
+            Text("Every trial's checkpoint, chosen on its own corpus's validation split, is tested once on its "
+                 "fold's test speakers (train corpus = test corpus) and once on each other corpus, mapped onto the "
+                 "same classes."),
+            Table(table[["model", "ablation", "train_corpus", "test_corpus", "n", "UA"]]),
+            Figure("cross-corpus UA", "figures/cross_corpus.png")]
+
+
 def confusion_matrices(folds: pd.DataFrame, path: Path) -> None:
     cells = cells_of(folds)
     columns = min(3, len(cells))
@@ -229,11 +274,22 @@ def draw_report(sweep_dir: str, root: Path) -> Path:
                Heading("Confusion matrices"), Figure("confusion matrices", "figures/confusion.png"),
                Heading("Learning curves"), Figure("learning curves", "figures/learning_curves.png"),
                Heading("Per speaker"), Figure("per-speaker accuracy", "figures/speakers.png")]
+    blocks += cross_corpus_blocks(folds, optional_table(sweep_dir, "cross"), figures)
     blocks += unfinished_blocks(trials) + reproducibility_blocks(trials)
     (root / "report.html").write_text(self_contained_html(blocks, root))
     report = root / "report.md"
     report.write_text(markdown(blocks))
     return report
+
+
+def optional_table(sweep_dir: str, name: str) -> pd.DataFrame:
+    """A table that sweeps aggregated before it existed lack: empty, with its columns."""
+    from orchestration.aggregate import SCHEMAS
+
+    try:
+        return read_table(sweep_dir, name)
+    except (FileNotFoundError, OSError):
+        return SCHEMAS[name].empty_table().to_pandas()
 
 
 def unfinished_blocks(trials: pd.DataFrame) -> list:

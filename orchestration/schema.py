@@ -45,6 +45,9 @@ KEYS = [
     Key("name", (str,), None, "the sweep's name: its folder under storage (letters, digits, - and _)", required=True),
     Key("corpus", (str, dict), None, "a corpus name, or {name, root, classes, options...} (docs/corpora.md)",
         required=True),
+    Key("test_corpora", (list, type(None)), None, "cross-corpus: other corpora every trial's chosen checkpoint "
+        "is also tested on, each {name, root, classes, ...} like corpus; their classes must be the training "
+        "corpus's (a preset, a list, or a mapping {their emotion: class}); validation stays on the training corpus"),
     Key("folds", (str, type(None)), None, "fold strategy: sessions, actors-5, speakers-K, loso-speaker "
         "(default: the corpus's own)"),
     Key("fold_indices", (list, type(None)), None, "run only these folds (default: all)"),

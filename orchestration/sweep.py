@@ -124,7 +124,8 @@ def report_autoscaler(shapes) -> None:
 
 def base_config(sweep, root: str) -> dict:
     """Constants merged into every trial's config."""
-    return {"sweep": sweep.name, "corpus": sweep.corpus, "folds": sweep.folds, "train": sweep.train,
+    return {"sweep": sweep.name, "corpus": sweep.corpus, "test_corpora": sweep.test_corpora, "folds": sweep.folds,
+            "train": sweep.train,
             "train_explicit": sweep.train_explicit, "settings": settings_digest(sweep.raw)[:12],
             "resources": sweep.resources, "cache": sweep.cache, "vectors": sweep.vectors,
             "git_commit": git_commit()}
@@ -168,12 +169,16 @@ def prepare_features(sweep, corpus):
     from ser_models.registry import model_inputs
 
     inputs = sorted({i for model, ablation in sweep.cells for i in model_inputs(model, ablation)})
-    task = prepare_task(sweep.corpus, sweep.folds, inputs, sweep.cache, sweep.vectors, progress=True)
+    task = prepare_task(sweep.corpus, sweep.folds, inputs, sweep.cache, sweep.vectors, progress=True,
+                        test_corpora=sweep.test_corpora)
     print(f"[sweep] corpus {corpus.name}: {len(task.table)} usable utterances in {len(task.folds)} speaker-disjoint "
           f"folds, classes {task.classes}; features {sorted(task.report.stores)} ready"
           + (f", {task.oov_words} words without vectors" if task.vocab else ""))
     if corpus.outside:
         print(f"[sweep] left out of the task's classes: {corpus.outside}")
+    for name, frame in task.cross.items():
+        print(f"[sweep] cross-corpus test set {name}: {len(frame)} utterances, {frame['speaker'].nunique()} "
+              f"speakers, classes {dict(sorted(frame['label'].value_counts().items()))}")
     for line in fold_warnings(task.table, task.folds):
         print(f"[sweep] warning: {line}")
     return task
@@ -344,6 +349,7 @@ def run_locked(sweep, root: str, restart_errored: bool, address: str | None, ver
     from orchestration.aggregate import store_corpus_facts
     from orchestration.task import corpus_from_config
     from orchestration.tracking import trackers
+    from ser_models.data.corpus import CorpusError
 
     phases = Phases()
     try:
@@ -352,7 +358,10 @@ def run_locked(sweep, root: str, restart_errored: bool, address: str | None, ver
         raise SweepError(f"{sweep.source}: cannot load corpus: {err}") from None
     validate(sweep, corpus)
     check_unchanged(sweep, storage.join(root, sweep.name))
-    task = prepare_features(sweep, corpus)
+    try:
+        task = prepare_features(sweep, corpus)
+    except (FileNotFoundError, CorpusError) as err:   # a test corpus that cannot be read or mapped
+        raise SweepError(f"{sweep.source}: {err}") from None
     store_corpus_facts(storage.join(root, sweep.name), corpus.table, task.folds)
     folds = sweep.fold_indices if sweep.fold_indices is not None else list(range(len(task.folds)))
     phases.done("data")
@@ -497,7 +506,7 @@ def finish(sweep, root, phases: Phases, tracking: list) -> dict:
         return counts
     phases.done("tables")
     print(f"[sweep] {sum(counts.values())} trials: {counts}; tables: {sweep_dir}/tables/"
-          f"{{folds,epochs,predictions,trials,summary}}")
+          f"{{folds,epochs,predictions,trials,summary,cross}}")
     summary = tables["summary"]
     if not summary.empty:
         print("[sweep] test metrics, mean +- std over folds and seeds (epoch chosen on validation):")

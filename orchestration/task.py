@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import functools
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 
 from ser_models.data.cache import DEFAULT_CACHE, ExtractionReport, extract
-from ser_models.data.corpus import Corpus, load_corpus
+from ser_models.data.corpus import Corpus, CorpusError, load_corpus
 from ser_models.data.folds import Fold
 from ser_models.data.text import Vocabulary, cached_embedding_matrix, utterance_words
 from ser_models.registry import INPUTS
@@ -33,6 +33,8 @@ class Task:
     vocab: Vocabulary | None
     embeddings: np.ndarray | None
     oov_words: int = 0
+    # cross-corpus test sets: corpus name -> its usable utterances, labelled with this task's classes
+    cross: dict[str, pd.DataFrame] = field(default_factory=dict)
 
     @property
     def classes(self) -> list[str]:
@@ -52,9 +54,33 @@ def features_for(inputs) -> list[str]:
 
 
 def prepare_task(corpus_cfg: dict, folds: str | None, inputs, cache_dir: str | None = None,
-                 vectors: str = "glove-6b-50d", progress: bool = False) -> Task:
-    key = json.dumps([corpus_cfg, folds, sorted(inputs), cache_dir, vectors, progress], sort_keys=True, default=str)
+                 vectors: str = "glove-6b-50d", progress: bool = False, test_corpora=()) -> Task:
+    key = json.dumps([corpus_cfg, folds, sorted(inputs), cache_dir, vectors, progress, list(test_corpora)],
+                     sort_keys=True, default=str)
     return _prepare(key)
+
+
+def cross_tables(corpus: Corpus, test_corpora: list[dict]) -> dict[str, pd.DataFrame]:
+    """Each test corpus's task utterances on the training corpus's classes; ids prefixed by the corpus name.
+
+    Speakers are disjoint by construction (other recordings); the same audio file in both is refused."""
+    tables, paths = {}, set(corpus.task["path"])
+    for i, cfg in enumerate(test_corpora):
+        other = corpus_from_config(cfg)
+        where = f"test_corpora[{i}] ({cfg['name']})"
+        extra = sorted(set(other.classes) - set(corpus.classes))
+        if extra:
+            raise CorpusError(f"{where}: classes {extra} are not classes of the training corpus {corpus.classes}. "
+                              f"Fix: map its emotions onto them, e.g. classes: {{{extra[0]}: <one of "
+                              f"{corpus.classes}>, ...}}, or leave them out with a class list")
+        shared = set(other.task["path"]) & paths
+        if shared:
+            raise CorpusError(f"{where}: {len(shared)} audio file(s) are also in the training corpus, e.g. "
+                              f"{sorted(shared)[:2]}. Fix: test on another corpus (a cross-corpus test must not "
+                              "see training audio)")
+        name = other.name if other.name not in tables and other.name != corpus.name else f"{other.name}-{i}"
+        tables[name] = other.task.assign(utt_id=lambda t, n=name: n + "/" + t["utt_id"].astype(str))
+    return tables
 
 
 _SHARED: dict[str, Task] = {}
@@ -75,16 +101,20 @@ def task_for(config: dict, inputs) -> Task:
     """A trial's Task: the shipped one when the sweep provides it, else prepared here."""
     if config.get("task_ref") is not None:
         return shared_task(config["task_ref"])
-    return prepare_task(config["corpus"], config.get("folds"), inputs, config.get("cache"), config.get("vectors"))
+    return prepare_task(config["corpus"], config.get("folds"), inputs, config.get("cache"), config.get("vectors"),
+                        test_corpora=config.get("test_corpora") or ())
 
 
 @functools.lru_cache(maxsize=4)
 def _prepare(key: str) -> Task:
-    corpus_cfg, folds, inputs, cache_dir, vectors, progress = json.loads(key)
+    corpus_cfg, folds, inputs, cache_dir, vectors, progress, test_corpora = json.loads(key)
     corpus = corpus_from_config(corpus_cfg)
     task_table = corpus.task
-    report = extract(task_table, features_for(inputs), cache_dir or DEFAULT_CACHE, progress=progress)
-    usable = report.usable if report.stores else set(task_table["utt_id"])
+    cross = cross_tables(corpus, test_corpora)
+    every = pd.concat([task_table, *cross.values()], ignore_index=True) if cross else task_table
+    report = extract(every, features_for(inputs), cache_dir or DEFAULT_CACHE, progress=progress)
+    usable = report.usable if report.stores else set(every["utt_id"])
+    cross = {name: frame[frame["utt_id"].isin(usable)].reset_index(drop=True) for name, frame in cross.items()}
     # folds are built on the full task so a quarantined file never moves a speaker between folds
     fold_list = corpus.folds(folds)
     table = task_table[task_table["utt_id"].isin(usable)].reset_index(drop=True)
@@ -93,4 +123,4 @@ def _prepare(key: str) -> Task:
     if "words" in inputs:
         vocab = Vocabulary.build(utterance_words(row) for row in task_table.to_dict("records"))
         embeddings, oov = cached_embedding_matrix(vocab, vectors, cache_dir or DEFAULT_CACHE)
-    return Task(corpus, table, fold_list, report, vocab, embeddings, oov)
+    return Task(corpus, table, fold_list, report, vocab, embeddings, oov, cross)

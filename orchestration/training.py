@@ -13,6 +13,7 @@ import os
 import random
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -252,7 +253,17 @@ def set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def make_loaders(task, fold, inputs, config, session, seed, device):
+@dataclass
+class Loaders:
+    train: DataLoader
+    evaluate: dict             # validation and test: collated batches kept on the device
+    sampler: DistributedSampler
+    sizes: dict
+    unlabelled: object         # lazy: the training split in order, for Model.fit_to_training
+    cross: dict                # cross-corpus test sets: name -> DataLoader, read once at the end
+
+
+def make_loaders(task, fold, inputs, config, session, seed, device) -> Loaders:
     """train.batch_size is the global batch: each of W DDP ranks takes batch_size / W of it.
 
     Every setting draws the epoch's order from one DistributedSampler (1 replica in-process), so
@@ -261,7 +272,8 @@ def make_loaders(task, fold, inputs, config, session, seed, device):
     """
     split = {name: task.table[task.table["utt_id"].isin(set(getattr(fold, name)))]
              for name in ("train", "validation", "test")}
-    stats = speaker_statistics(task.table, task.report.stores, inputs) if config["train"]["speaker_norm"] else None
+    everyone = pd.concat([task.table, *task.cross.values()], ignore_index=True) if task.cross else task.table
+    stats = speaker_statistics(everyone, task.report.stores, inputs) if config["train"]["speaker_norm"] else None
     datasets = {name: UtteranceDataset(part, task.report.stores, inputs, task.classes, task.vocab, stats)
                 for name, part in split.items()}
     batch_size = int(config["train"]["batch_size"])
@@ -274,8 +286,12 @@ def make_loaders(task, fold, inputs, config, session, seed, device):
     evaluate = {name: [to_device(batch, device) for batch in DataLoader(datasets[name], batch_size=batch_size,
                                                                         collate_fn=collate)]
                 for name in ("validation", "test")}
-    return train, evaluate, sampler, {name: len(d) for name, d in datasets.items()}, unlabelled(datasets["train"],
-                                                                                                 batch_size, device)
+    # own generators: reading them draws nothing from the training streams
+    cross = {name: DataLoader(UtteranceDataset(frame, task.report.stores, inputs, task.classes, task.vocab, stats),
+                              batch_size=batch_size, collate_fn=collate, generator=torch.Generator())
+             for name, frame in task.cross.items()}
+    return Loaders(train, evaluate, sampler, {name: len(d) for name, d in datasets.items()},
+                   unlabelled(datasets["train"], batch_size, device), cross)
 
 
 def unlabelled(dataset, batch_size: int, device):
@@ -405,9 +421,9 @@ def train_loop(config: dict, session) -> dict:
     fold = task.folds[int(config["fold"])]
     device = session.device()
     model = build_for_task(config, task).to(device)
-    train_loader, eval_loaders, sampler, sizes, unlabelled = make_loaders(task, fold, inputs, config, session, seed,
-                                                                          device)
-    model.fit_to_training(unlabelled)
+    loaders = make_loaders(task, fold, inputs, config, session, seed, device)
+    train_loader, eval_loaders, sampler, sizes = loaders.train, loaders.evaluate, loaders.sampler, loaders.sizes
+    model.fit_to_training(loaders.unlabelled)
     optimizer = make_optimizer(settings, model.parameters())
     schedule = make_schedule(settings, optimizer)
     if settings["class_weights"] == "balanced":
@@ -459,7 +475,8 @@ def train_loop(config: dict, session) -> dict:
         session.report(metrics, {"epoch": epoch, "model": core.state_dict(), "optimizer": optimizer.state_dict(),
                                  "schedule": schedule.state_dict() if schedule is not None else None,
                                  "rng": rng_state(), "history": history, "best": best})
-    final = finish(config, session, core, best, eval_loaders["test"], device, task, sizes, resumed_from, history)
+    final = finish(config, session, core, best, eval_loaders["test"], device, task, sizes, resumed_from, history,
+                   loaders.cross)
     session.report(final, {"final": final, "history": history, "best": {**best, "model": None}})
     return final
 
@@ -496,11 +513,15 @@ def train_one_epoch(objective, loader, optimizer, device, precision: str = "fp32
     return total / max(1, count)
 
 
-def finish(config, session, model, best, test_loader, device, task, sizes, resumed_from, history) -> dict:
-    """Score the test split once, with the checkpoint chosen on validation."""
+def finish(config, session, model, best, test_loader, device, task, sizes, resumed_from, history,
+           cross: dict) -> dict:
+    """Score the test split once, and each cross-corpus test set once, with the checkpoint chosen on validation."""
     model.load_state_dict(best["model"])
     outputs = predict(model, test_loader, device, config["train"]["precision"])
     test = split_metrics("test", outputs, len(task.classes))
+    cross_scores = {name: {"n": len(loader.dataset), **split_metrics(
+        "test", predict(model, loader, device, config["train"]["precision"]), len(task.classes))}
+        for name, loader in cross.items()}
     selected = {f"selected_{k}": v for k, v in best["metrics"].items() if k.startswith("val_")}
     # "final", never Tune's reserved "done": a reported done=True ends the Tune trial at once, which
     # cut a DDP trial's TorchTrainer off before it gave back its placement group (the next trials hung)
@@ -511,7 +532,7 @@ def finish(config, session, model, best, test_loader, device, task, sizes, resum
              "quarantined": len(task.report.quarantine), "oov_words": task.oov_words,
              "world_size": session.world_size, "worker_nodes": session.worker_nodes(),
              "versions": package_versions(), "recipe": json.dumps(config["train"], sort_keys=True, default=str),
-             "git_commit": config.get("git_commit")}
+             "git_commit": config.get("git_commit"), "corpus": task.corpus.name, "cross": cross_scores}
     if session.rank == 0 and config.get("predictions_dir"):
         write_predictions(config, session.trial_id(), outputs, task)
     return final

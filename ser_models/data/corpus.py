@@ -19,6 +19,7 @@ from pathlib import Path
 import pandas as pd
 
 from .folds import Fold, make_folds
+from .schema import canonical_emotion
 
 
 class CorpusError(ValueError):
@@ -125,18 +126,26 @@ def load_corpus(name: str, root: str | Path | None = None, classes: str | int | 
                           f"(options of {name!r}: {sorted(kind.options) or 'none'}; docs/corpora.md)")
     if kind.needs_root:
         root = _require(root, name)
-    preset, wanted = parse_classes(kind, classes)
-    table = kind.read(Path(root) if root else None, wanted, **options)
-    return Corpus(table["corpus"].iloc[0] if len(table) else name, *label_task(table, kind, preset, wanted),
+    class_map, wanted = parse_classes(kind, classes)
+    declared = wanted or (sorted(set(classes) | set(class_map.values())) if isinstance(classes, dict) else None)
+    table = kind.read(Path(root) if root else None, declared, **options)
+    return Corpus(table["corpus"].iloc[0] if len(table) else name, *label_task(table, class_map, wanted, name),
                   default_folds=kind.default_folds, fold_aliases=dict(kind.fold_aliases))
 
 
-def parse_classes(kind: CorpusKind, classes) -> tuple[str | None, list[str] | None]:
-    """(preset, None) or (None, [class names]) or (default preset or None, None); never silently ignored."""
+def parse_classes(kind: CorpusKind, classes) -> tuple[dict | None, list[str] | None]:
+    """(emotion -> class map, None) from a preset or a declared mapping, or (None, [class names]), or the
+    corpus's default; never silently ignored. A mapping is how two corpora are put on shared classes
+    (cross-corpus tests): {anger: angry, excited: happy, ...}; emotions it does not name are left out."""
     if classes is None:
-        return kind.default_classes, None
+        return (kind.presets[kind.default_classes] if kind.default_classes else None), None
     if isinstance(classes, (int, str)) and str(classes).strip() in kind.presets:
-        return str(classes).strip(), None
+        return kind.presets[str(classes).strip()], None
+    if isinstance(classes, dict) and classes and all(isinstance(k, str) and isinstance(v, str) and v.strip()
+                                                     for k, v in classes.items()):
+        mapping = {canonical_emotion(k): v.strip().lower() for k, v in classes.items()}
+        if len(set(mapping.values())) >= 2:
+            return mapping, None
     if isinstance(classes, str) and "," in classes:
         classes = classes.split(",")
     if isinstance(classes, (list, tuple)) and len(classes) >= 2 and \
@@ -146,23 +155,29 @@ def parse_classes(kind: CorpusKind, classes) -> tuple[str | None, list[str] | No
             raise CorpusError(f"corpus.classes {list(classes)} names a class twice. Fix: list each class once")
         return None, names
     presets = f"a preset of {kind.name!r} ({', '.join(sorted(kind.presets))}), " if kind.presets else ""
-    raise CorpusError(f"corpus.classes {classes!r} is not {presets}a list of two or more class names, nor a comma "
-                      f"string. Fix: e.g. classes: [angry, happy, neutral, sad] or classes: angry,happy,neutral,sad")
+    raise CorpusError(f"corpus.classes {classes!r} is not {presets}a list of two or more class names, a comma "
+                      f"string, nor a mapping of emotions onto two or more classes. Fix: e.g. classes: [angry, happy, "
+                      f"neutral, sad], classes: angry,happy,neutral,sad or classes: {{anger: angry, joy: happy, "
+                      f"neutral: neutral, sadness: sad}}")
 
 
-def label_task(table: pd.DataFrame, kind: CorpusKind, preset: str | None,
-               wanted: list[str] | None) -> tuple[pd.DataFrame, list[str]]:
+def label_task(table: pd.DataFrame, class_map: dict | None, wanted: list[str] | None,
+               name: str = "") -> tuple[pd.DataFrame, list[str]]:
     """Set `label` (class of the task, <NA> outside it) and the class order."""
     table = table.copy()
     present = sorted(table["emotion"].dropna().unique())
-    if preset is not None:
-        class_map = kind.presets[preset]
+    if class_map is not None:
+        unused = sorted(set(class_map) - set(present))
         table["label"] = table["emotion"].map(class_map).astype("string")
-        return table, sorted(table["label"].dropna().unique())
+        classes = sorted(table["label"].dropna().unique())
+        if len(classes) < 2:
+            raise CorpusError(f"corpus {name!r}: the class mapping leaves {classes} (emotions present: {present}; "
+                              f"mapped but absent: {unused}). Fix: map the corpus's own emotions onto the classes")
+        return table, classes
     wanted = wanted or present
     missing = [c for c in wanted if c not in present]
     if missing:
-        raise CorpusError(f"corpus {kind.name!r}: classes {missing} do not occur; labels present: {present}. "
+        raise CorpusError(f"corpus {name!r}: classes {missing} do not occur; labels present: {present}. "
                           f"Fix: choose classes among them")
     table["label"] = table["emotion"].where(table["emotion"].isin(wanted)).astype("string")
     return table, list(wanted)
