@@ -216,6 +216,8 @@ def read_experiment(experiment: str, sweep: str, with_predictions: bool = True) 
 def fold_row(key: dict, config: dict, final: dict | None, status: str, epochs_run: int) -> dict:
     row = {**key, "group": config.get("group"), "hparams": json.dumps(config.get("hparams") or {}, sort_keys=True),
            "status": status, "selection": "validation", "epochs_run": epochs_run}
+    if (final or {}).get("refit_epochs"):
+        row["selection"] = f"validation, then refit on train+validation ({final['refit_epochs']} epochs)"
     corpus = (final or {}).get("corpus") or (config.get("corpus") or {}).get("name")
     row["train_corpus"] = row["test_corpus"] = corpus   # the trial's own test split; other corpora: the cross table
     if final:

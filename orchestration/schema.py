@@ -90,6 +90,9 @@ KEYS = [
         "speaker's own frames, labels never used)"),
     Key("train.class_weights", (str,), "none", "balanced: weight the loss by the inverse class frequency of the "
         "training split", choices=("none", "balanced")),
+    Key("train.refit", (bool,), False, "after choosing the epoch on validation, train a fresh model (same seed) "
+        "on training + validation speakers for that many epochs, at the same learning rates, and score the test "
+        "split with it"),
     Key("train.select_on", (str,), "val_ua", "the validation metric that picks the epoch (never a test metric)",
         choices=("val_ua", "val_wa", "val_macro_f1", "val_loss")),
     Key("train.retries", (int,), 2, "how often a failed trial is retried from its checkpoint", minimum=0),

@@ -420,16 +420,8 @@ def train_loop(config: dict, session) -> dict:
     task = task_for(config, inputs)
     fold = task.folds[int(config["fold"])]
     device = session.device()
-    model = build_for_task(config, task).to(device)
-    loaders = make_loaders(task, fold, inputs, config, session, seed, device)
+    core, loaders, optimizer, schedule, objective = set_up(config, task, fold, inputs, session, seed, device)
     train_loader, eval_loaders, sampler, sizes = loaders.train, loaders.evaluate, loaders.sampler, loaders.sizes
-    model.fit_to_training(loaders.unlabelled)
-    optimizer = make_optimizer(settings, model.parameters())
-    schedule = make_schedule(settings, optimizer)
-    if settings["class_weights"] == "balanced":
-        model.class_weight = balanced_class_weight(task, fold, device)
-    core = model
-    objective = session.prepare_model(TrainingObjective(model))
     state = session.restore()
     if state is not None and state.get("final"):
         return state["final"]  # finished before an interruption: nothing to redo
@@ -475,10 +467,44 @@ def train_loop(config: dict, session) -> dict:
         session.report(metrics, {"epoch": epoch, "model": core.state_dict(), "optimizer": optimizer.state_dict(),
                                  "schedule": schedule.state_dict() if schedule is not None else None,
                                  "rng": rng_state(), "history": history, "best": best})
+    if settings["refit"] and best["epoch"] is not None:
+        core, refit_size = refit(config, task, fold, inputs, session, seed, device, history[:best["epoch"] + 1])
+        best = {**best, "model": core.state_dict(), "refit": {"epochs": best["epoch"] + 1, "n_train": refit_size}}
     final = finish(config, session, core, best, eval_loaders["test"], device, task, sizes, resumed_from, history,
                    loaders.cross)
     session.report(final, {"final": final, "history": history, "best": {**best, "model": None}})
     return final
+
+
+def set_up(config, task, fold, inputs, session, seed, device):
+    """A fresh model for this fold, its loaders, optimiser, schedule and the (DDP-wrapped) training objective."""
+    settings = config["train"]
+    model = build_for_task(config, task).to(device)
+    loaders = make_loaders(task, fold, inputs, config, session, seed, device)
+    model.fit_to_training(loaders.unlabelled)
+    optimizer = make_optimizer(settings, model.parameters())
+    schedule = make_schedule(settings, optimizer)
+    if settings["class_weights"] == "balanced":
+        model.class_weight = balanced_class_weight(task, fold, device)
+    return model, loaders, optimizer, schedule, session.prepare_model(TrainingObjective(model))
+
+
+def refit(config, task, fold, inputs, session, seed, device, chosen: list[dict]):
+    """train.refit: a fresh model, seeded as the first, trained on training + validation speakers for the
+    epochs validation chose, each at the learning rate that epoch had (so a plateau schedule replays too).
+    The test split is still untouched. Returns the model and its training-set size."""
+    import dataclasses
+
+    merged = dataclasses.replace(fold, train=tuple(fold.train) + tuple(fold.validation))
+    seed_everything(seed)
+    model, loaders, optimizer, _, objective = set_up(config, task, merged, inputs, session, seed, device)
+    for epoch, record in enumerate(chosen):
+        loaders.sampler.set_epoch(epoch)
+        for group in optimizer.param_groups:
+            group["lr"] = record["lr"]
+        train_one_epoch(objective, loaders.train, optimizer, device, config["train"]["precision"],
+                        float(config["train"]["clip_norm"]))
+    return model, loaders.sizes["train"]
 
 
 class TrainingObjective(torch.nn.Module):
@@ -532,7 +558,9 @@ def finish(config, session, model, best, test_loader, device, task, sizes, resum
              "quarantined": len(task.report.quarantine), "oov_words": task.oov_words,
              "world_size": session.world_size, "worker_nodes": session.worker_nodes(),
              "versions": package_versions(), "recipe": json.dumps(config["train"], sort_keys=True, default=str),
-             "git_commit": config.get("git_commit"), "corpus": task.corpus.name, "cross": cross_scores}
+             "git_commit": config.get("git_commit"), "corpus": task.corpus.name, "cross": cross_scores,
+             "refit_epochs": (best.get("refit") or {}).get("epochs"),
+             "n_refit": (best.get("refit") or {}).get("n_train")}
     if session.rank == 0 and config.get("predictions_dir"):
         write_predictions(config, session.trial_id(), outputs, task)
     return final

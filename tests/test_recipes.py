@@ -135,3 +135,28 @@ def test_per_speaker_normalisation_gives_each_speaker_zero_mean_unit_std(synthet
     assert np.allclose(frames.mean(0), 0, atol=1e-4) and np.allclose(frames.std(0), 1, atol=1e-3)
     final = train_loop(config, LocalSession(tmp_path / "run"))
     assert json.loads(final["recipe"])["speaker_norm"] is True
+
+
+def test_refit_trains_on_train_and_validation_for_the_chosen_epochs(synthetic_root, tmp_path, monkeypatch):
+    """The refit replays the chosen epochs' learning rates on training + validation speakers; the test split
+    is never seen, the selection is the plain run's, and the result is deterministic."""
+    import orchestration.training as training
+
+    train = {"schedule": "step", "step_size": 1, "gamma": 0.5}
+    plain = train_loop(trial_config(synthetic_root, tmp_path, epochs=3, **train), LocalSession(tmp_path / "a"))
+    seen = []
+    original = training.train_one_epoch
+
+    def recording(objective, loader, optimizer, *args, **kwargs):
+        seen.append((len(loader.dataset), optimizer.param_groups[0]["lr"]))
+        return original(objective, loader, optimizer, *args, **kwargs)
+    monkeypatch.setattr(training, "train_one_epoch", recording)
+    config = trial_config(synthetic_root, tmp_path, epochs=3, refit=True, **train)
+    refitted = train_loop(config, LocalSession(tmp_path / "b"))
+    chosen = plain["selected_epoch"] + 1
+    assert refitted["selected_epoch"] == plain["selected_epoch"] and refitted["refit_epochs"] == chosen
+    assert refitted["n_refit"] == plain["n_train"] + plain["n_validation"]
+    assert seen[3:] == [(refitted["n_refit"], 2e-3 * 0.5 ** e) for e in range(chosen)]   # after the 3 epochs
+    assert refitted["selected_val_ua"] == plain["selected_val_ua"]
+    again = train_loop(config, LocalSession(tmp_path / "c"))
+    assert again["test_ua"] == refitted["test_ua"] and again["test_wa"] == refitted["test_wa"]
