@@ -184,7 +184,7 @@ def read_experiment(experiment: str, sweep: str, with_predictions: bool = True) 
         epochs_of.setdefault(key, {}).update({r["epoch"]: r for r in results if not r.get("final") and "epoch" in r})
         latest[key] = (path, config, results, error)
     current = current_settings(experiment)
-    folds, epochs, trials, predictions, cross = [], [], [], [], []
+    folds, epochs, trials, predictions, cross, context = [], [], [], [], [], []
     for ident, (path, config, results, error) in latest.items():
         trial_id = results[-1]["trial_id"] if results else posixpath.basename(path).split("_")[2]
         key = _key(sweep, trial_id, config)
@@ -201,6 +201,7 @@ def read_experiment(experiment: str, sweep: str, with_predictions: bool = True) 
         if final and with_predictions:
             try:
                 predictions.append(read_predictions(experiment, trial_id, key))
+                context.append(read_context(experiment, trial_id))
             except (OSError, pa.ArrowException) as err:
                 warnings.warn(f"{experiment}/predictions/{trial_id}.parquet: unreadable ({str(err)[:160]}); "
                               f"trial {trial_id}'s metrics are kept, its predictions and DED row left out. Fix: "
@@ -210,6 +211,9 @@ def read_experiment(experiment: str, sweep: str, with_predictions: bool = True) 
     tables = {name: _frame(rows, SCHEMAS[name]) for name, rows in frames.items()}
     tables["predictions"] = (pd.concat(predictions, ignore_index=True) if predictions
                              else _frame([], PREDICTIONS))
+    # not a table: the scores of dialog turns outside the task, which DED decodes along (never scored)
+    tables["context"] = pd.concat(context, ignore_index=True) if context else pd.DataFrame(
+        columns=["trial_id", "utt_id", "probabilities"])
     return {name: _sorted(name, frame) for name, frame in tables.items()}
 
 
@@ -254,6 +258,15 @@ def trial_row(key: dict, config: dict, results: list[dict], final: dict | None, 
             **{k: versions.get(k) for k in
                                                ("python", "emosweep", "torch", "torchaudio", "ray", "optuna")},
             "git_commit": (final or {}).get("git_commit") or config.get("git_commit")}
+
+
+def read_context(experiment: str, trial_id: str) -> pd.DataFrame:
+    """A trial's scores for the test dialogs' turns outside the task; empty when it wrote none."""
+    filesystem, root = fs.FileSystem.from_uri(experiment)
+    path = f"{root}/predictions/{trial_id}.context.parquet"
+    if filesystem.get_file_info(path).type == fs.FileType.NotFound:
+        return pd.DataFrame(columns=["trial_id", "utt_id", "probabilities"])
+    return pq.read_table(path, filesystem=filesystem).to_pandas().assign(trial_id=trial_id)
 
 
 def read_predictions(experiment: str, trial_id: str, key: dict) -> pd.DataFrame:
@@ -350,8 +363,13 @@ def read_corpus_facts(sweep_dir: str) -> tuple[pd.DataFrame, pd.DataFrame] | Non
         return None
 
 
-def add_ded_rows(tables: dict, utterances: pd.DataFrame, splits: pd.DataFrame) -> dict:
-    """Dialogical emotion decoding over every model's test predictions, as extra `<model>+ded` rows."""
+def add_ded_rows(tables: dict, utterances: pd.DataFrame, splits: pd.DataFrame,
+                 context: pd.DataFrame | None = None) -> dict:
+    """Dialogical emotion decoding over every model's test predictions, as extra `<model>+ded` rows.
+
+    As the reference: the transition bias p0 comes from every labelled turn of the training dialogs (turns
+    outside the task included), and a test dialog is decoded whole, in order, where the trial scored its
+    turns outside the task (`<trial>.context.parquet`); only the task's turns are then scored."""
     from ser_models import ded
     from ser_models.metrics import classification_metrics
 
@@ -367,14 +385,20 @@ def add_ded_rows(tables: dict, utterances: pd.DataFrame, splits: pd.DataFrame) -
             continue
         fold_row_ = folds[folds["trial_id"] == trial_id].iloc[0]
         in_fold = splits[(splits["fold"] == int(fold_row_["fold"])) & (splits["split"] == "train")]
-        train_ids = set(in_fold["utt_id"])
-        train_dialogs = _dialogs(table[table["utt_id"].isin(train_ids)])
-        p0 = ded.transition_bias(train_dialogs, emotion_of, speaker_of)
+        # every labelled turn of the training speakers in their dialogs: another fold's speaker, who may
+        # share a dialog under speaker-grouped folds, lends no label
+        train = table[table["utt_id"].isin(set(in_fold["utt_id"]))]
+        p0 = ded.transition_bias(_dialogs(table[table["dialog"].isin(set(train["dialog"]))
+                                                & table["speaker"].isin(set(train["speaker"]))]),
+                                 emotion_of, speaker_of)
         classes = list(fold_row_["classes"])
-        test_dialogs = _dialogs(table[table["utt_id"].isin(set(rows["utt_id"]))])
+        extra = context[context["trial_id"] == trial_id] if context is not None else rows.iloc[:0]
+        scored = pd.concat([rows[["utt_id", "probabilities"]], extra[["utt_id", "probabilities"]]])
         scores = {u: np.log(np.clip(np.asarray(p, dtype=float), 1e-8, None))
-                  for u, p in zip(rows["utt_id"], rows["probabilities"])}
+                  for u, p in zip(scored["utt_id"], scored["probabilities"])}
+        test_dialogs = _dialogs(table[table["utt_id"].isin(set(scores))])
         decoded = ded.decode(test_dialogs, scores, speaker_of, p0)
+        turns = "whole dialogs" if len(extra) else "task turns"
         ded_rows = rows.copy()
         ded_rows["model"] = rows["model"].iloc[0] + "+ded"
         ded_rows["trial_id"] = f"{trial_id}+ded"
@@ -386,7 +410,7 @@ def add_ded_rows(tables: dict, utterances: pd.DataFrame, splits: pd.DataFrame) -
         new_row.update({"model": ded_rows["model"].iloc[0], "trial_id": f"{trial_id}+ded",
                         "test_wa": scores_["wa"], "test_ua": scores_["ua"], "test_macro_f1": scores_["macro_f1"],
                         "test_loss": None, "test_recall": scores_["recall"], "test_support": scores_["support"],
-                        "test_confusion": scores_["confusion"], "selection": f"validation, then DED (p0={p0:.3f})"})
+                        "test_confusion": scores_["confusion"], "selection": f"validation, then DED over {turns} (p0={p0:.3f})"})
         new_folds.append(new_row)
     if new_folds:
         tables["folds"] = _sorted("folds", pd.concat([folds, _frame(new_folds, FOLDS)], ignore_index=True))
@@ -404,10 +428,11 @@ def _dialogs(table: pd.DataFrame) -> dict[str, list[str]]:
 def build_tables(sweep_dir: str, with_ded: bool = True) -> dict[str, pd.DataFrame]:
     sweep = posixpath.basename(sweep_dir.rstrip("/"))
     tables = read_experiment(f"{sweep_dir}/experiment", sweep)
+    context = tables.pop("context")
     if with_ded and tables["predictions"]["dialog"].notna().any():
         facts = read_corpus_facts(sweep_dir)
         if facts is not None:
-            tables = add_ded_rows(tables, *facts)
+            tables = add_ded_rows(tables, *facts, context)
     tables["summary"] = summarize(tables["folds"], tables["epochs"], tables["predictions"], sweep)
     return tables
 

@@ -35,6 +35,9 @@ class Task:
     oov_words: int = 0
     # cross-corpus test sets: corpus name -> its usable utterances, labelled with this task's classes
     cross: dict[str, pd.DataFrame] = field(default_factory=dict)
+    # dialog turns outside the task's classes (IEMOCAP's frustrated, other, xxx): scored only so that DED
+    # decodes whole dialogs, as the reference does; never trained on, never in a metric
+    context: pd.DataFrame | None = None
 
     @property
     def classes(self) -> list[str]:
@@ -111,7 +114,8 @@ def _prepare(key: str) -> Task:
     corpus = corpus_from_config(corpus_cfg)
     task_table = corpus.task
     cross = cross_tables(corpus, test_corpora)
-    every = pd.concat([task_table, *cross.values()], ignore_index=True) if cross else task_table
+    context = corpus.table[corpus.table["label"].isna()] if corpus.has_dialogs else corpus.table.iloc[:0]
+    every = pd.concat([task_table, *cross.values(), context], ignore_index=True)
     report = extract(every, features_for(inputs), cache_dir or DEFAULT_CACHE, progress=progress)
     usable = report.usable if report.stores else set(every["utt_id"])
     cross = {name: frame[frame["utt_id"].isin(usable)].reset_index(drop=True) for name, frame in cross.items()}
@@ -123,4 +127,5 @@ def _prepare(key: str) -> Task:
     if "words" in inputs:
         vocab = Vocabulary.build(utterance_words(row) for row in task_table.to_dict("records"))
         embeddings, oov = cached_embedding_matrix(vocab, vectors, cache_dir or DEFAULT_CACHE)
-    return Task(corpus, table, fold_list, report, vocab, embeddings, oov, cross)
+    context = context[context["utt_id"].isin(usable)].reset_index(drop=True)
+    return Task(corpus, table, fold_list, report, vocab, embeddings, oov, cross, context)

@@ -261,6 +261,7 @@ class Loaders:
     sizes: dict
     unlabelled: object         # lazy: the training split in order, for Model.fit_to_training
     cross: dict                # cross-corpus test sets: name -> DataLoader, read once at the end
+    context: DataLoader | None  # turns outside the task in the test dialogs, scored for DED only
 
 
 def make_loaders(task, fold, inputs, config, session, seed, device) -> Loaders:
@@ -291,7 +292,20 @@ def make_loaders(task, fold, inputs, config, session, seed, device) -> Loaders:
                               batch_size=batch_size, collate_fn=collate, generator=torch.Generator())
              for name, frame in task.cross.items()}
     return Loaders(train, evaluate, sampler, {name: len(d) for name, d in datasets.items()},
-                   unlabelled(datasets["train"], batch_size, device), cross)
+                   unlabelled(datasets["train"], batch_size, device), cross,
+                   context_loader(task, split["test"], inputs, stats, batch_size))
+
+
+def context_loader(task, test: pd.DataFrame, inputs, stats, batch_size: int) -> DataLoader | None:
+    """The test dialogs' turns outside the task's classes (a placeholder label: their loss is never used)."""
+    if task.context is None or task.context.empty:
+        return None
+    turns = task.context[task.context["dialog"].isin(set(test["dialog"].dropna()))]
+    if turns.empty:
+        return None
+    dataset = UtteranceDataset(turns.assign(label=task.classes[0]), task.report.stores, inputs, task.classes,
+                               task.vocab, stats)
+    return DataLoader(dataset, batch_size=batch_size, collate_fn=collate, generator=torch.Generator())
 
 
 def unlabelled(dataset, batch_size: int, device):
@@ -471,7 +485,7 @@ def train_loop(config: dict, session) -> dict:
         core, refit_size = refit(config, task, fold, inputs, session, seed, device, history[:best["epoch"] + 1])
         best = {**best, "model": core.state_dict(), "refit": {"epochs": best["epoch"] + 1, "n_train": refit_size}}
     final = finish(config, session, core, best, eval_loaders["test"], device, task, sizes, resumed_from, history,
-                   loaders.cross)
+                   loaders)
     session.report(final, {"final": final, "history": history, "best": {**best, "model": None}})
     return final
 
@@ -540,14 +554,14 @@ def train_one_epoch(objective, loader, optimizer, device, precision: str = "fp32
 
 
 def finish(config, session, model, best, test_loader, device, task, sizes, resumed_from, history,
-           cross: dict) -> dict:
+           loaders: Loaders) -> dict:
     """Score the test split once, and each cross-corpus test set once, with the checkpoint chosen on validation."""
     model.load_state_dict(best["model"])
     outputs = predict(model, test_loader, device, config["train"]["precision"])
     test = split_metrics("test", outputs, len(task.classes))
     cross_scores = {name: {"n": len(loader.dataset), **split_metrics(
         "test", predict(model, loader, device, config["train"]["precision"]), len(task.classes))}
-        for name, loader in cross.items()}
+        for name, loader in loaders.cross.items()}
     selected = {f"selected_{k}": v for k, v in best["metrics"].items() if k.startswith("val_")}
     # "final", never Tune's reserved "done": a reported done=True ends the Tune trial at once, which
     # cut a DDP trial's TorchTrainer off before it gave back its placement group (the next trials hung)
@@ -563,6 +577,10 @@ def finish(config, session, model, best, test_loader, device, task, sizes, resum
              "n_refit": (best.get("refit") or {}).get("n_train")}
     if session.rank == 0 and config.get("predictions_dir"):
         write_predictions(config, session.trial_id(), outputs, task)
+        if loaders.context is not None:
+            context = predict(model, loaders.context, device, config["train"]["precision"])
+            write_parquet(config, f"{session.trial_id()}.context", pd.DataFrame({
+                "utt_id": context["utt_id"], "probabilities": list(context["probabilities"].astype(np.float32))}))
     return final
 
 
@@ -580,10 +598,6 @@ def package_versions() -> dict:
 
 
 def write_predictions(config: dict, trial_id: str, outputs: dict, task) -> None:
-    from pyarrow import fs
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
     meta = task.table.set_index("utt_id").loc[outputs["utt_id"]]
     frame = pd.DataFrame({
         "trial_id": trial_id, "utt_id": outputs["utt_id"], "speaker": meta["speaker"].to_numpy(),
@@ -591,9 +605,18 @@ def write_predictions(config: dict, trial_id: str, outputs: dict, task) -> None:
         "turn": meta["turn"].to_numpy(), "label": [task.classes[i] for i in outputs["labels"]],
         "predicted": [task.classes[i] for i in outputs["probabilities"].argmax(1)],
         "probabilities": list(outputs["probabilities"].astype(np.float32))})
+    write_parquet(config, trial_id, frame)
+
+
+def write_parquet(config: dict, name: str, frame: pd.DataFrame) -> None:
+    """<predictions_dir>/<name>.parquet, on any filesystem pyarrow reaches."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from pyarrow import fs
+
     filesystem, root = fs.FileSystem.from_uri(config["predictions_dir"])
     filesystem.create_dir(root, recursive=True)
-    pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), f"{root}/{trial_id}.parquet",
+    pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), f"{root}/{name}.parquet",
                    filesystem=filesystem)
 
 

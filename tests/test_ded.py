@@ -3,6 +3,8 @@ import pytest
 
 from ser_models import ded
 
+from .conftest import SMALL_SYNTHETIC
+
 
 def test_transition_bias_hand_count():
     dialogs = {"d1": ["a1", "b1", "a2", "b2", "a3"]}
@@ -64,3 +66,52 @@ def test_ded_raises_accuracy_when_emotions_persist():
     before = np.mean([np.argmax(scores[u]) == y for u, y in test_truth.items()])
     after = np.mean([decoded[u] == y for u, y in test_truth.items()])
     assert after > before + 0.05, (before, after)
+
+
+def test_ded_decodes_whole_dialogs_with_the_turns_outside_the_task(tmp_path, synthetic_root):
+    """Neutral left out of the classes: its turns are scored (not trained on, not evaluated) so that DED
+    decodes each test dialog whole, with p0 from every labelled turn of the training speakers."""
+    import pandas as pd
+
+    from orchestration.aggregate import read_table
+
+    from .sweeps import run_sweep, write_sweep
+
+    corpus = {"name": "synthetic", "root": str(synthetic_root), "classes": "angry,happy,sad",
+              **SMALL_SYNTHETIC.__dict__}
+    path = write_sweep(tmp_path, synthetic_root, corpus=corpus, fold_indices=[0],
+                       train={"epochs": 2, "batch_size": 8, "lr": 3e-3})
+    done = run_sweep(path)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    sweep_dir = tmp_path / "results" / "t"
+    utterances = pd.read_parquet(sweep_dir / "utterances.parquet")
+    predictions = read_table(str(sweep_dir), "predictions")
+    plain = predictions[predictions["model"] == "lstm_attn_text"]
+    trial_id = plain["trial_id"].iloc[0]
+    context = pd.read_parquet(sweep_dir / "experiment" / "predictions" / f"{trial_id}.context.parquet")
+    test_dialogs = set(plain["dialog"])
+    neutral = utterances[(utterances["emotion"] == "neutral") & utterances["dialog"].isin(test_dialogs)]
+    assert sorted(context["utt_id"]) == sorted(neutral["utt_id"]) and len(neutral) > 0
+    assert not set(context["utt_id"]) & set(predictions["utt_id"])          # never scored as a result
+
+    splits = pd.read_parquet(sweep_dir / "fold_splits.parquet")
+    train = utterances[utterances["utt_id"].isin(splits.loc[(splits["fold"] == 0) & (splits["split"] == "train"),
+                                                                   "utt_id"])]
+    speaker_of = dict(zip(utterances["utt_id"], utterances["speaker"]))
+    emotion_of = dict(zip(utterances["utt_id"], utterances["emotion"]))
+
+    def dialogs(frame):
+        frame = frame.sort_values(["dialog", "turn"])
+        return {d: list(g["utt_id"]) for d, g in frame.groupby("dialog")}
+    p0 = ded.transition_bias(dialogs(utterances[utterances["dialog"].isin(set(train["dialog"]))
+                                                & utterances["speaker"].isin(set(train["speaker"]))]),
+                             emotion_of, speaker_of)
+    scores = {u: np.log(np.clip(np.asarray(p, dtype=float), 1e-8, None))
+              for u, p in zip(list(plain["utt_id"]) + list(context["utt_id"]),
+                              list(plain["probabilities"]) + list(context["probabilities"]))}
+    decoded = ded.decode(dialogs(utterances[utterances["utt_id"].isin(set(scores))]), scores, speaker_of, p0)
+    classes = ["angry", "happy", "sad"]
+    by_ded = predictions[predictions["model"] == "lstm_attn_text+ded"].set_index("utt_id")["predicted"]
+    assert {u: by_ded[u] for u in plain["utt_id"]} == {u: classes[decoded[u]] for u in plain["utt_id"]}
+    row = read_table(str(sweep_dir), "folds").query("model == 'lstm_attn_text+ded'").iloc[0]
+    assert row["selection"].startswith("validation, then DED over whole dialogs") and f"{p0:.3f}" in row["selection"]
