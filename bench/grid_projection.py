@@ -2,6 +2,7 @@
 
     python bench/grid_projection.py                   # CPU here: measured CPU time, GPU projected from FLOPs
     python bench/grid_projection.py --device cuda     # on a GPU: measured GPU time (bf16 autocast), no projection
+    python bench/grid_projection.py --study ravdess   # issue 13's RAVDESS study: every family at its recipe
 
 The grid: 17 (model, ablation) cells x 5 session folds x 3 seeds at each
 recipe's epochs (model_specs.md). IEMOCAP 4-class: 5,531 turns, mean 4.5 s;
@@ -39,7 +40,19 @@ GRID = [("fg_cme", a, 20, 32, 2 * 12) for a in ("full", "no_excite_acoustic", "n
     ("sdl", "full", 50, 32, 450), ("sll", "full", 50, 32, 450),
     ("lstm_attn_audio", "full", 20, 32, 2 * 450), ("lstm_attn_text", "full", 20, 32, 2 * 12),
     ("utt_concat", "full", 20, 32, 4 * 450), ("attn_fusion", "full", 20, 32, 4 * 450)]
-TRAIN, EVALUATE, FOLDS, SEEDS = 3300, 2200, 5, 3
+# the RAVDESS study of issue 13 (4 classes, 672 files, mean 3.7 s; per actor fold 392 training and 140 + 140
+# validation and test files, the test split scored every epoch for the test-oracle column)
+RAVDESS_STUDY = [("fg_cme", a, 20, 32, 2 * 12) for a in ("full", "no_excite_acoustic", "no_excite_semantic",
+                                                          "no_excite")] + [
+    ("ds_lstm", a, 50, 128, 2 * (27 + 450)) for a in ("full", "ds_only", "mfcc_only", "lstm_mel512", "lstm_mel1024",
+                                                      "two_lstms", "two_lstms_mfcc", "lstm_mel512_mfcc", "no_bn")] + [
+    ("cma", a, 50, 32, 2 * 250) for a in ("raw", "spectrogram", "audio_only")] + [
+    ("sll", "audio_only", 50, 32, 370)] + [
+    (name, "full", 20, 32, 2 * 370) for name in ("cnn_lstm", "lstm_attn_audio", "lstm_attn_text", "utt_concat",
+                                                 "attn_fusion", "mha")] + [
+    ("egemaps_svm", "full", 50, 32, 0), ("egemaps_mlp", "full", 50, 32, 0)]
+STUDIES = {"iemocap": (GRID, 3300, 2200, 4.5), "ravdess": (RAVDESS_STUDY, 392, 280, 3.7)}
+FOLDS, SEEDS = 5, 3
 
 
 def measure(name: str, ablation: str, batch_size: int, device: str, seconds: float) -> tuple[float, float, float]:
@@ -81,22 +94,26 @@ def measure(name: str, ablation: str, batch_size: int, device: str, seconds: flo
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--seconds", type=float, default=4.5)
+    parser.add_argument("--study", default="iemocap", choices=sorted(STUDIES),
+                        help="iemocap: the paper grid; ravdess: issue 13's RAVDESS study, every family at its recipe")
+    parser.add_argument("--seconds", type=float, help="mean utterance length (default: the study's corpus)")
     parser.add_argument("--gpu-tflops", type=float, default=40.0)
     parser.add_argument("--step-us", type=float, default=60.0, help="GPU floor per recurrent step, fwd+bwd")
     parser.add_argument("--gpus", type=int, default=8, help="GPUs of the cluster in the last line")
     parser.add_argument("--measure-batch", type=int, help="batch measured (default: 8 on CPU, the recipe's on GPU)")
     args = parser.parse_args()
+    grid, train_size, evaluate_size, seconds = STUDIES[args.study]
+    args.seconds = args.seconds or seconds
     on_gpu = args.device.startswith("cuda")
     print(f"device={args.device} torch threads={torch.get_num_threads()} utterances {args.seconds} s")
     print(f"{'cell':28s} {'ep':>3s} {'batch':>5s} {'step s':>7s} {'GFLOP':>7s} {'cell-epoch s':>12s} "
           f"{'GPU cell-epoch s':>16s} {'15 trials, GPU h':>16s}")
     total_here = total_gpu = 0.0
-    for name, ablation, epochs, batch_size, steps in GRID:
+    for name, ablation, epochs, batch_size, steps in grid:
         measured = args.measure_batch or (batch_size if on_gpu else 8)
         step_s, eval_s, flops = (value * batch_size / measured for value in
                                  measure(name, ablation, measured, args.device, args.seconds))
-        train_batches, eval_batches = -(-TRAIN // batch_size), -(-EVALUATE // batch_size)
+        train_batches, eval_batches = -(-train_size // batch_size), -(-evaluate_size // batch_size)
         epoch_here = train_batches * step_s + eval_batches * eval_s
         if on_gpu:
             epoch_gpu = epoch_here
@@ -109,7 +126,7 @@ def main() -> None:
         print(f"{name + '/' + ablation:28s} {epochs:3d} {batch_size:5d} {step_s:7.3f} {flops / 1e9:7.1f} "
               f"{epoch_here:12.1f} {epoch_gpu:16.2f} {cell_gpu_h:16.2f}", flush=True)
     kind = "measured" if on_gpu else f"projected ({args.gpu_tflops:g} TFLOP/s sustained, {args.step_us:g} us/step)"
-    print(f"grid: {len(GRID)} cells x {FOLDS} folds x {SEEDS} seeds = {len(GRID) * FOLDS * SEEDS} trials")
+    print(f"{args.study}: {len(grid)} cells x {FOLDS} folds x {SEEDS} seeds = {len(grid) * FOLDS * SEEDS} trials")
     if not on_gpu:
         print(f"here, one trial at a time on this device: {total_here / 3600:.0f} h")
     print(f"one GPU, one trial at a time ({kind}): {total_gpu:.1f} h")

@@ -58,6 +58,30 @@ def grouped_bars(frame: pd.DataFrame, path: Path, ylabel: str, title: str, chanc
     plt.close(fig)
 
 
+def interval_bars(folds: pd.DataFrame, path: Path) -> None:
+    """Test UA per cell: the mean over folds x seeds with its 95% t interval, best on top."""
+    from scipy import stats
+
+    done = folds[folds["status"] == "finished"]
+    rows = []
+    for (model, ablation), group in done.groupby(["model", "ablation"]):
+        values = group["test_ua"].dropna().to_numpy()
+        half = (stats.t.ppf(0.975, len(values) - 1) * values.std(ddof=1) / np.sqrt(len(values))
+                if len(values) > 1 else 0.0)
+        rows.append((cell_name(model, ablation), values.mean(), half, len(values)))
+    rows.sort(key=lambda row: row[1])
+    fig, ax = plt.subplots(figsize=(7, 0.45 * len(rows) + 1.4))
+    ax.errorbar([r[1] for r in rows], range(len(rows)), xerr=[r[2] for r in rows], fmt="o", capsize=4)
+    ax.set_yticks(range(len(rows)), [f"{r[0]} (n={r[3]})" for r in rows])
+    ax.axvline(1 / len(done["classes"].iloc[0]), color="grey", linestyle=":", label="chance")
+    ax.set_xlabel("test UA: mean and 95% interval over folds x seeds")
+    ax.set_ylim(-0.6, len(rows) - 0.4)
+    ax.legend(loc="best", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
 def fold_bars(folds: pd.DataFrame, path: Path) -> None:
     done = folds[folds["status"] == "finished"]
     table = done.assign(cell=[cell_name(m, a) for m, a in zip(done["model"], done["ablation"])]) \
@@ -206,10 +230,19 @@ def published_bars(comparison: pd.DataFrame, path: Path) -> bool:
     return True
 
 
-def summary_frame(summary: pd.DataFrame) -> pd.DataFrame:
+def seed_spread(folds: pd.DataFrame) -> dict:
+    """(model, ablation, hparams) -> std over seeds of the seed's mean test UA over folds (NaN with one seed)."""
+    done = folds[folds["status"] == "finished"]
+    per_seed = done.groupby(["model", "ablation", "hparams", "seed"])["test_ua"].mean()
+    return per_seed.groupby(level=[0, 1, 2]).std(ddof=1).to_dict()
+
+
+def summary_frame(summary: pd.DataFrame, folds: pd.DataFrame) -> pd.DataFrame:
     def pm(mean, std):
         return "" if pd.isna(mean) else (f"{mean:.3f} ± {std:.3f}" if pd.notna(std) else f"{mean:.3f}")
+    spread = seed_spread(folds)
     rows = [{"model": r.model, "ablation": r.ablation, "n": r.n, "test UA": pm(r.test_ua_mean, r.test_ua_std),
+             "seed sd (UA)": spread.get((r.model, r.ablation, r.hparams), float("nan")),
              "test WA": pm(r.test_wa_mean, r.test_wa_std), "test macro-F1": pm(r.test_macro_f1_mean, r.test_macro_f1_std),
              "val UA": pm(r.val_ua_mean, r.val_ua_std), "pooled UA": pm(r.pooled_test_ua, None),
              "test-oracle UA (not a result)": pm(r.test_oracle_ua_mean, r.test_oracle_ua_std)}
@@ -255,6 +288,7 @@ def draw_report(sweep_dir: str, root: Path) -> Path:
     trials = read_table(sweep_dir, "trials")
     comparison = published_table(sweep_dir)
     fold_bars(folds, figures / "fold_bars.png")
+    interval_bars(folds, figures / "intervals.png")
     confusion_matrices(folds, figures / "confusion.png")
     learning_curves(folds, epochs, figures / "learning_curves.png")
     speaker_accuracy(predictions, figures / "speakers.png")
@@ -265,7 +299,10 @@ def draw_report(sweep_dir: str, root: Path) -> Path:
                    "The test-oracle column picks, per trial, the best test value over epochs (what released code of "
                    "the DS-LSTM and FG_CME papers reports); it is shown only to compare with published figures and "
                    "is never a result."),
-              Text(f"Trials: {status}."), Heading("Summary"), Table(summary_frame(summary)),
+              Text(f"Trials: {status}."), Heading("Summary"),
+              Text("test UA: mean ± std over every fold and seed; seed sd: the spread of the seeds' mean UA over "
+                   "folds (– with one seed)."), Table(summary_frame(summary, folds)),
+              Figure("test UA per model with 95% intervals", "figures/intervals.png"),
               Heading("Beside the published numbers"), Table(comparison.drop(columns=["ours_UA_std"]))]
     if has_published:
         blocks.append(Figure("published", "figures/published.png"))

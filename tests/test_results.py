@@ -180,7 +180,7 @@ def test_report_writes_markdown_and_figures(sweep_dir):
                           capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     report = (sweep_dir / "report.md").read_text()
-    for figure in ("fold_bars", "confusion", "learning_curves", "speakers"):
+    for figure in ("fold_bars", "intervals", "confusion", "learning_curves", "speakers"):
         path = sweep_dir / "figures" / f"{figure}.png"
         assert path.stat().st_size > 10_000 and f"figures/{figure}.png" in report
     assert "test-oracle" in report and "## Paired comparisons" in report and "## Beside the published" in report
