@@ -29,22 +29,24 @@ FINAL_KEYS = ("ua", "wa", "macro_f1", "loss")
 EXTRA = "pip install 'emosweep[tracking]'"
 
 
+# tracker -> (module it imports, its package, the key that says where it writes, why remote storage needs it, fix)
+NEEDS = {"tensorboard": ("torch.utils.tensorboard", "tensorboard", "tensorboard_dir",
+                         "writes local event files", "set tracking.tensorboard_dir to a local folder"),
+         "mlflow": ("mlflow", "mlflow", "mlflow_uri", "default store is a local SQLite file",
+                    "set tracking.mlflow_uri, e.g. http://your-mlflow-server:5000 or sqlite:////abs/mlflow.db")}
+
+
 def problems(tracking: dict, sweep_storage: str) -> list[tuple[str, str]]:
     """(what is wrong, fix) for a tracking section, checked before any work."""
     found = []
     remote = storage.is_remote(storage.normalize(sweep_storage))
-    if tracking["tensorboard"]:
-        if not _importable("torch.utils.tensorboard"):
-            found.append(("tracking.tensorboard needs the tensorboard package", EXTRA))
-        if remote and not tracking["tensorboard_dir"]:
-            found.append(("tracking.tensorboard writes local event files and storage is remote",
-                          "set tracking.tensorboard_dir to a local folder"))
-    if tracking["mlflow"]:
-        if not _importable("mlflow"):
-            found.append(("tracking.mlflow needs the mlflow package", EXTRA))
-        if remote and not tracking["mlflow_uri"]:
-            found.append(("tracking.mlflow's default store is a local SQLite file and storage is remote",
-                          "set tracking.mlflow_uri, e.g. http://your-mlflow-server:5000 or sqlite:////abs/mlflow.db"))
+    for name, (module, package, where, why, fix) in NEEDS.items():
+        if not tracking[name]:
+            continue
+        if not _importable(module):
+            found.append((f"tracking.{name} needs the {package} package", EXTRA))
+        if remote and not tracking[where]:
+            found.append((f"tracking.{name} {why} and storage is remote", fix))
     return found
 
 
