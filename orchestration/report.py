@@ -243,7 +243,8 @@ def summary_frame(summary: pd.DataFrame, folds: pd.DataFrame) -> pd.DataFrame:
     spread = seed_spread(folds)
     rows = [{"model": r.model, "ablation": r.ablation, "n": r.n, "test UA": pm(r.test_ua_mean, r.test_ua_std),
              "seed sd (UA)": spread.get((r.model, r.ablation, r.hparams), float("nan")),
-             "test WA": pm(r.test_wa_mean, r.test_wa_std), "test macro-F1": pm(r.test_macro_f1_mean, r.test_macro_f1_std),
+             "test WA": pm(r.test_wa_mean, r.test_wa_std),
+             "test macro-F1": pm(r.test_macro_f1_mean, r.test_macro_f1_std),
              "val UA": pm(r.val_ua_mean, r.val_ua_std), "pooled UA": pm(r.pooled_test_ua, None),
              "test-oracle UA (not a result)": pm(r.test_oracle_ua_mean, r.test_oracle_ua_std)}
             for r in summary.itertuples()]

@@ -204,13 +204,11 @@ class MLflowTracker:
         return self._client.create_run(self.experiment_id, run_name=name, tags={**tags, **extra_tags}).info.run_id
 
     def run_of(self, key: str, config: dict) -> str:
-        client = self.client
+        self.client   # noqa: B018 - first use opens the store and the sweep's parent run
         if key not in self.runs:
             name = f"{config['model']}/{config['ablation']} fold {config['fold']} seed {config['seed']}"
             self.runs[key] = self._run({"emosweep.sweep": self.sweep_name, "emosweep.identity": key}, name,
                                        {"mlflow.parentRunId": self.parent_id})
-            from mlflow.entities import Param
-
             self._params(self.runs[key], trial_params(config))
         return self.runs[key]
 
