@@ -169,14 +169,20 @@ def learning_curves(folds: pd.DataFrame, epochs: pd.DataFrame, path: Path) -> No
     for column, (model, ablation) in enumerate(cells):
         curves = epochs[(epochs["model"] == model) & (epochs["ablation"] == ablation)]
         chosen = folds[(folds["model"] == model) & (folds["ablation"] == ablation)].set_index("trial_id")
+        labelled = set()
         for trial_id, curve in sorted(curves.groupby("trial_id"), key=lambda item: int(item[1]["fold"].iloc[0])):
             fold = int(curve["fold"].iloc[0])
-            line, = axes[0, column].plot(curve["epoch"], curve["val_ua"], lw=1.2, label=f"fold {fold}")
-            axes[1, column].plot(curve["epoch"], curve["train_loss"], lw=1.2, color=line.get_color())
+            color = plt.cm.tab10(fold % 10)     # one colour per fold; its seeds share it
+            axes[0, column].plot(curve["epoch"], curve["val_ua"], lw=1.0, color=color, alpha=0.8,
+                                 label=None if fold in labelled else f"fold {fold}")
+            labelled.add(fold)
+            axes[1, column].plot(curve["epoch"], curve["train_loss"], lw=1.0, color=color, alpha=0.8)
             if trial_id in chosen.index and pd.notna(chosen.loc[trial_id, "selected_epoch"]):
                 epoch = int(chosen.loc[trial_id, "selected_epoch"])
                 point = curve[curve["epoch"] == epoch]
-                axes[0, column].plot(point["epoch"], point["val_ua"], "o", color=line.get_color(), ms=6)
+                axes[0, column].plot(point["epoch"], point["val_ua"], "o", color=color, ms=5)
+        mean = curves.groupby("epoch")["val_ua"].mean()
+        axes[0, column].plot(mean.index, mean.to_numpy(), color="black", lw=2.2, label="mean")
         axes[0, column].set_title(cell_name(model, ablation), fontsize=10)
         axes[0, column].set_ylabel("validation UA")
         axes[0, column].set_ylim(0, 1)
