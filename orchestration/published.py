@@ -1,6 +1,8 @@
 """Published numbers of the seed papers (shared docs/model_specs.md, evaluation_protocol.md), with their protocols.
 
-Keys: (corpus, model, ablation) -> (WA, UA, protocol). None = not reported.
+Keys: (corpus, model, ablation) -> (WA, UA, protocol). None = not reported. Every number here is of a
+4-class task (angry, happy with excited merged for IEMOCAP, neutral, sad): another task has no published
+counterpart, whatever its corpus.
 """
 from __future__ import annotations
 
@@ -44,5 +46,8 @@ PUBLISHED = {
 OURS = "speaker-disjoint folds, epoch chosen on a validation split of training speakers, test scored once"
 
 
-def published(corpus: str, model: str, ablation: str):
-    return PUBLISHED.get((corpus, model, ablation))
+PUBLISHED_CLASSES = 4
+
+
+def published(corpus: str, classes: int, model: str, ablation: str):
+    return PUBLISHED.get((corpus, model, ablation)) if classes == PUBLISHED_CLASSES else None

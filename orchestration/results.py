@@ -77,14 +77,17 @@ def published_table(sweep_dir: str) -> pd.DataFrame:
     summary = read_table(sweep_dir, "summary")
     record = sweep_record(sweep_dir) or {}
     corpus_name = (record.get("corpus") or {}).get("name", "?")
+    folds = read_table(sweep_dir, "folds")
+    classes = {(m, a): len(c) for m, a, c in zip(folds["model"], folds["ablation"], folds["classes"])
+               if c is not None}
     rows = []
     for row in summary.itertuples():
-        paper = published(corpus_name, row.model, row.ablation)
+        paper = published(corpus_name, classes.get((row.model, row.ablation)), row.model, row.ablation)
         rows.append({"model": row.model, "ablation": row.ablation, "n": row.n,
                      "ours_UA": row.test_ua_mean, "ours_UA_std": row.test_ua_std, "ours_WA": row.test_wa_mean,
                      "test_oracle_UA": row.test_oracle_ua_mean, "test_oracle_WA": row.test_oracle_wa_mean,
                      "paper_UA": paper[1] if paper else None, "paper_WA": paper[0] if paper else None,
-                     "paper_protocol": paper[2] if paper else "not reported for this corpus"})
+                     "paper_protocol": paper[2] if paper else "not reported for this corpus and task"})
     frame = pd.DataFrame(rows)
     frame.attrs["ours"] = OURS
     return frame

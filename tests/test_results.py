@@ -257,3 +257,11 @@ def test_ded_comes_from_the_sweeps_own_facts_not_the_corpus(sweep_dir, tmp_path)
     assert ded(folds) == ded(before) and len(ded(folds)) == 4
     (copy / "utterances.parquet").unlink()
     assert not collect(str(copy))["folds"]["model"].str.endswith("+ded").any()   # said on stderr, not guessed
+
+
+def test_published_numbers_are_only_beside_the_same_task():
+    """The FG_CME paper's RAVDESS figures are 4-class: an 8-class run of the same model has no counterpart."""
+    from orchestration.published import published
+
+    assert published("ravdess", 4, "fg_cme", "full")[1] == 0.708
+    assert published("ravdess", 8, "fg_cme", "full") is None and published("ravdess", None, "fg_cme", "full") is None
