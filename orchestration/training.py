@@ -273,8 +273,10 @@ def make_loaders(task, fold, inputs, config, session, seed, device) -> Loaders:
     """
     split = {name: task.table[task.table["utt_id"].isin(set(getattr(fold, name)))]
              for name in ("train", "validation", "test")}
-    everyone = pd.concat([task.table, *task.cross.values()], ignore_index=True) if task.cross else task.table
-    stats = speaker_statistics(everyone, task.report.stores, inputs) if config["train"]["speaker_norm"] else None
+    stats = None
+    if config["train"]["speaker_norm"]:   # every speaker a trial reads: the task's, test corpora's, context turns'
+        everyone = pd.concat([task.table, *task.cross.values(), task.context], ignore_index=True)
+        stats = speaker_statistics(everyone, task.report.stores, inputs)
     datasets = {name: UtteranceDataset(part, task.report.stores, inputs, task.classes, task.vocab, stats)
                 for name, part in split.items()}
     batch_size = int(config["train"]["batch_size"])
