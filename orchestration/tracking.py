@@ -237,7 +237,8 @@ class MLflowTracker:
             self._params(run, {"recipe": recipe})
         self.client.log_batch(run, metrics=[Metric(f"final.{k}", v, stamp, 0) for k, v in metrics.items()],
                               tags=[RunTag("emosweep.status", status)])
-        self.client.set_terminated(run, "FINISHED" if status == "finished" else "FAILED")
+        # an interrupted trial is KILLED, not FAILED: the next run of the sweep finishes it in the same run
+        self.client.set_terminated(run, {"finished": "FINISHED", "error": "FAILED"}.get(status, "KILLED"))
 
     def close(self, figures: Path | None) -> None:
         client = self.client
