@@ -59,11 +59,15 @@ def test_reference_docs_and_json_schema_are_generated_from_the_schema():
     assert len(schema.reference_markdown().splitlines()) == len(schema.KEYS) + 6
 
 
-@pytest.mark.parametrize("name", ["demo.yaml", "ravdess.yaml"])
+@pytest.mark.parametrize("name", sorted(p.name for p in (REPO / "configs").glob("*.yaml")))
 def test_the_shipped_sweep_files_validate_against_the_json_schema(name):
     import jsonschema
 
-    jsonschema.validate(yaml.safe_load((REPO / "configs" / name).read_text()), schema.json_schema())
+    from orchestration.config import parse_sweep
+
+    data = yaml.safe_load((REPO / "configs" / name).read_text())
+    jsonschema.validate(data, schema.json_schema())
+    parse_sweep(data, name)          # and load: every key known, every type right
 
 
 def test_the_json_schema_catches_a_nested_typo_as_an_editor_would():
