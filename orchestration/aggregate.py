@@ -44,7 +44,8 @@ KEY = [("sweep", pa.string()), ("trial_id", pa.string()), ("model", pa.string())
        ("fold", pa.int64()), ("seed", pa.int64())]
 FOLDS = pa.schema(KEY + [
     ("group", pa.string()), ("hparams", pa.string()), ("recipe", pa.string()), ("status", pa.string()),
-    ("train_corpus", pa.string()), ("test_corpus", pa.string()), ("selection", pa.string()), ("select_on", pa.string()), ("selected_epoch", pa.int64()), ("epochs_run", pa.int64()),
+    ("train_corpus", pa.string()), ("test_corpus", pa.string()), ("selection", pa.string()),
+    ("select_on", pa.string()), ("selected_epoch", pa.int64()), ("epochs_run", pa.int64()),
     ("resumed_from", pa.int64()), ("world_size", pa.int64()), ("n_train", pa.int64()),
     ("n_validation", pa.int64()), ("n_test", pa.int64())]
     + [(f"{split}_{m}", pa.float64()) for split in ("val", "test") for m in METRICS]
@@ -201,7 +202,8 @@ def read_experiment(experiment: str, sweep: str, with_predictions: bool = True) 
         if final and with_predictions:
             try:
                 predictions.append(read_predictions(experiment, trial_id, key))
-                context.append(read_context(experiment, trial_id))
+                if final.get("context_turns"):   # only trials that wrote one: no lookup per trial elsewhere
+                    context.append(read_context(experiment, trial_id))
             except (OSError, pa.ArrowException) as err:
                 warnings.warn(f"{experiment}/predictions/{trial_id}.parquet: unreadable ({str(err)[:160]}); "
                               f"trial {trial_id}'s metrics are kept, its predictions and DED row left out. Fix: "
@@ -299,7 +301,8 @@ def _sorted(name: str, frame: pd.DataFrame) -> pd.DataFrame:
     order = {"epochs": ["model", "ablation", "fold", "seed", "trial_id", "epoch"],
              "predictions": ["model", "ablation", "fold", "seed", "trial_id", "utt_id"],
              "summary": ["model", "ablation", "hparams"],
-             "cross": ["model", "ablation", "group", "fold", "seed", "test_corpus"]}.get(name, ["model", "ablation", "group", "fold", "seed"])
+             "cross": ["model", "ablation", "group", "fold", "seed", "test_corpus"]
+             }.get(name, ["model", "ablation", "group", "fold", "seed"])
     order = [c for c in order if c in frame.columns]
     return frame.sort_values(order, kind="stable").reset_index(drop=True) if len(frame) else frame
 
@@ -410,7 +413,8 @@ def add_ded_rows(tables: dict, utterances: pd.DataFrame, splits: pd.DataFrame,
         new_row.update({"model": ded_rows["model"].iloc[0], "trial_id": f"{trial_id}+ded",
                         "test_wa": scores_["wa"], "test_ua": scores_["ua"], "test_macro_f1": scores_["macro_f1"],
                         "test_loss": None, "test_recall": scores_["recall"], "test_support": scores_["support"],
-                        "test_confusion": scores_["confusion"], "selection": f"validation, then DED over {turns} (p0={p0:.3f})"})
+                        "test_confusion": scores_["confusion"],
+                        "selection": f"validation, then DED over {turns} (p0={p0:.3f})"})
         new_folds.append(new_row)
     if new_folds:
         tables["folds"] = _sorted("folds", pd.concat([folds, _frame(new_folds, FOLDS)], ignore_index=True))

@@ -576,7 +576,8 @@ def finish(config, session, model, best, test_loader, device, task, sizes, resum
              "versions": package_versions(), "recipe": json.dumps(config["train"], sort_keys=True, default=str),
              "git_commit": config.get("git_commit"), "corpus": task.corpus.name, "cross": cross_scores,
              "refit_epochs": (best.get("refit") or {}).get("epochs"),
-             "n_refit": (best.get("refit") or {}).get("n_train")}
+             "n_refit": (best.get("refit") or {}).get("n_train"),
+             "context_turns": len(loaders.context.dataset) if loaders.context is not None else 0}
     if session.rank == 0 and config.get("predictions_dir"):
         write_predictions(config, session.trial_id(), outputs, task)
         if loaders.context is not None:
