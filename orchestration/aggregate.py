@@ -37,6 +37,7 @@ import pyarrow.parquet as pq
 from pyarrow import fs
 
 from . import storage
+from .ensemble import fusion_rows
 from .identity import identity
 
 METRICS = ("wa", "ua", "macro_f1", "loss")
@@ -422,6 +423,29 @@ def add_ded_rows(tables: dict, utterances: pd.DataFrame, splits: pd.DataFrame,
     return tables
 
 
+def declared_ensembles(sweep_dir: str) -> dict:
+    """The `ensembles:` of the sweep file the sweep last ran with (its sweep.json)."""
+    try:
+        record = sweep_record(sweep_dir) or {}
+    except (json.JSONDecodeError, OSError):
+        return {}
+    return (record.get("sweep") or {}).get("ensembles") or {}
+
+
+def add_ensemble_rows(tables: dict, ensembles: dict) -> dict:
+    """Each declared ensemble's late-fusion rows, beside the trials' (orchestration/ensemble.py)."""
+    new_folds, new_predictions = [], []
+    for name, members in ensembles.items():
+        rows, predictions = fusion_rows(tables["folds"], tables["predictions"], name, members)
+        new_folds += rows
+        new_predictions += predictions
+    if new_folds:
+        tables["folds"] = _sorted("folds", pd.concat([tables["folds"], _frame(new_folds, FOLDS)], ignore_index=True))
+        tables["predictions"] = _sorted("predictions", pd.concat([tables["predictions"], *new_predictions],
+                                                                 ignore_index=True))
+    return tables
+
+
 def _dialogs(table: pd.DataFrame) -> dict[str, list[str]]:
     ordered = table.dropna(subset=["dialog"]).sort_values(["dialog", "turn"], kind="stable")
     return {dialog: list(group["utt_id"]) for dialog, group in ordered.groupby("dialog", sort=True)}
@@ -437,6 +461,7 @@ def build_tables(sweep_dir: str, with_ded: bool = True) -> dict[str, pd.DataFram
         facts = read_corpus_facts(sweep_dir)
         if facts is not None:
             tables = add_ded_rows(tables, *facts, context)
+    tables = add_ensemble_rows(tables, declared_ensembles(sweep_dir))
     tables["summary"] = summarize(tables["folds"], tables["epochs"], tables["predictions"], sweep)
     return tables
 

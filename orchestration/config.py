@@ -48,6 +48,7 @@ class Sweep:
     raw: dict = field(default_factory=dict)
     tracking: dict = field(default_factory=lambda: schema.defaults("tracking"))
     test_corpora: list[dict] = field(default_factory=list)   # cross-corpus test sets
+    ensembles: dict[str, list[str]] = field(default_factory=dict)   # name -> member cells, fused at aggregation
 
 
 def _fail(source, message, fix):
@@ -106,6 +107,7 @@ def parse_sweep(data: dict, source: str = "<embedded>") -> Sweep:
     if bad:
         _fail(source, f"seeds must be non-negative integers, got {bad}", "e.g. seeds: [0, 1, 2]")
     search = {**schema.defaults("search"), **data["search"]} if data.get("search") else None
+    ensembles = parse_ensembles(source, data.get("ensembles") or {}, cells, search)
     return Sweep(name=name, corpus=corpus, folds=data.get("folds"), cells=cells, model_options=options,
                  seeds=[int(s) for s in seeds], train=train, search=search, resources=resources,
                  storage=str(data.get("storage", "results")), cache=cache,
@@ -113,7 +115,29 @@ def parse_sweep(data: dict, source: str = "<embedded>") -> Sweep:
                  fold_indices=data.get("fold_indices"), raw=copy.deepcopy(data),
                  train_explicit=dict(data.get("train") or {}),
                  tracking={**schema.defaults("tracking"), **(data.get("tracking") or {})},
-                 test_corpora=test_corpora)
+                 test_corpora=test_corpora, ensembles=ensembles)
+
+
+def parse_ensembles(source: str, ensembles: dict, cells: list[tuple[str, str]], search) -> dict[str, list[str]]:
+    """Every member is a cell of this sweep; an ensemble has two or more, and its name is no model's."""
+    from .ensemble import parse_member
+
+    names = {f"{model}/{ablation}" for model, ablation in cells}
+    for name, members in ensembles.items():
+        where = f"ensembles.{name}"
+        if search is not None:
+            _fail(source, f"{where}: ensembles fuse fixed settings, and this sweep searches them",
+                  "drop ensembles, or drop search and fix the settings")
+        if name in {model for model, _ in cells}:
+            _fail(source, f"{where}: the name is a model's", "name the ensemble apart, e.g. fg_cme+egemaps")
+        if not isinstance(members, list) or len({parse_member(m) for m in members}) < 2:
+            _fail(source, f"{where} must list two or more different cells", "e.g. [fg_cme/full, egemaps_svm/full]")
+        for member in members:
+            if "/".join(parse_member(member)) not in names:
+                _fail(source, f"{where}: {member!r} is not a cell of this sweep"
+                      f"{schema.did_you_mean('/'.join(parse_member(member)), names)}",
+                      f"use one of {sorted(names)} (model/ablation, as in models:)")
+    return {str(name): [str(m) for m in members] for name, members in ensembles.items()}
 
 
 def load_sweep(path: str | Path) -> Sweep:

@@ -59,6 +59,10 @@ KEYS = [
     Key("train", (dict, type(None)), None, "training settings (below)"),
     Key("search", (dict, type(None)), None, "an Optuna search (below); null runs the fixed settings once"),
     Key("resources", (dict, type(None)), None, "how trials use the cluster (below)"),
+    Key("ensembles", (dict, type(None)), None, "late fusion, scored when the tables are built: name -> two or "
+        "more of the sweep's cells as model/ablation; per fold and seed their test probabilities are averaged with "
+        "equal weights. Members and weights are fixed here and each member chose its epoch on validation, so "
+        "nothing is picked on test; adding one to a finished sweep reruns nothing"),
     Key("tracking", (dict, type(None)), None, "experiment trackers that watch the sweep (below); they change no "
         "number, so adding one to a finished sweep reruns nothing"),
 

@@ -202,7 +202,8 @@ def settings_digest(raw: dict) -> str:
     models = {name: entry["options"] for name, entry in (raw.get("models") or {}).items()
               if isinstance(entry, dict) and entry.get("options")}
     settings = {k: v for k, v in raw.items() if k not in ("models", "seeds", "fold_indices", "name", "storage",
-                                                          "cache", "resources", "train", "tracking")}
+                                                          "cache", "resources", "train", "tracking",
+                                                          "ensembles")}
     # of resources and train, what changes no number: how many trials run at once, how long to wait, retries
     settings["resources"] = {k: v for k, v in (raw.get("resources") or {}).items()
                              if k not in ("max_concurrent_trials", "wait_timeout_s")}
