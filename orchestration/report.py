@@ -245,7 +245,7 @@ def seed_spread(folds: pd.DataFrame) -> dict:
 
 def summary_frame(summary: pd.DataFrame, folds: pd.DataFrame) -> pd.DataFrame:
     def pm(mean, std):
-        return "" if pd.isna(mean) else (f"{mean:.3f} ± {std:.3f}" if pd.notna(std) else f"{mean:.3f}")
+        return "–" if pd.isna(mean) else (f"{mean:.3f} ± {std:.3f}" if pd.notna(std) else f"{mean:.3f}")
     spread = seed_spread(folds)
     rows = [{"model": r.model, "ablation": r.ablation, "n": r.n, "test UA": pm(r.test_ua_mean, r.test_ua_std),
              "seed sd (UA)": spread.get((r.model, r.ablation, r.hparams), float("nan")),
@@ -308,7 +308,7 @@ def draw_report(sweep_dir: str, root: Path) -> Path:
                    "is never a result."),
               Text(f"Trials: {status}."), Heading("Summary"),
               Text("test UA: mean ± std over every fold and seed; seed sd: the spread of the seeds' mean UA over "
-                   "folds (– with one seed)."), Table(summary_frame(summary, folds)),
+                   "folds (– with one seed)."), Table(summary_frame(summary, folds)), *ensemble_blocks(folds),
               Figure("test UA per model with 95% intervals", "figures/intervals.png"),
               Heading("Beside the published numbers"), Table(comparison.drop(columns=["ours_UA_std"]))]
     if has_published:
@@ -324,6 +324,16 @@ def draw_report(sweep_dir: str, root: Path) -> Path:
     report = root / "report.md"
     report.write_text(markdown(blocks))
     return report
+
+
+def ensemble_blocks(folds: pd.DataFrame) -> list:
+    fused = folds[folds["selection"].fillna("").str.startswith("late fusion")]
+    if not len(fused):
+        return []
+    names = ", ".join(f"{model} = {ablation.replace('+', ' + ')}"
+                      for model, ablation in fused[["model", "ablation"]].drop_duplicates().itertuples(index=False))
+    return [Text(f"Ensembles declared in the sweep file ({names}): per fold and seed, the mean of the members' test "
+                 "probabilities, each member at its validation-chosen epoch; no validation or test-oracle column.")]
 
 
 def optional_table(sweep_dir: str, name: str) -> pd.DataFrame:
