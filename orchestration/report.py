@@ -164,7 +164,8 @@ def confusion_matrices(folds: pd.DataFrame, path: Path) -> None:
 
 
 def learning_curves(folds: pd.DataFrame, epochs: pd.DataFrame, path: Path) -> None:
-    cells = [c for c in cells_of(folds) if not c[0].endswith("+ded")]
+    trained = set(zip(epochs["model"], epochs["ablation"]))      # not DED or fusion rows: they train nothing
+    cells = [c for c in cells_of(folds) if c in trained] or cells_of(folds)[:1]
     fig, axes = plt.subplots(2, len(cells), figsize=(4.2 * len(cells), 6), squeeze=False, sharex="col")
     for column, (model, ablation) in enumerate(cells):
         curves = epochs[(epochs["model"] == model) & (epochs["ablation"] == ablation)]

@@ -60,3 +60,5 @@ def test_an_ensemble_added_to_a_finished_sweep_fuses_its_members_without_trainin
         assert row["test_ua"] == pytest.approx(expected["ua"]) and row["test_wa"] == pytest.approx(expected["wa"])
     summary = table(tmp_path, which="summary")
     assert summary.loc[summary["model"] == "both", "n"].item() == 2
+    report = (tmp_path / "results" / "t" / "report.md").read_text()
+    assert "Ensembles declared in the sweep file (both = lstm_attn_text/full + fg_cme/no_excite)" in report
