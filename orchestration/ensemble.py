@@ -34,7 +34,8 @@ def fusion_rows(folds: pd.DataFrame, predictions: pd.DataFrame, name: str, membe
             continue                    # a searched cell has several settings per (fold, seed): nothing to fuse
         scored = [predictions[predictions["trial_id"] == row["trial_id"]].set_index("utt_id") for row in rows]
         utterances = scored[0].index
-        if any(len(s) != len(utterances) or not s.index.isin(utterances).all() for s in scored[1:]):
+        if not len(utterances) or any(len(s) != len(utterances) or not s.index.isin(utterances).all()
+                                      for s in scored[1:]):
             continue                    # a member's predictions are missing or damaged for this fold
         probabilities = np.mean([np.stack(s.loc[utterances, "probabilities"].to_numpy()) for s in scored], axis=0)
         classes = list(rows[0]["classes"])

@@ -90,8 +90,9 @@ KEYS = [
         "(0: train every epoch)", minimum=0),
     Key("train.select_window", (int,), 1, "pick the epoch on the trailing mean of select_on over this many "
         "epochs (1: the epoch's own value)", minimum=1),
-    Key("train.speaker_norm", (bool,), False, "normalise frame features per speaker (mean and std over each "
-        "speaker's own frames, labels never used)"),
+    Key("train.speaker_norm", (bool,), False, "normalise features per speaker: frame features and eGeMAPS "
+        "functionals, by the mean and std over each speaker's own utterances, test speakers' included (their "
+        "audio, never their labels; +0.05 to +0.07 UA on RAVDESS, results/reports/STUDY.md)"),
     Key("train.class_weights", (str,), "none", "balanced: weight the loss by the inverse class frequency of the "
         "training split", choices=("none", "balanced")),
     Key("train.refit", (bool,), False, "after choosing the epoch on validation, train a fresh model (same seed) "
