@@ -37,7 +37,7 @@ import pyarrow.parquet as pq
 from pyarrow import fs
 
 from . import storage
-from .ensemble import fusion_rows
+from .ensemble import fusions
 from .identity import identity
 
 METRICS = ("wa", "ua", "macro_f1", "loss")
@@ -375,7 +375,6 @@ def add_ded_rows(tables: dict, utterances: pd.DataFrame, splits: pd.DataFrame,
     outside the task included), and a test dialog is decoded whole, in order, where the trial scored its
     turns outside the task (`<trial>.context.parquet`); only the task's turns are then scored."""
     from ser_models import ded
-    from ser_models.metrics import classification_metrics
 
     predictions, folds = tables["predictions"], tables["folds"]
     if predictions.empty or utterances["dialog"].isna().any():
@@ -408,18 +407,30 @@ def add_ded_rows(tables: dict, utterances: pd.DataFrame, splits: pd.DataFrame,
         ded_rows["trial_id"] = f"{trial_id}+ded"
         ded_rows["predicted"] = [classes[decoded[u]] for u in rows["utt_id"]]
         new_predictions.append(ded_rows)
-        index = {c: i for i, c in enumerate(classes)}
-        scores_ = classification_metrics(ded_rows["label"].map(index), ded_rows["predicted"].map(index), len(classes))
-        new_row = fold_row_.to_dict()
-        new_row.update({"model": ded_rows["model"].iloc[0], "trial_id": f"{trial_id}+ded",
-                        "test_wa": scores_["wa"], "test_ua": scores_["ua"], "test_macro_f1": scores_["macro_f1"],
-                        "test_loss": None, "test_recall": scores_["recall"], "test_support": scores_["support"],
-                        "test_confusion": scores_["confusion"],
-                        "selection": f"validation, then DED over {turns} (p0={p0:.3f})"})
-        new_folds.append(new_row)
+        new_folds.append(rescored_row(fold_row_.to_dict(), ded_rows, model=ded_rows["model"].iloc[0],
+                                      trial_id=f"{trial_id}+ded",
+                                      selection=f"validation, then DED over {turns} (p0={p0:.3f})"))
+    return append_rows(tables, new_folds, new_predictions)
+
+
+def rescored_row(base: dict, predictions: pd.DataFrame, **changes) -> dict:
+    """A fold row for predictions derived from a trial's (DED, fusion): the base row, its test columns scored
+    anew from `predictions` (label and predicted class names), no test loss."""
+    from ser_models.metrics import classification_metrics
+
+    classes = list(base["classes"])
+    index = {c: i for i, c in enumerate(classes)}
+    scores = classification_metrics(predictions["label"].map(index), predictions["predicted"].map(index),
+                                    len(classes))
+    return {**base, **{f"test_{m}": scores[m] for m in ("wa", "ua", "macro_f1", "recall", "support", "confusion")},
+            "test_loss": None, **changes}
+
+
+def append_rows(tables: dict, new_folds: list[dict], new_predictions: list[pd.DataFrame]) -> dict:
     if new_folds:
-        tables["folds"] = _sorted("folds", pd.concat([folds, _frame(new_folds, FOLDS)], ignore_index=True))
-        tables["predictions"] = _sorted("predictions", pd.concat([predictions] + new_predictions, ignore_index=True))
+        tables["folds"] = _sorted("folds", pd.concat([tables["folds"], _frame(new_folds, FOLDS)], ignore_index=True))
+        tables["predictions"] = _sorted("predictions", pd.concat([tables["predictions"], *new_predictions],
+                                                                 ignore_index=True))
     return tables
 
 
@@ -436,14 +447,13 @@ def add_ensemble_rows(tables: dict, ensembles: dict) -> dict:
     """Each declared ensemble's late-fusion rows, beside the trials' (orchestration/ensemble.py)."""
     new_folds, new_predictions = [], []
     for name, members in ensembles.items():
-        rows, predictions = fusion_rows(tables["folds"], tables["predictions"], name, members)
-        new_folds += rows
-        new_predictions += predictions
-    if new_folds:
-        tables["folds"] = _sorted("folds", pd.concat([tables["folds"], _frame(new_folds, FOLDS)], ignore_index=True))
-        tables["predictions"] = _sorted("predictions", pd.concat([tables["predictions"], *new_predictions],
-                                                                 ignore_index=True))
-    return tables
+        for base, fused in fusions(tables["folds"], tables["predictions"], name, members):
+            new_predictions.append(fused)
+            new_folds.append(rescored_row(base, fused, **{f"val_{m}": None for m in METRICS}, recipe=None,
+                                          selected_epoch=None, epochs_run=None, resumed_from=None,
+                                          selection=f"late fusion: mean of {fused['ablation'].iloc[0]}'s test "
+                                                    "probabilities, each at its validation-chosen epoch"))
+    return append_rows(tables, new_folds, new_predictions)
 
 
 def _dialogs(table: pd.DataFrame) -> dict[str, list[str]]:

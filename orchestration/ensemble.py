@@ -18,16 +18,13 @@ def parse_member(text: str) -> tuple[str, str]:
     return model, ablation or "full"
 
 
-def fusion_rows(folds: pd.DataFrame, predictions: pd.DataFrame, name: str, members: list[str]):
-    """(fold rows, prediction rows) of one ensemble, for every (fold, seed) all of its members finished."""
-    from ser_models.metrics import classification_metrics
-
+def fusions(folds: pd.DataFrame, predictions: pd.DataFrame, name: str, members: list[str]):
+    """(first member's fold row, fused prediction rows) for every (fold, seed) all of the members finished."""
     cells = [parse_member(m) for m in members]
     label = "+".join(f"{model}/{ablation}" for model, ablation in cells)
     done = folds[folds["status"] == "finished"]
     per_cell = [done[(done["model"] == model) & (done["ablation"] == ablation)].set_index(["fold", "seed"])
                 for model, ablation in cells]
-    new_folds, new_predictions = [], []
     for fold, seed in sorted(set.intersection(*(set(frame.index) for frame in per_cell))):
         rows = [frame.loc[(fold, seed)] for frame in per_cell]
         if any(isinstance(row, pd.DataFrame) for row in rows):
@@ -44,17 +41,5 @@ def fusion_rows(folds: pd.DataFrame, predictions: pd.DataFrame, name: str, membe
         fused["trial_id"], fused["model"], fused["ablation"] = trial_id, name, label
         fused["predicted"] = [classes[i] for i in probabilities.argmax(1)]
         fused["probabilities"] = list(probabilities.astype(np.float32))
-        index = {c: i for i, c in enumerate(classes)}
-        scores = classification_metrics(fused["label"].map(index), fused["predicted"].map(index), len(classes))
-        row = rows[0].to_dict() | {"fold": fold, "seed": seed}
-        row.update({"trial_id": trial_id, "model": name, "ablation": label, "recipe": None, "selected_epoch": None,
-                    "epochs_run": None, "resumed_from": None,
-                    "selection": f"late fusion: mean of {label}'s test probabilities, each at its "
-                                 "validation-chosen epoch",
-                    **{f"val_{m}": None for m in ("wa", "ua", "macro_f1", "loss")},
-                    "test_wa": scores["wa"], "test_ua": scores["ua"], "test_macro_f1": scores["macro_f1"],
-                    "test_loss": None, "test_recall": scores["recall"], "test_support": scores["support"],
-                    "test_confusion": scores["confusion"]})
-        new_folds.append(row)
-        new_predictions.append(fused)
-    return new_folds, new_predictions
+        base = rows[0].to_dict() | {"fold": fold, "seed": seed, "trial_id": trial_id, "model": name, "ablation": label}
+        yield base, fused
