@@ -35,19 +35,26 @@ EMBEDDED_RESOURCES = {"TRAIN_DRIVER": 64}  # the embedded instance's: DDP trial 
 
 
 def init_ray(ray, address: str | None, **options) -> None:
-    """ray.init; through Ray Client, retried twice when the head fails to spawn this client's server process
-    (its proxier reports "Starting Ray client server failed" at times under load; the next attempt gets a
-    fresh one)."""
+    """ray.init; through Ray Client, retried twice when the head fails to spawn this client's server process.
+
+    The proxier forks that process from a threaded gRPC server; under load the child at times dies at birth
+    ("Starting Ray client server failed", or an "Initialization failure from server" naming a zombie
+    process, ray-project/ray#63408). The next attempt gets a fresh one.
+    """
     for attempt in range(3):
         try:
             ray.init(address=address, **options)
             return
         except ConnectionError as err:
-            if not str(address or "").startswith("ray://") or "client server failed" not in str(err) or attempt == 2:
+            if not str(address or "").startswith("ray://") or not spawn_failure(err) or attempt == 2:
                 raise
             print(f"[sweep] the cluster's Ray Client server did not start (attempt {attempt + 1}); trying again",
                   flush=True)
             time.sleep(3)
+
+
+def spawn_failure(err: ConnectionError) -> bool:
+    return any(sign in str(err) for sign in ("client server failed", "Initialization failure from server"))
 
 
 def start_ray(address: str | None, verbose: bool):

@@ -4,6 +4,7 @@ No RAY_ADDRESS is set, as with `ray exec` or `ray submit` on a head: the driver
 finds the cluster as Ray does.
 """
 import contextlib
+import re
 import subprocess
 import sys
 import time
@@ -40,10 +41,12 @@ def alive_nodes(env: dict, port: int) -> int:
     from .local_cluster import auth_env
 
     probe = ("import ray; ray.init(address='127.0.0.1:%d', logging_level='ERROR'); "
-             "print(sum(node['Alive'] for node in ray.nodes()))" % port)
+             "print('alive nodes:', sum(node['Alive'] for node in ray.nodes()))" % port)
     done = subprocess.run([sys.executable, "-c", probe], env=auth_env(env), capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
-    return int(done.stdout.split()[-1])
+    alive = re.search(r"alive nodes: (\d+)", done.stdout)  # Ray may print its own lines around it
+    assert alive, done.stdout[-2000:]
+    return int(alive.group(1))
 
 
 def sweep_on(env: dict, path: Path, timeout: int = 600) -> subprocess.CompletedProcess:

@@ -110,3 +110,12 @@ def test_malformed_yaml(tmp_path, capsys):
         parse_sweep({"name": "x", "corpus": "synthetic", "models": {"fg_cme": None}, "epochs": 3})
     assert load_sweep("configs/demo.yaml").cells == [("fg_cme", "full"), ("fg_cme", "no_excite"),
                                                      ("lstm_attn_text", "full")]
+
+
+def test_only_a_client_server_dying_at_birth_is_retried():
+    """The two ways Ray's proxier reports a client server that died as it spawned; a refusal is not retried."""
+    from orchestration.sweep import spawn_failure
+
+    assert spawn_failure(ConnectionError("ray client connection timeout: Starting Ray client server failed."))
+    assert spawn_failure(ConnectionAbortedError("Initialization failure from server:\n... psutil.ZombieProcess"))
+    assert not spawn_failure(ConnectionError("Authentication failed: token mismatch"))
