@@ -9,7 +9,10 @@ Every run is a separate command, timed from the shell's point of view
 - plain: `train_loop` called once per trial in one process, with a local
   session and no Ray (what a researcher's own script would do);
 - sweep, 1 slot: `python orchestration/sweep.py` with max_concurrent_trials 1;
-- sweep, k slots: the same with k trials at a time (k = cores by default).
+- sweep, k slots: the same with k trials at a time (k = cores by default);
+- with --joined, the 1- and 2-slot sweeps again, joined to a `ray start --head`
+  already running on this machine (how a researcher who runs sweep after
+  sweep keeps Ray up): no Ray start or stop inside the sweep's wall time.
 All use one torch thread per trial and the same warm feature cache. The sweep's
 own `[sweep] timing:` line and its tables give the breakdown of the fixed cost.
 The last two lines are `overhead_ratio=<sweep 1 slot / plain>` and
@@ -22,6 +25,7 @@ import copy
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -112,11 +116,26 @@ def trial_costs(sweep_dir: Path) -> dict[str, float]:
             "in_trial_fixed_rest_mean": float(inside.iloc[1:].mean()) if len(inside) > 1 else float("nan")}
 
 
+def joined_walls(runs: dict[str, Path], python: str, env: dict) -> dict[str, float]:
+    """The 1- and 2-slot sweeps against a head started by `ray start` (its own ports and temp dir), then stopped."""
+    from tests.local_cluster import auth_env, local_cluster
+
+    walls = {}
+    with local_cluster(json.dumps({"TRAIN_DRIVER": 64}), head_cpus=os.cpu_count() or 2, worker_cpus=[]) as cluster:
+        for label in ("slots1", "slots2"):
+            shutil.rmtree(runs[label].parent / "results" / f"bench-{label}", ignore_errors=True)
+            walls[f"joined-{label}"], _ = timed([python, str(REPO / "orchestration" / "sweep.py"), str(runs[label])],
+                                                {**auth_env(cluster.env), **env})
+    return walls
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("sweep", nargs="?", help="a sweep file (default: fg_cme/full on the synthetic corpus)")
     parser.add_argument("--epochs", type=int, default=8)
     parser.add_argument("--slots", type=int, default=os.cpu_count() or 2, help="k for the k-slot sweep")
+    parser.add_argument("--joined", action="store_true",
+                        help="also time the sweeps joined to a `ray start --head` started once beforehand")
     parser.add_argument("--workdir", help="keep cache and results here (default: a temporary folder)")
     parser.add_argument("--plain-loop", help=argparse.SUPPRESS)  # internal: the baseline's own process
     parser.add_argument("--warm-cache", help=argparse.SUPPRESS)  # internal: fill the feature cache only
@@ -141,10 +160,14 @@ def main() -> None:
     for label in dict.fromkeys(["slots1", f"slots{args.slots}", "slots2"]):
         walls[label], out = timed([python, str(REPO / "orchestration" / "sweep.py"), str(runs[label])], env)
         breakdown[label] = phases(out) | trial_costs(workdir / "results" / f"bench-{label}")
-    print(f"\n{'run':18s} {'wall s':>8s} {'vs plain':>9s}")
-    print(f"{'plain loop':18s} {plain_wall:8.1f} {1.0:9.2f}   (loop alone {loop:.1f} s; rest is start-up and imports)")
+    if args.joined:
+        walls |= joined_walls(runs, python, env)
+    print(f"\n{'run':30s} {'wall s':>8s} {'vs plain':>9s}")
+    print(f"{'plain loop':30s} {plain_wall:8.1f} {1.0:9.2f}   (loop alone {loop:.1f} s; rest is start-up and imports)")
     for label, wall in walls.items():
-        print(f"{'sweep, ' + label.replace('slots', '') + ' slot(s)':18s} {wall:8.1f} {wall / plain_wall:9.2f}")
+        name = f"sweep, {label.removeprefix('joined-').replace('slots', '')} slot(s)"
+        name += ", joined" if label.startswith("joined-") else ""
+        print(f"{name:30s} {wall:8.1f} {wall / plain_wall:9.2f}")
     one, n = breakdown["slots1"], breakdown["slots1"]["n_trials"]
     phase_total = sum(one.get(name, 0.0) for name in PHASES)
     print("\nfixed cost of the 1-slot sweep (s):")

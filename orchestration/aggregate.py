@@ -488,6 +488,9 @@ def write_tables(tables: dict[str, pd.DataFrame], sweep_dir: str) -> str:
             os.kill(os.getpid(), signal.SIGKILL)
     link, tmp_link = root / "tables", root / f".tables-{os.getpid()}-{time.monotonic_ns()}"
     previous = root / os.readlink(link) if link.is_symlink() else None
+    if link.is_dir() and previous is None:  # a copy that followed the link (cp -rL, copytree, a download)
+        previous = root / ".versions" / f"copied-{version.name}"
+        os.replace(link, previous)  # replaced below like any earlier version
     os.symlink(os.path.relpath(version, root), tmp_link)
     os.replace(tmp_link, link)  # the one atomic step
     if previous is not None and previous != version:

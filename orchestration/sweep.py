@@ -306,7 +306,15 @@ def restore_searcher(searcher, experiment: str) -> None:
             out.write(stream.read())
         try:
             searcher.restore(local)
-        except (ValueError, KeyError, json.JSONDecodeError) as err:
+        except json.JSONDecodeError as err:  # a write cut short: Tune's copy into a full disk, or a kill
+            if searcher.space is not None:
+                raise SweepError(f"{saved[-1]}: the searcher's saved state was cut short ({str(err)[:120]}; was the "
+                                 "disk full?). Fix: delete it; finished trials are kept, and the search asks Optuna "
+                                 "afresh") from None
+            # a grid needs no saved state: its finished trials say what is left
+            print(f"[sweep] warning: {saved[-1]} was cut short (was the disk full?); the grid resumes from its "
+                  f"finished trials", flush=True)
+        except (ValueError, KeyError) as err:
             raise SweepError(f"{saved[-1]}: the searcher's saved state is unreadable ({str(err)[:160]}). Fix: "
                              "delete it; finished trials are kept, and the search asks Optuna afresh") from None
 
@@ -395,7 +403,7 @@ def run_locked(sweep, root: str, restart_errored: bool, address: str | None, ver
     stopping = threading.Thread(target=ray.shutdown)
     stopping.start()
     try:
-        counts = finish(sweep, root, phases, tracking)
+        counts, tables_written = finish(sweep, root, phases, tracking)
     finally:
         stopping.join()
         phases.done("ray_stop")
@@ -403,10 +411,10 @@ def run_locked(sweep, root: str, restart_errored: bool, address: str | None, ver
     if limit.reached:
         print(f"[sweep] stopped after waiting {limit.timeout_s:g} s: {limit.progress.waiting}. Fix: add nodes "
               "or free resources, or raise resources.wait_timeout_s", flush=True)
-    return outcome(sweep, root, counts, total)
+    return outcome(sweep, root, counts, total, tables_written)
 
 
-def outcome(sweep, root: str, counts: dict, total: int) -> int:
+def outcome(sweep, root: str, counts: dict, total: int, tables_written: bool) -> int:
     """The exit code, and a last line that says what to run next."""
     command = " ".join(["python", *map(shlex.quote, sys.argv)]) if sys.argv and sys.argv[0].endswith(".py") \
         else f"python orchestration/sweep.py {sweep.source}"
@@ -422,6 +430,10 @@ def outcome(sweep, root: str, counts: dict, total: int) -> int:
               f"python orchestration/results.py show {sweep_dir} --table trials --where status=error, fix the "
               f"cause, then run: {command} --restart-errored", flush=True)
         return EXIT_FAILED_TRIALS
+    if not tables_written:
+        print(f"[sweep] {finished}/{total} trials finished, but their tables are not written. Next: fix what the "
+              f"tables line above says, then run the same command (it trains nothing): {command}", flush=True)
+        return EXIT_RESUMABLE
     print(f"[sweep] done: {finished}/{total} trials finished. Next: python orchestration/results.py show "
           f"{sweep_dir}", flush=True)
     return EXIT_DONE
@@ -497,8 +509,8 @@ def in_sweep(folds, sweep):
     return cells & folds["seed"].isin(sweep.seeds) & chosen
 
 
-def finish(sweep, root, phases: Phases, tracking: list) -> dict:
-    """Tables and report; returns the count of trials per status."""
+def finish(sweep, root, phases: Phases, tracking: list) -> tuple[dict, bool]:
+    """Tables and report; returns the count of trials per status and whether the tables were written."""
     from orchestration.aggregate import collect, write_tables
 
     sweep_dir = storage.join(root, sweep.name)
@@ -511,7 +523,7 @@ def finish(sweep, root, phases: Phases, tracking: list) -> dict:
         print(f"[sweep] {sum(counts.values())} trials: {counts}; tables NOT written ({err}). Fix: free space or "
               f"restore access to {sweep_dir}, then: python orchestration/results.py aggregate {sweep_dir}",
               flush=True)
-        return counts
+        return counts, False
     phases.done("tables")
     print(f"[sweep] {sum(counts.values())} trials: {counts}; tables: {sweep_dir}/tables/"
           f"{{folds,epochs,predictions,trials,summary,cross}}")
@@ -525,7 +537,7 @@ def finish(sweep, root, phases: Phases, tracking: list) -> dict:
         phases.done("report")
     for tracker in tracking:
         publish_safely(tracker, tables, sweep_dir)
-    return counts
+    return counts, True
 
 
 def publish_safely(tracker, tables: dict, sweep_dir: str) -> None:

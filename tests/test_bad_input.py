@@ -28,7 +28,7 @@ from ser_models.data.__main__ import main as data_main
 
 from .conftest import REPO
 from .fixtures.audio import write
-from .sweeps import run_sweep
+from .sweeps import run_sweep, table
 
 
 
@@ -308,6 +308,29 @@ def test_bad_input_is_refused_with_the_file_and_the_fix_and_nothing_is_lost(base
     for fragment in [*names, *fragments]:
         assert fragment in output, (fragment, output[-3000:])
     assert snapshot(base.tmp / "results") == base.snapshot          # nothing already written changed
+
+
+
+def test_a_grid_whose_saved_searcher_state_was_cut_short_resumes_from_its_finished_trials(base, tmp_path, capsys):
+    """A full disk can leave Tune's copy of the searcher state empty; a grid needs none of it to resume.
+
+    The copy follows the `tables` link (as cp -rL or a download would): the tables are written over it.
+    """
+    shutil.copytree(base.tmp / "results", tmp_path / "results")
+    states = list((tmp_path / "results" / "t" / "experiment").glob("searcher-state-*"))
+    assert states
+    for state in states:
+        state.write_text("")
+    sweep = {**base.sweep, "storage": str(tmp_path / "results"), "fold_indices": [0, 1, 2]}
+    (tmp_path / "t.yaml").write_text(yaml.safe_dump(sweep))
+    code, output = invoke(["sweep", str(tmp_path / "t.yaml")], capsys)
+    assert code == 0, output[-3000:]
+    assert "was cut short (was the disk full?); the grid resumes from its finished trials" in output
+    assert "resuming: 2 trials already finished" in output
+    before, after = (table(folder) for folder in (base.tmp, tmp_path))
+    assert sorted(after["fold"]) == [0, 1, 2] and set(after["status"]) == {"finished"}
+    kept = after[after["fold"] < 2].sort_values("fold").reset_index(drop=True)
+    assert kept["trial_id"].tolist() == before.sort_values("fold")["trial_id"].tolist()   # not trained again
 
 
 # ---- bad audio: quarantined, and the sweep goes on -------------------------------------------------------------

@@ -1,7 +1,6 @@
 """Interruptions and concurrent drivers: exit codes a script can trust, nothing lost or done twice."""
 import json
 import os
-import pathlib
 import signal
 import socket
 import subprocess
@@ -226,12 +225,7 @@ def test_a_full_disk_stops_resumably_and_the_same_command_finishes_after_space_i
     assert "No space left on device" in full.stdout + full.stderr
     assert "run the same command to resume" in full.stdout.strip().splitlines()[-1]
     ballast.unlink()                                            # the user frees space
-    again = run_sweep(path)
-    if again.returncode == 2:                                   # Tune's state file was cut short by the full disk
-        assert "cut short (was the disk full?)" in again.stderr, again.stderr
-        for name in again.stderr.split("state files: ", 1)[1].split(";")[0].split():
-            pathlib.Path(name).unlink()                         # following the fix
-        again = run_sweep(path)
+    again = run_sweep(path)   # whichever file the full disk cut short (a checkpoint, the searcher's state)
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
     folds = read_table(str(small_disk / "results" / "t"), "folds")
     folds = folds[~folds["model"].str.endswith("+ded")]
