@@ -181,6 +181,9 @@ def main() -> None:
     per_trial = (walls["slots1"] - one["ray_start"] - one["epoch_seconds"]) / n
     print(f"  fixed cost per trial (everything but epochs and the one Ray start, / {n} trials): {per_trial:.2f}")
     print(f"  epochs: {one['epoch_seconds']:.1f} s in the 1-slot sweep, {loop:.1f} s for the whole plain loop")
+    if args.joined:
+        print(f"overhead_ratio_joined={walls['joined-slots1'] / plain_wall:.2f}")
+        print(f"speedup_k2_joined={plain_wall / walls['joined-slots2']:.2f}")
     print(f"overhead_ratio={walls['slots1'] / plain_wall:.2f}")
     print(f"speedup_k2={plain_wall / walls['slots2']:.2f}")
 
