@@ -306,17 +306,16 @@ def restore_searcher(searcher, experiment: str) -> None:
             out.write(stream.read())
         try:
             searcher.restore(local)
-        except json.JSONDecodeError as err:  # a write cut short: Tune's copy into a full disk, or a kill
-            if searcher.space is not None:
-                raise SweepError(f"{saved[-1]}: the searcher's saved state was cut short ({str(err)[:120]}; was the "
-                                 "disk full?). Fix: delete it; finished trials are kept, and the search asks Optuna "
-                                 "afresh") from None
-            # a grid needs no saved state: its finished trials say what is left
-            print(f"[sweep] warning: {saved[-1]} was cut short (was the disk full?); the grid resumes from its "
-                  f"finished trials", flush=True)
         except (ValueError, KeyError) as err:
-            raise SweepError(f"{saved[-1]}: the searcher's saved state is unreadable ({str(err)[:160]}). Fix: "
-                             "delete it; finished trials are kept, and the search asks Optuna afresh") from None
+            # not JSON: a write cut short (Tune's copy into a full disk, a kill). A grid needs no saved state:
+            # its finished trials say what is left. A search would lose what Optuna learnt: the user decides
+            if isinstance(err, json.JSONDecodeError) and searcher.space is None:
+                print(f"[sweep] warning: {saved[-1]} was cut short (was the disk full?); the grid resumes from its "
+                      f"finished trials", flush=True)
+                return
+            raise SweepError(f"{saved[-1]}: the searcher's saved state is unreadable ({str(err)[:160]}; a full disk "
+                             "or a kill can cut it short). Fix: delete it; finished trials are kept, and the search "
+                             "asks Optuna afresh") from None
 
 
 def clear_train_runs(experiment: str, keys: set) -> None:

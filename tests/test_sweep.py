@@ -56,6 +56,12 @@ def test_optuna_sweep_runs_each_suggestion_on_every_fold(tmp_path, synthetic_roo
     for group_id, group in state["groups"].items():
         rows = trials[trials["group"] == group_id]
         assert told[group["optuna_number"]] == pytest.approx(rows["val_ua"].mean())
+    # a state cut short (a full disk, a kill): a search would lose what Optuna learnt, so the user decides
+    state_file.write_text(state_file.read_text()[:100])
+    again = run_sweep(path)
+    assert again.returncode == 2, again.stdout[-2000:] + again.stderr[-2000:]
+    assert f"{state_file}: the searcher's saved state is unreadable" in again.stderr
+    assert "Fix: delete it" in again.stderr
 
 
 def test_failing_trial_is_retried_then_recorded(tmp_path, synthetic_root):

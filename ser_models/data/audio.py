@@ -57,7 +57,7 @@ def load_audio(path: str | Path, target_sr: int = TARGET_SR) -> np.ndarray:
                                f"need at least {MIN_SECONDS} s",
                          "re-export the whole utterance, or drop it from the corpus")
     if sample_rate != target_sr:
-        from scipy.signal import resample_poly  # imported here: 0.6 s that every driver and trial process paid
+        from scipy.signal import resample_poly  # here: 0.6 s of import that every sweep driver paid at start
 
         ratio = Fraction(target_sr, sample_rate)
         wave = resample_poly(wave, ratio.numerator, ratio.denominator).astype(np.float32)
