@@ -1,7 +1,7 @@
 """What a sweep costs beyond the training itself: the same work as a plain loop, a 1-slot and a k-slot sweep.
 
     python bench/orchestration.py                     # fg_cme/full, synthetic corpus, 5 session folds, 8 epochs
-    python bench/orchestration.py --epochs 2
+    python bench/orchestration.py --epochs 2 --joined --repeat 3   # also joined to a running Ray; medians of 3
     python bench/orchestration.py configs/ravdess.yaml --epochs 3
 
 Every run is a separate command, timed from the shell's point of view
@@ -26,6 +26,7 @@ import json
 import os
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -116,17 +117,24 @@ def trial_costs(sweep_dir: Path) -> dict[str, float]:
             "in_trial_fixed_rest_mean": float(inside.iloc[1:].mean()) if len(inside) > 1 else float("nan")}
 
 
-def joined_walls(runs: dict[str, Path], python: str, env: dict) -> dict[str, float]:
+def sweep_wall(path: Path, label: str, python: str, env: dict, repeat: int) -> tuple[float, float, str]:
+    """Median wall time of `repeat` runs of one sweep, each from an empty sweep folder; the last run's wall and
+    output."""
+    walls = []
+    for _ in range(repeat):
+        shutil.rmtree(path.parent / "results" / f"bench-{label}", ignore_errors=True)
+        wall, out = timed([python, str(REPO / "orchestration" / "sweep.py"), str(path)], env)
+        walls.append(wall)
+    return statistics.median(walls), wall, out
+
+
+def joined_walls(runs: dict[str, Path], python: str, env: dict, repeat: int) -> dict[str, float]:
     """The 1- and 2-slot sweeps against a head started by `ray start` (its own ports and temp dir), then stopped."""
     from tests.local_cluster import auth_env, local_cluster
 
-    walls = {}
     with local_cluster(json.dumps({"TRAIN_DRIVER": 64}), head_cpus=os.cpu_count() or 2, worker_cpus=[]) as cluster:
-        for label in ("slots1", "slots2"):
-            shutil.rmtree(runs[label].parent / "results" / f"bench-{label}", ignore_errors=True)
-            walls[f"joined-{label}"], _ = timed([python, str(REPO / "orchestration" / "sweep.py"), str(runs[label])],
-                                                {**auth_env(cluster.env), **env})
-    return walls
+        return {f"joined-{label}": sweep_wall(runs[label], label, python, {**auth_env(cluster.env), **env}, repeat)[0]
+                for label in ("slots1", "slots2")}
 
 
 def main() -> None:
@@ -136,6 +144,7 @@ def main() -> None:
     parser.add_argument("--slots", type=int, default=os.cpu_count() or 2, help="k for the k-slot sweep")
     parser.add_argument("--joined", action="store_true",
                         help="also time the sweeps joined to a `ray start --head` started once beforehand")
+    parser.add_argument("--repeat", type=int, default=1, help="run each command this many times; report medians")
     parser.add_argument("--workdir", help="keep cache and results here (default: a temporary folder)")
     parser.add_argument("--plain-loop", help=argparse.SUPPRESS)  # internal: the baseline's own process
     parser.add_argument("--warm-cache", help=argparse.SUPPRESS)  # internal: fill the feature cache only
@@ -152,16 +161,18 @@ def main() -> None:
     runs = {label: sweep_file(base, workdir, args.epochs, slots, label)
             for label, slots in (("plain", 1), ("slots1", 1), (f"slots{args.slots}", args.slots), ("slots2", 2))}
     print(f"work: {base['models']} on {base['corpus']['name']}, {args.epochs} epochs per trial, one thread per trial; "
-          f"{os.cpu_count()} cores; workdir {workdir}")
+          f"{os.cpu_count()} cores; workdir {workdir}; medians of {args.repeat} run(s), breakdown from the last")
     timed([python, str(REPO / "bench" / "orchestration.py"), "--warm-cache", str(runs["plain"])], env)
-    plain_wall, plain_out = timed([python, str(REPO / "bench" / "orchestration.py"), "--plain-loop", str(runs["plain"])], env)
-    loop = json.loads(plain_out.strip().splitlines()[-1])["loop_seconds"]
+    plain = [timed([python, str(REPO / "bench" / "orchestration.py"), "--plain-loop", str(runs["plain"])], env)
+             for _ in range(args.repeat)]
+    plain_wall = statistics.median(wall for wall, _ in plain)
+    loop = statistics.median(json.loads(out.strip().splitlines()[-1])["loop_seconds"] for _, out in plain)
     walls, breakdown = {}, {}
     for label in dict.fromkeys(["slots1", f"slots{args.slots}", "slots2"]):
-        walls[label], out = timed([python, str(REPO / "orchestration" / "sweep.py"), str(runs[label])], env)
-        breakdown[label] = phases(out) | trial_costs(workdir / "results" / f"bench-{label}")
+        walls[label], last_wall, out = sweep_wall(runs[label], label, python, env, args.repeat)
+        breakdown[label] = phases(out) | trial_costs(workdir / "results" / f"bench-{label}") | {"wall": last_wall}
     if args.joined:
-        walls |= joined_walls(runs, python, env)
+        walls |= joined_walls(runs, python, env, args.repeat)
     print(f"\n{'run':30s} {'wall s':>8s} {'vs plain':>9s}")
     print(f"{'plain loop':30s} {plain_wall:8.1f} {1.0:9.2f}   (loop alone {loop:.1f} s; rest is start-up and imports)")
     for label, wall in walls.items():
@@ -171,14 +182,14 @@ def main() -> None:
     one, n = breakdown["slots1"], breakdown["slots1"]["n_trials"]
     phase_total = sum(one.get(name, 0.0) for name in PHASES)
     print("\nfixed cost of the 1-slot sweep (s):")
-    print(f"  {'interpreter start, imports, exit':44s} {walls['slots1'] - phase_total:6.2f}")
+    print(f"  {'interpreter start, imports, exit':44s} {one['wall'] - phase_total:6.2f}")
     for name in PHASES:
         if name != "trials":
             print(f"  {name:44s} {one.get(name, float('nan')):6.2f}")
     print(f"  {'trial runner: processes, scheduling, reports':44s} {one['trials'] - one['trial_seconds']:6.2f}")
     print(f"  {'inside the first trial, beyond its epochs':44s} {one['in_trial_fixed_first']:6.2f}")
     print(f"  {'inside each later trial, beyond its epochs':44s} {one['in_trial_fixed_rest_mean']:6.2f}")
-    per_trial = (walls["slots1"] - one["ray_start"] - one["epoch_seconds"]) / n
+    per_trial = (one["wall"] - one["ray_start"] - one["epoch_seconds"]) / n
     print(f"  fixed cost per trial (everything but epochs and the one Ray start, / {n} trials): {per_trial:.2f}")
     print(f"  epochs: {one['epoch_seconds']:.1f} s in the 1-slot sweep, {loop:.1f} s for the whole plain loop")
     if args.joined:

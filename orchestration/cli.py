@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import sys
 
-from ser_models.cli import Parser
+from ser_models.cli import Parser, leave
 
 EXIT_PROBLEM = 2
 
@@ -104,5 +104,10 @@ def main(argv: list[str] | None = None) -> int:
     return COMMANDS[args.command][1](argv[1:], args.command)
 
 
+def console() -> None:
+    """The installed `emosweep` command."""
+    leave(main())
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    console()

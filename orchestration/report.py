@@ -24,7 +24,7 @@ from orchestration.document import Figure, Heading, Table, Text, markdown, self_
 from orchestration.published import OURS  # noqa: E402
 from orchestration.results import published_table  # noqa: E402
 from orchestration.stats import paired_comparison  # noqa: E402
-from ser_models.cli import Parser  # noqa: E402
+from ser_models.cli import Parser, leave  # noqa: E402
 
 plt.rcParams.update({"figure.dpi": 110, "font.size": 10, "axes.spines.top": False, "axes.spines.right": False})
 
@@ -399,4 +399,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    leave(main())

@@ -15,7 +15,7 @@ import pandas as pd
 from orchestration.aggregate import SCHEMAS, aggregate, read_table, sweep_record
 from orchestration.published import OURS, published
 from orchestration.stats import paired_comparison
-from ser_models.cli import Parser
+from ser_models.cli import Parser, leave
 
 DEFAULT_METRICS = ["test_ua", "test_wa", "test_macro_f1", "val_ua"]
 
@@ -147,4 +147,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    leave(main())

@@ -117,6 +117,8 @@ KEYS = [
         "(default: as many as fit)", minimum=1),
     Key("resources.wait_timeout_s", NUMBER, 3600, "stop (resumably, exit 3) after waiting this long with no "
         "trial training", minimum=0),
+    Key("resources.dashboard", (bool,), False, "start Ray's dashboard (127.0.0.1:8265) with the Ray instance a "
+        "sweep starts itself; off saves about 1 s of each start. A cluster the sweep joins keeps its own"),
 
     Key("tracking.tensorboard", (bool,), False, "write TensorBoard event files: one run per trial (per-epoch "
         "scalars, final honest and test-oracle metrics as hparams) and the report's figures (extra: tracking)"),

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import sys
 
-from .cli import Parser
+from .cli import Parser, leave
 from .registry import INPUTS, all_models
 
 
@@ -47,4 +47,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    leave(main())

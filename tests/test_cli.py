@@ -24,6 +24,21 @@ def test_every_subcommand_has_help_and_exits_0():
         assert done.returncode == 0 and "usage:" in done.stdout, (command, done.stdout + done.stderr)
 
 
+def test_leaving_quickly_keeps_the_exit_code_and_every_write(tmp_path):
+    """`leave` skips the collector at exit, not the flushing of output and open files, nor atexit handlers."""
+    script = ("import atexit, sys\n"
+              "from ser_models.cli import leave\n"
+              "left_open = open(sys.argv[1], 'w')\n"
+              "left_open.write('buffered')\n"
+              "atexit.register(lambda: print('atexit ran'))\n"
+              "sys.stdout.write('x' * 100000)\n"
+              "leave(3)\n")
+    done = subprocess.run([sys.executable, "-c", script, str(tmp_path / "file.txt")], cwd=REPO, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 3 and done.stdout == "x" * 100000 + "atexit ran\n", done.stderr
+    assert (tmp_path / "file.txt").read_text() == "buffered"
+
+
 def test_check_prints_the_plan_without_starting_anything(tmp_path, synthetic_root, capsys):
     from .sweeps import write_sweep
 

@@ -30,6 +30,16 @@ def test_grid_sweep(grid_sweep):  # the sweep itself runs in the shared fixture
     before_first_trial = done.stdout.split("[sweep] finished", 1)[0]
     assert re.search(r"epochs 1/8; elapsed [\d.]+ min, ETA [\d.]+ min", before_first_trial), done.stdout[-2000:]
     assert re.search(r"\[sweep\] timing: data [\d.]+ s, ray_start [\d.]+ s, trials [\d.]+ s", done.stdout)
+    ray_line = next(line for line in done.stdout.splitlines() if line.startswith("[sweep] Ray "))
+    assert "TRAIN_DRIVER 64" in ray_line and "dashboard" not in ray_line   # no dashboard unless asked for
+
+
+def test_the_dashboard_changes_no_number_so_turning_it_on_reruns_nothing():
+    from orchestration.sweep import settings_digest
+
+    base = {"name": "t", "corpus": "synthetic", "models": {"fg_cme": ["full"]}, "resources": {"cpus_per_worker": 1}}
+    assert settings_digest(base) == settings_digest({**base, "resources": {"cpus_per_worker": 1, "dashboard": True}})
+    assert settings_digest(base) != settings_digest({**base, "resources": {"cpus_per_worker": 2}})
 
 
 def test_optuna_sweep_runs_each_suggestion_on_every_fold(tmp_path, synthetic_root):
@@ -67,7 +77,8 @@ def test_optuna_sweep_runs_each_suggestion_on_every_fold(tmp_path, synthetic_roo
 def test_failing_trial_is_retried_then_recorded(tmp_path, synthetic_root):
     faults = str(tmp_path / "faults")
     path = write_sweep(tmp_path, synthetic_root, fold_indices=[0, 1, 2], storage=f"file://{tmp_path}/results",
-                       train={"epochs": 2, "batch_size": 8, "lr": 3e-3, "retries": 1})
+                       train={"epochs": 2, "batch_size": 8, "lr": 3e-3, "retries": 1},
+                       resources={"mode": "inprocess", "dashboard": True})
     faults_env = {"EMOSWEEP_INJECT_FAILURE": json.dumps([{"fold": 1, "epoch": 1, "times": 1, "marker_dir": faults},
                                                          {"fold": 2, "epoch": 0, "times": 99, "marker_dir": faults}])}
     done = run_sweep(path, env=faults_env)
@@ -83,6 +94,7 @@ def test_failing_trial_is_retried_then_recorded(tmp_path, synthetic_root):
     assert list(errors["attempts"]) == [1, 2, 2]
     assert len(list((tmp_path / "faults").glob("lstm_attn_text-full-2-0-*"))) == 2  # first try + one retry
     assert "FAILED lstm_attn_text/full fold 2" in done.stdout
+    assert re.search(r"\[sweep\] Ray .*; dashboard http://127\.0\.0\.1:\d+", done.stdout)   # asked for
     sweep_dir = tmp_path / "results" / "t"                        # file:// storage is the local folder
     assert (sweep_dir / "sweep.json").exists() and (sweep_dir / "report.md").exists()
     again = run_sweep(path, "--restart-errored", env=faults_env)  # the errored trial runs again, from scratch

@@ -10,7 +10,7 @@ from __future__ import annotations
 import sys
 import time
 
-from ..cli import Parser
+from ..cli import Parser, leave
 from .cache import DEFAULT_CACHE, extract
 from .corpus import corpora, load_corpus
 from .features import EXTRACTORS
@@ -88,4 +88,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    leave(main())
