@@ -123,14 +123,14 @@ class ReportPreload(Callback):
     def on_trial_start(self, iteration, trials, trial, **info):
         if not self.started:
             self.started = True
-            threading.Thread(target=import_quietly, args=("orchestration.report",), daemon=True).start()
+            threading.Thread(target=self.load, daemon=True).start()
 
-
-def import_quietly(module: str) -> None:
-    try:
-        importlib.import_module(module)
-    except Exception:  # noqa: BLE001 - whoever needs the module imports it again and reports the error
-        pass
+    @staticmethod
+    def load() -> None:
+        try:
+            importlib.import_module("orchestration.report")
+        except Exception:  # noqa: BLE001 - the report imports it again and says what is wrong
+            pass
 
 
 class WaitLimit(Stopper):

@@ -310,7 +310,6 @@ def test_bad_input_is_refused_with_the_file_and_the_fix_and_nothing_is_lost(base
     assert snapshot(base.tmp / "results") == base.snapshot          # nothing already written changed
 
 
-
 def test_a_grid_whose_saved_searcher_state_was_cut_short_resumes_from_its_finished_trials(base, tmp_path, capsys):
     """A full disk can leave Tune's copy of the searcher state empty; a grid needs none of it to resume.
 
