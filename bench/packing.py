@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import os
 import sys
 import tempfile
 from pathlib import Path
@@ -39,12 +38,12 @@ def main() -> None:
     base["seeds"] = list(range(args.seeds))
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="emosweep-packing-"))
     workdir.mkdir(parents=True, exist_ok=True)
-    cores = os.cpu_count() or 1
     print(f"{'k':>3s} {'trials':>6s} {'trial phase s':>14s} {'trials/min':>11s} {'vs k=1':>7s}")
     baseline, best_k = None, 0
     for k in args.per_gpu:
-        resources = ({"cpus_per_worker": 1} if args.cpu else
-                     {"gpus_per_worker": round(1.0 / k, 4), "cpus_per_worker": max(1, cores // k)})
+        # one CPU thread per trial either way: what is packed is the GPU (a request of cores // k CPUs can
+        # exceed what Ray counts on a machine whose cgroup quota is below its core count, and never schedule)
+        resources = {"cpus_per_worker": 1} | ({} if args.cpu else {"gpus_per_worker": round(1.0 / k, 4)})
         path = bench.sweep_file(base, workdir, args.epochs, k, f"k{k}", **resources)
         _, out = bench.timed([sys.executable, str(bench.REPO / "orchestration" / "sweep.py"), str(path)],
                        {"PYTHONUNBUFFERED": "1"})

@@ -38,7 +38,8 @@ from pyarrow import fs
 
 from . import storage
 from .ensemble import fusions
-from .identity import identity
+from .identity import identity, identity_key
+from .verify import Gap, epoch_gaps, report, trial_name
 
 METRICS = ("wa", "ua", "macro_f1", "loss")
 KEY = [("sweep", pa.string()), ("trial_id", pa.string()), ("model", pa.string()), ("ablation", pa.string()),
@@ -165,51 +166,60 @@ def current_settings(experiment: str) -> str | None:
     return (record.get("settings_digest") or "")[:12] or None
 
 
-def read_experiment(experiment: str, sweep: str, with_predictions: bool = True) -> dict[str, pd.DataFrame]:
-    # Every run of a sweep adds trial directories (a trial continued after a kill, or restarted with
-    # --restart-errored, is a new one): per identity the newest directory gives the outcome, the epochs of
-    # all of them are merged (the newest report of an epoch wins), and attempts add up.
+def read_experiment(experiment: str, sweep: str, with_predictions: bool = True) -> dict:
+    """The tables of the experiment's trial directories, and under "gaps" what finished trials miss (verify.py).
+
+    Every run of a sweep adds trial directories (a trial continued after a kill, or restarted with
+    --restart-errored, is a new one): per identity the newest directory gives the outcome, and attempts add up.
+    A finished trial's epochs are those its final report carries; an unfinished one's are merged from every
+    directory (the newest report of an epoch wins). Without predictions, their files are only listed."""
     latest: dict[tuple, tuple] = {}
     earlier_attempts: dict[tuple, int] = {}
     epochs_of: dict[tuple, dict] = {}
+    torn: dict[tuple, list] = {}      # torn lines and configs: worth a warning only if the trial is unfinished
     for filesystem, path in sorted(trial_dirs(experiment), key=lambda item: trial_started(item[1])):
         try:
-            config, results, error = read_trial(filesystem, path)
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always", DamagedFile)
+                config, results, error = read_trial(filesystem, path)
         except ValueError as err:
             warnings.warn(f"{err}; that trial is left out of the tables", DamagedFile, stacklevel=2)
             continue
         key = identity(config)
+        torn.setdefault(key, []).extend(str(warning.message) for warning in caught)
         if key in latest:
-            earlier_attempts[key] = earlier_attempts.get(key, 0) + outcome(*latest[key][2:])[2]
+            earlier_attempts[key] = earlier_attempts.get(key, 0) + outcome(*latest[key][3:])[2]
         if config.get("fresh"):
             epochs_of[key] = {}          # restarted from scratch: the earlier epochs are not this run's
         epochs_of.setdefault(key, {}).update({r["epoch"]: r for r in results if not r.get("final") and "epoch" in r})
-        latest[key] = (path, config, results, error)
+        latest[key] = (filesystem, path, config, results, error)
     current = current_settings(experiment)
-    folds, epochs, trials, predictions, cross, context = [], [], [], [], [], []
-    for ident, (path, config, results, error) in latest.items():
+    outputs = Outputs(experiment)
+    folds, epochs, trials, predictions, cross, context, gaps = [], [], [], [], [], [], []
+    for ident, (filesystem, path, config, results, error) in latest.items():
         trial_id = results[-1]["trial_id"] if results else posixpath.basename(path).split("_")[2]
         key = _key(sweep, trial_id, config)
         final, status, attempts = outcome(results, error)
         if current and config.get("settings") not in (None, current):
             status = "superseded"     # run under settings the sweep file no longer has: kept, out of summaries
         per_epoch = epochs_of[ident]
+        if final and final.get("history") is not None:
+            per_epoch = {row["epoch"]: row for row in final["history"]}
         folds.append(fold_row(key, config, final, status, len(per_epoch)))
         cross += cross_rows(folds[-1], final)
         epochs += [{**key, "group": config.get("group"), **{f: r.get(f) for f in EPOCHS.names if f in r}}
                    for _, r in sorted(per_epoch.items())]
         trials.append(trial_row(key, config, results, final, status, error,
                                 attempts + earlier_attempts.get(ident, 0)))
-        if final and with_predictions:
-            try:
-                predictions.append(read_predictions(experiment, trial_id, key))
-                if final.get("context_turns"):   # only trials that wrote one: no lookup per trial elsewhere
-                    context.append(read_context(experiment, trial_id))
-            except (OSError, pa.ArrowException) as err:
-                warnings.warn(f"{experiment}/predictions/{trial_id}.parquet: unreadable ({str(err)[:160]}); "
-                              f"trial {trial_id}'s metrics are kept, its predictions and DED row left out. Fix: "
-                              "restore the file, or delete the trial's directory and run the sweep again to redo "
-                              "that trial", DamagedFile, stacklevel=2)
+        for message in torn[ident] if not final else ():   # a final report carries every epoch: nothing lost
+            warnings.warn(message, DamagedFile, stacklevel=2)
+        if final:
+            gaps += epoch_gaps(key, identity_key(config), final, set(per_epoch), f"{path}/result.json")
+            gaps += checkpoint_gaps(key, config, filesystem, path, results, experiment)
+            found, missing = outputs.read(key, config, final, with_predictions)
+            predictions += found.get("predictions", [])
+            context += found.get("context", [])
+            gaps += missing
     frames = {"folds": folds, "epochs": epochs, "trials": trials, "cross": cross}
     tables = {name: _frame(rows, SCHEMAS[name]) for name, rows in frames.items()}
     tables["predictions"] = (pd.concat(predictions, ignore_index=True) if predictions
@@ -217,7 +227,62 @@ def read_experiment(experiment: str, sweep: str, with_predictions: bool = True) 
     # not a table: the scores of dialog turns outside the task, which DED decodes along (never scored)
     tables["context"] = pd.concat(context, ignore_index=True) if context else pd.DataFrame(
         columns=["trial_id", "utt_id", "probabilities"])
-    return {name: _sorted(name, frame) for name, frame in tables.items()}
+    return {name: _sorted(name, frame) for name, frame in tables.items()} | {"gaps": gaps}
+
+
+class Outputs:
+    """A finished trial's prediction files: named by identity (by Tune trial id before emosweep 0.1.1)."""
+
+    def __init__(self, experiment: str):
+        self.filesystem, root = fs.FileSystem.from_uri(experiment)
+        self.folder = f"{root}/predictions"
+        try:
+            listed = self.filesystem.get_file_info(fs.FileSelector(self.folder))
+        except (FileNotFoundError, OSError):
+            listed = []
+        self.names = {info.base_name for info in listed if info.type == fs.FileType.File}
+
+    def read(self, key: dict, config: dict, final: dict, with_predictions: bool) -> tuple[dict, list]:
+        """({"predictions": [frame], "context": [frame]} as far as read, gaps)."""
+        name = next((n for n in (identity_key(config), key["trial_id"]) if f"{n}.parquet" in self.names),
+                    identity_key(config))
+        claims = {"predictions": (f"{name}.parquet", "test predictions", final.get("n_test"))}
+        if final.get("context_turns"):
+            claims["context"] = (f"{name}.context.parquet", "scores of the test dialogs' other turns",
+                                 final["context_turns"])
+        found, gaps = {}, []
+        for kind, (file, what, rows) in claims.items():
+            path = f"{self.folder}/{file}"
+            problem = None if file in self.names else "missing"
+            if problem is None and with_predictions:
+                try:
+                    frame = pq.read_table(path, filesystem=self.filesystem).to_pandas()
+                    if rows is not None and len(frame) != int(rows):
+                        problem = f"{len(frame)} rows, not {rows}"
+                    else:
+                        found[kind] = [frame.assign(**key) if kind == "predictions"
+                                       else frame.assign(trial_id=key["trial_id"])]
+                except (OSError, pa.ArrowException) as err:
+                    problem = f"unreadable ({str(err)[:120]})"
+            if problem:
+                gaps.append(Gap(trial_name(key), identity_key(config), f"{what} {problem}", path))
+        return found, gaps
+
+
+def checkpoint_gaps(key: dict, config: dict, filesystem, path: str, results: list[dict],
+                    experiment: str) -> list[Gap]:
+    """The final checkpoint the trial's report names (a DDP trial's: in its Ray Train run, named by identity)."""
+    named = next((r["checkpoint_dir_name"] for r in reversed(results)
+                  if r.get("final") and r.get("checkpoint_dir_name")), None)
+    if named is not None:
+        where = f"{path}/{named}/state.pt"
+        found = filesystem.get_file_info(where).type == fs.FileType.File
+    else:
+        runs = f"{posixpath.dirname(path)}/train/{identity_key(config)}"
+        where = f"{experiment}/train/{identity_key(config)}"
+        infos = filesystem.get_file_info(fs.FileSelector(runs, recursive=True, allow_not_found=True))
+        found = any(info.base_name == "state.pt" for info in infos)
+    return [] if found else [Gap(trial_name(key), identity_key(config), "final checkpoint missing", where)]
 
 
 def fold_row(key: dict, config: dict, final: dict | None, status: str, epochs_run: int) -> dict:
@@ -261,24 +326,6 @@ def trial_row(key: dict, config: dict, results: list[dict], final: dict | None, 
             **{k: versions.get(k) for k in
                                                ("python", "emosweep", "torch", "torchaudio", "ray", "optuna")},
             "git_commit": (final or {}).get("git_commit") or config.get("git_commit")}
-
-
-def read_context(experiment: str, trial_id: str) -> pd.DataFrame:
-    """A trial's scores for the test dialogs' turns outside the task; empty when it wrote none."""
-    filesystem, root = fs.FileSystem.from_uri(experiment)
-    path = f"{root}/predictions/{trial_id}.context.parquet"
-    if filesystem.get_file_info(path).type == fs.FileType.NotFound:
-        return pd.DataFrame(columns=["trial_id", "utt_id", "probabilities"])
-    return pq.read_table(path, filesystem=filesystem).to_pandas().assign(trial_id=trial_id)
-
-
-def read_predictions(experiment: str, trial_id: str, key: dict) -> pd.DataFrame:
-    """Read beside the experiment being aggregated, so a moved or copied sweep directory still works."""
-    filesystem, root = fs.FileSystem.from_uri(experiment)
-    frame = pq.read_table(f"{root}/predictions/{trial_id}.parquet", filesystem=filesystem).to_pandas()
-    for name, value in key.items():
-        frame[name] = value
-    return frame
 
 
 def _clean(value):
@@ -355,16 +402,14 @@ def store_corpus_facts(sweep_dir: str, corpus_table: pd.DataFrame, folds) -> Non
         storage.write_bytes(storage.join(sweep_dir, f"{name}.parquet"), sink.getvalue().to_pybytes())
 
 
-def read_corpus_facts(sweep_dir: str) -> tuple[pd.DataFrame, pd.DataFrame] | None:
+def read_corpus_facts(sweep_dir: str) -> tuple[pd.DataFrame, pd.DataFrame] | Gap:
     filesystem, root = storage.resolve(storage.normalize(sweep_dir))
     try:
         return tuple(pq.read_table(f"{root}/{name}.parquet", filesystem=filesystem).to_pandas()
                      for name in ("utterances", "fold_splits"))
     except (FileNotFoundError, OSError, pa.ArrowInvalid) as err:
-        warnings.warn(f"{sweep_dir}: no readable utterances.parquet / fold_splits.parquet ({str(err)[:120]}); the "
-                      "DED rows are left out. Fix: run the sweep's command again (it stores them, and resumes)",
-                      DamagedFile, stacklevel=2)
-        return None
+        return Gap("the sweep", None, f"no readable utterances.parquet / fold_splits.parquet for the DED rows "
+                                      f"({str(err)[:120]})", sweep_dir)
 
 
 def add_ded_rows(tables: dict, utterances: pd.DataFrame, splits: pd.DataFrame,
@@ -466,14 +511,16 @@ def _dialogs(table: pd.DataFrame) -> dict[str, list[str]]:
 def build_tables(sweep_dir: str, with_ded: bool = True) -> dict[str, pd.DataFrame]:
     sweep = posixpath.basename(sweep_dir.rstrip("/"))
     tables = read_experiment(f"{sweep_dir}/experiment", sweep)
-    context = tables.pop("context")
+    context, gaps = tables.pop("context"), tables.pop("gaps")
     if with_ded and tables["predictions"]["dialog"].notna().any():
         facts = read_corpus_facts(sweep_dir)
-        if facts is not None:
+        if isinstance(facts, Gap):
+            gaps.append(facts)
+        else:
             tables = add_ded_rows(tables, *facts, context)
     tables = add_ensemble_rows(tables, declared_ensembles(sweep_dir))
     tables["summary"] = summarize(tables["folds"], tables["epochs"], tables["predictions"], sweep)
-    return tables
+    return tables | {"gaps": gaps}
 
 
 def write_tables(tables: dict[str, pd.DataFrame], sweep_dir: str) -> str:
@@ -548,15 +595,28 @@ def require_sweep_dir(sweep_dir: str) -> None:
                                 "<storage>/<sweep name>, e.g. results/demo, the folder that holds sweep.json")
 
 
-def aggregate(sweep_dir: str, with_ded: bool = True) -> dict[str, pd.DataFrame]:
-    """Rebuild and publish the tables of the sweep at sweep_dir (local path, NFS path or s3://)."""
+class Incomplete(Exception):
+    """Finished trials miss outputs they claim: the tables would be wrong, so none are published."""
+
+    def __init__(self, gaps: list[Gap]):
+        super().__init__(report(gaps))
+        self.gaps = gaps
+
+
+def aggregate(sweep_dir: str, with_ded: bool = True, allow_gaps: bool = False) -> dict[str, pd.DataFrame]:
+    """Rebuild and publish the tables of the sweep at sweep_dir (local path, NFS path or s3://); raises
+    Incomplete, publishing nothing, when a finished trial misses an output (unless allow_gaps)."""
     tables = collect(sweep_dir, with_ded)
+    gaps = tables.pop("gaps")
+    if gaps and not allow_gaps:
+        raise Incomplete(gaps)
     write_tables(tables, storage.normalize(sweep_dir))
     return tables
 
 
-def collect(sweep_dir: str, with_ded: bool = True) -> dict[str, pd.DataFrame]:
-    """The tables, built from the experiment's files; damaged files are named on stderr and skipped."""
+def collect(sweep_dir: str, with_ded: bool = True) -> dict:
+    """The tables, built from the experiment's files, and under "gaps" what finished trials miss (verify.py);
+    damaged files of unfinished trials are named on stderr and skipped."""
     require_sweep_dir(sweep_dir)
     sweep_dir = storage.normalize(sweep_dir)
     with warnings.catch_warnings(record=True) as caught:

@@ -5,7 +5,7 @@
   emosweep doctor [SWEEP.yaml]     preflight on the Ray cluster it would join: nodes, storage, versions
   emosweep models                  the model registry (ablations, inputs, parameters) and DED
   emosweep data ...                corpora, summaries and the feature cache (python -m ser_models.data)
-  emosweep results ...             query a sweep's tables (aggregate, show, compare, published)
+  emosweep results ...             query a sweep's tables (aggregate, verify, show, compare, published)
   emosweep report SWEEP_DIR        write the report with its figures
 
 `python orchestration/sweep.py` stays what `emosweep run` is. Exit codes: 0

@@ -74,6 +74,10 @@ class SweepProgress(Callback):
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         self.last_progress = time.monotonic()
+        config = trial.config
+        for note in result.get("notes") or ():    # what the trial found restoring (a damaged checkpoint, ...)
+            print(f"[sweep] {config.get('model')}/{config.get('ablation')} fold {config.get('fold')} seed "
+                  f"{config.get('seed')}: {note}", flush=True)
         self.training.add(trial.trial_id)
         if not result.get("final") and "epoch" in result:
             self.epochs_done += 1

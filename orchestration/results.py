@@ -1,6 +1,7 @@
 """Query a sweep's tables.
 
   python orchestration/results.py aggregate results/<sweep>            rebuild the tables (idempotent, atomic)
+  python orchestration/results.py verify results/<sweep>               does every finished trial have its outputs?
   python orchestration/results.py show results/<sweep> --where model=fg_cme --by ablation --format markdown
   python orchestration/results.py show results/<sweep> --table predictions --where model=fg_cme fold=0
   python orchestration/results.py compare results/<sweep> fg_cme/full lstm_attn_audio/full --metric test_ua
@@ -12,11 +13,13 @@ import sys
 
 import pandas as pd
 
-from orchestration.aggregate import SCHEMAS, aggregate, read_table, sweep_record
+from orchestration.aggregate import SCHEMAS, Incomplete, aggregate, read_table, sweep_record
 from orchestration.published import OURS, published
 from orchestration.stats import paired_comparison
+from orchestration.verify import report, verify
 from ser_models.cli import Parser, leave
 
+INCOMPLETE = 3   # as the sweep's "resumable": running the sweep's command again redoes what is missing
 DEFAULT_METRICS = ["test_ua", "test_wa", "test_macro_f1", "val_ua"]
 
 
@@ -99,6 +102,10 @@ def main(argv=None) -> int:
     agg = sub.add_parser("aggregate")
     agg.add_argument("sweep_dir")
     agg.add_argument("--no-ded", action="store_true")
+    agg.add_argument("--allow-gaps", action="store_true",
+                     help="publish the tables even where finished trials miss outputs (listed on stderr)")
+    check = sub.add_parser("verify", help="does every finished trial have all its outputs? (exit 3 if not)")
+    check.add_argument("sweep_dir")
     show = sub.add_parser("show")
     show.add_argument("sweep_dir")
     show.add_argument("--table", default="folds", choices=sorted(SCHEMAS))
@@ -118,8 +125,16 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     try:
         if args.command == "aggregate":
-            tables = aggregate(args.sweep_dir, with_ded=not args.no_ded)
+            tables = aggregate(args.sweep_dir, with_ded=not args.no_ded, allow_gaps=args.allow_gaps)
             print(", ".join(f"{name}: {len(frame)} rows" for name, frame in tables.items()))
+        elif args.command == "verify":
+            tables, gaps = verify(args.sweep_dir)
+            if gaps:
+                print(f"error: {args.sweep_dir}: {report(gaps)}", file=sys.stderr)
+                return INCOMPLETE
+            finished = tables["folds"]["status"].eq("finished") & ~tables["folds"]["model"].str.contains("[+]")
+            print(f"ok: {int(finished.sum())} finished trial(s), each with every epoch row, its predictions, "
+                  "DED inputs and final checkpoint")
         elif args.command == "show":
             frame = filtered(read_table(args.sweep_dir, args.table), parse_where(args.where))
             if args.by:
@@ -140,6 +155,9 @@ def main(argv=None) -> int:
             frame = published_table(args.sweep_dir)
             print(render(frame, args.format))
             print(f"\nours: {frame.attrs['ours']}")
+    except Incomplete as err:
+        print(f"error: {args.sweep_dir}: tables NOT written: {err}", file=sys.stderr)
+        return INCOMPLETE
     except (FileNotFoundError, ValueError, KeyError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -98,6 +98,24 @@ def start_ray(address: str | None, verbose: bool, dashboard: bool = False):
     return ray
 
 
+def stop_on_sigterm() -> None:
+    """SIGTERM (what Slurm, Kubernetes, systemd and `timeout` send) stops the sweep as Ctrl-C does: resumably,
+    exit 3, with the Ray it started stopped. Installed again once Ray runs: ray.init installs a handler of its
+    own that aborts the process with a native stack dump and leaves Ray's processes behind."""
+    import signal
+
+    if threading.current_thread() is not threading.main_thread():
+        return
+
+    def as_ctrl_c(signum, frame):
+        handler = signal.getsignal(signal.SIGINT)    # Tune's own while trials run: they stop resumably
+        if not callable(handler):
+            raise KeyboardInterrupt
+        handler(signal.SIGINT, frame)
+
+    signal.signal(signal.SIGTERM, as_ctrl_c)
+
+
 def check_listening(address: str | None) -> None:
     """Fail in seconds, not after Ray's minutes of reconnecting, when nothing listens at a host:port address."""
     import socket
@@ -278,14 +296,18 @@ def earlier_trials(experiment: str, select_on: str, settings: str) -> tuple[dict
     from orchestration.aggregate import read_experiment
     from orchestration.identity import identity_key
 
-    folds = read_experiment(experiment, "", with_predictions=False)["folds"]
+    found = read_experiment(experiment, "", with_predictions=False)
+    redo = {gap.identity for gap in found["gaps"] if gap.identity}
     done, errored = {}, set()
-    for row in folds.to_dict("records"):
+    for row in found["folds"].to_dict("records"):
         key = identity_key({**row, "hparams": json.loads(row["hparams"] or "{}"), "settings": settings})
-        if row["status"] == "finished":
+        if row["status"] == "finished" and key not in redo:
             done[key] = row.get(select_on)
         elif row["status"] == "error":
             errored.add(key)
+    if redo:   # counted unfinished: their trials write the outputs again (verify.py)
+        print("[sweep] finished trials whose outputs are incomplete are redone:\n"
+              + "\n".join(f"  {gap.line()}" for gap in found["gaps"] if gap.identity), flush=True)
     return done, errored
 
 
@@ -384,6 +406,7 @@ def run_locked(sweep, root: str, restart_errored: bool, address: str | None, ver
     folds = sweep.fold_indices if sweep.fold_indices is not None else list(range(len(task.folds)))
     phases.done("data")
     ray = start_ray(address, verbose, sweep.resources["dashboard"])
+    stop_on_sigterm()
     try:
         shapes = cluster_shapes(ray)
         report_autoscaler(shapes)
@@ -419,10 +442,14 @@ def run_locked(sweep, root: str, restart_errored: bool, address: str | None, ver
     return outcome(sweep, root, counts, total, tables_written)
 
 
+def resume_command(source) -> str:
+    return " ".join(["python", *map(shlex.quote, sys.argv)]) if sys.argv and sys.argv[0].endswith(".py") \
+        else f"python orchestration/sweep.py {source}"
+
+
 def outcome(sweep, root: str, counts: dict, total: int, tables_written: bool) -> int:
     """The exit code, and a last line that says what to run next."""
-    command = " ".join(["python", *map(shlex.quote, sys.argv)]) if sys.argv and sys.argv[0].endswith(".py") \
-        else f"python orchestration/sweep.py {sweep.source}"
+    command = resume_command(sweep.source)
     finished, failed = counts.get("finished", 0), counts.get("error", 0)
     unfinished = total - finished - failed
     sweep_dir = storage.join(root, sweep.name)
@@ -518,11 +545,16 @@ def in_sweep(folds, sweep):
 def finish(sweep, root, phases: Phases, tracking: list) -> tuple[dict, bool]:
     """Tables and report; returns the count of trials per status and whether the tables were written."""
     from orchestration.aggregate import collect, write_tables
+    from orchestration.verify import report
 
     sweep_dir = storage.join(root, sweep.name)
     tables = collect(sweep_dir)
+    gaps = tables.pop("gaps")
     folds = tables["folds"]
     counts = folds.loc[in_sweep(folds, sweep), "status"].value_counts().to_dict()
+    if gaps:
+        print(f"[sweep] tables NOT written: {report(gaps)}", flush=True)
+        return counts, False
     try:
         write_tables(tables, sweep_dir)
     except OSError as err:  # a full disk or lost permissions: the results stay in the experiment's files
@@ -577,6 +609,7 @@ def main(argv=None) -> int:
                         help="preflight only: nodes, resources, autoscaler maxima, versions per node, storage and "
                              "object store reachable from every node; exit 2 on any problem")
     args = parser.parse_args(argv)
+    stop_on_sigterm()
     try:
         sweep = load_sweep(args.sweep)
         if args.storage:
@@ -589,6 +622,10 @@ def main(argv=None) -> int:
     except (SweepError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_PROBLEM
+    except KeyboardInterrupt:   # Ctrl-C or SIGTERM outside the trials (extracting features, writing tables)
+        print(f"[sweep] interrupted before the sweep's end; nothing finished is lost. Next: run the same command "
+              f"to resume: {resume_command(args.sweep)}", flush=True)
+        return EXIT_RESUMABLE
 
 
 if __name__ == "__main__":

@@ -27,6 +27,7 @@ from ser_models.metrics import classification_metrics
 from ser_models.registry import build_model, get_spec, model_inputs
 
 from .config import train_for
+from .identity import identity_key
 from .task import task_for
 
 STATE_FILE = "state.pt"
@@ -46,13 +47,21 @@ class LocalSession:
     def __init__(self, directory: str | Path):
         self.directory = Path(directory)
         self.reports: list[dict] = []
+        self.notes: list[str] = []
 
     def restore(self) -> dict | None:
-        path = self.directory / "latest" / STATE_FILE
-        return load_state(path) if path.exists() else None
+        state = checkpoint_state(fs_local(), str((self.directory / "latest").resolve()), self.notes)
+        if state is None and self.notes:
+            tell(self.notes, "no intact checkpoint left: this trial restarts from epoch 0 (seeded: the same result)")
+        return state
+
+    def with_notes(self, metrics: dict) -> dict:
+        """What restoring had to say rides on the next report: the sweep prints it (trial output is not shown)."""
+        notes, self.notes = self.notes, []
+        return {**metrics, "notes": notes} if notes else metrics
 
     def report(self, metrics: dict, state: dict) -> None:
-        self.reports.append(metrics)
+        self.reports.append(self.with_notes(metrics))
         target = self.directory / "latest"
         target.mkdir(parents=True, exist_ok=True)
         _atomic_save(state, target / STATE_FILE)
@@ -63,9 +72,6 @@ class LocalSession:
     def prepare_model(self, model):
         return model
 
-    def trial_id(self) -> str:
-        return "local"
-
     def worker_nodes(self) -> list[str]:
         """The Ray node (or host) of every rank, in rank order."""
         return [this_node()]
@@ -75,30 +81,26 @@ class TuneSession(LocalSession):
     """Inside a Tune function trainable: tune.report with a checkpoint every epoch."""
 
     def __init__(self, config: dict | None = None):
-        self.reports, self.config = [], config or {}
+        self.reports, self.config, self.notes = [], config or {}, []
 
     def restore(self):
         from ray import tune
 
         checkpoint = tune.get_checkpoint()          # this run's own retry of the trial
-        if checkpoint is not None:
-            return _load_state(checkpoint)
-        return earlier_state(self.config)           # else where an earlier run of the sweep left it
+        state = (checkpoint_state(checkpoint.filesystem, checkpoint.path, self.notes) if checkpoint is not None
+                 else None)
+        # else (or when that one is damaged) where this or an earlier run of the sweep left the newest intact one
+        return state if state is not None else earlier_state(self.config, self.notes)
 
     def report(self, metrics, state):
         from ray import tune
 
         with tempfile.TemporaryDirectory() as directory:
             _atomic_save(state, Path(directory) / STATE_FILE)
-            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(directory))
+            tune.report(self.with_notes(metrics), checkpoint=tune.Checkpoint.from_directory(directory))
 
     def device(self):
         return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
-
-    def trial_id(self):
-        from ray import tune
-
-        return tune.get_context().get_trial_id()
 
 
 class TrainSession(LocalSession):
@@ -109,12 +111,16 @@ class TrainSession(LocalSession):
 
         context = ray.train.get_context()
         self.rank, self.world_size = context.get_world_rank(), context.get_world_size()
-        self.reports = []
+        self.reports, self.notes = [], []
 
     def restore(self):
         import ray.train
 
-        return _load_state(ray.train.get_checkpoint())
+        checkpoint = ray.train.get_checkpoint()
+        state = checkpoint_state(checkpoint.filesystem, checkpoint.path, self.notes) if checkpoint else None
+        if state is None and self.notes:
+            tell(self.notes, "no intact checkpoint left: this trial restarts from epoch 0 (seeded: the same result)")
+        return state
 
     def report(self, metrics, state):
         import ray.train
@@ -124,7 +130,7 @@ class TrainSession(LocalSession):
             if self.rank == 0:
                 _atomic_save(state, Path(directory) / STATE_FILE)
                 checkpoint = ray.train.Checkpoint.from_directory(directory)
-            ray.train.report(metrics, checkpoint=checkpoint)
+            ray.train.report(self.with_notes(metrics), checkpoint=checkpoint)
 
     def device(self):
         from ray.train.torch import get_device
@@ -135,9 +141,6 @@ class TrainSession(LocalSession):
         from ray.train.torch import prepare_model
 
         return prepare_model(model)
-
-    def trial_id(self):
-        return os.environ.get("EMOSWEEP_TRIAL_ID", "ddp")
 
     def worker_nodes(self):
         nodes = [None] * self.world_size
@@ -158,17 +161,19 @@ def this_node() -> str:
     return socket.gethostname()
 
 
-def _load_state(checkpoint) -> dict | None:
-    if checkpoint is None:
-        return None
-    with checkpoint.as_directory() as directory:
-        return load_state(Path(directory) / STATE_FILE)
+def fs_local():
+    from pyarrow import fs
+
+    return fs.LocalFileSystem()
 
 
-def earlier_state(config: dict) -> dict | None:
-    """The newest checkpoint an earlier run of the sweep left for this trial's identity (none for `fresh`)."""
-    import io
+def tell(notes: list[str], message: str) -> None:
+    print(f"[trial] {message}", flush=True)
+    notes.append(message)
 
+
+def earlier_state(config: dict, notes: list[str]) -> dict | None:
+    """The newest intact checkpoint any run of the sweep left for this trial's identity (none for `fresh`)."""
     from pyarrow import fs
 
     from .aggregate import read_trial, trial_dirs, trial_started
@@ -187,34 +192,70 @@ def earlier_state(config: dict) -> dict | None:
                   for info in filesystem.get_file_info(fs.FileSelector(path))
                   if info.type == fs.FileType.Directory and info.base_name.startswith("checkpoint_")]
     for _, _, filesystem, directory in sorted(found, reverse=True):
-        try:
-            with filesystem.open_input_stream(f"{directory}/{STATE_FILE}") as stream:
-                data = stream.read()
-        except (FileNotFoundError, OSError):
+        state = checkpoint_state(filesystem, directory, notes)
+        if state is None:
             continue
-        state = load_state(io.BytesIO(data), name=f"{directory}/{STATE_FILE}")
-        if state is not None:
+        if notes:   # a damaged one was set aside on the way: news for the user
+            tell(notes, f"continuing from {directory}, the newest intact checkpoint")
+        else:
             print(f"[trial] continuing from {directory} (an earlier run of this sweep)", flush=True)
-            return state
+        return state
+    if notes:
+        tell(notes, "no intact checkpoint left: this trial restarts from epoch 0 (seeded: the same result)")
     return None
 
 
-def load_state(path, name: str | None = None) -> dict:
-    """Tensors and plain values only (weights_only): a checkpoint in shared storage must not run code on load."""
-    import pickle
+DAMAGED = ".damaged"   # a checkpoint that cannot be read is renamed, never deleted: the user may want to look
 
-    path_shown = name or path
+
+def exists(filesystem, path: str) -> bool:
+    from pyarrow import fs
+
+    return filesystem.get_file_info(path).type != fs.FileType.NotFound
+
+
+def checkpoint_state(filesystem, directory: str, notes: list[str]) -> dict | None:
+    """The state in <directory>/state.pt on any pyarrow filesystem; None when there is none, or when it is
+    damaged (then it is set aside as state.pt.damaged, with one line saying so)."""
+    path = f"{directory}/{STATE_FILE}"
     try:
-        return torch.load(path, weights_only=True)
-    except (RuntimeError, EOFError) as err:  # cut short by a kill or a full disk: start the trial over (seeded)
-        print(f"[trial] {path_shown}: damaged checkpoint ({str(err)[:120]}); this trial restarts from epoch 0, which "
-              "gives the same result", flush=True)
+        with filesystem.open_input_stream(path) as stream:
+            data = stream.read()
+    except (FileNotFoundError, OSError):
         return None
+    state = load_state(data, path)
+    if state is None:
+        filesystem.move(path, path + DAMAGED)
+        tell(notes, f"{path}: unreadable checkpoint (damaged: {len(data)} bytes that are no intact torch archive); "
+                    f"set aside as {STATE_FILE}{DAMAGED}")
+    return state
+
+
+def load_state(data: bytes, name: str) -> dict | None:
+    """Tensors and plain values only (weights_only): a checkpoint in shared storage must not run code on load.
+
+    torch.save writes a zip archive with checksums: bytes that are no intact archive were damaged (a kill, a
+    full disk, a bad copy) and give None. An intact archive that holds Python objects is refused."""
+    import io
+    import pickle
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            intact = archive.testzip() is None
+    except (zipfile.BadZipFile, EOFError, ValueError, OSError):
+        intact = False
+    try:
+        if intact:
+            return torch.load(io.BytesIO(data), weights_only=True)
+    except (RuntimeError, EOFError):
+        pass
     except pickle.UnpicklingError:
-        raise RuntimeError(f"{path_shown}: refused to load a checkpoint holding Python objects (only tensors and plain "
+        raise RuntimeError(f"{name}: refused to load a checkpoint holding Python objects (only tensors and plain "
                            "values are loaded). "
                            "Fix: delete this checkpoint (its trial then restarts from the previous one or from "
                            "scratch), and check who can write the sweep's storage") from None
+    return None
 
 
 def _atomic_save(state: dict, path: Path) -> None:
@@ -319,8 +360,10 @@ def unlabelled(dataset, batch_size: int, device):
 
 
 def to_device(batch: dict, device) -> dict:
-    return {k: v.to(device, non_blocking=True) if torch.is_tensor(v) and not k.endswith("_lengths") else v
-            for k, v in batch.items()}
+    """Every tensor, lengths too: models build masks from lengths and apply them to the features (lengths left
+    on the CPU failed every such model on an H200 with "mask on cpu and self on cuda:0"); the one consumer that
+    needs them on the CPU, pack_padded_sequence, moves its own copy (blocks.PackedLSTM)."""
+    return {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
 
 
 def autocast(device, precision: str):
@@ -440,7 +483,11 @@ def train_loop(config: dict, session) -> dict:
     train_loader, eval_loaders, sampler, sizes = loaders.train, loaders.evaluate, loaders.sampler, loaders.sizes
     state = session.restore()
     if state is not None and state.get("final"):
-        return state["final"]  # finished before an interruption: nothing to redo
+        if state["best"].get("model") is not None:
+            return finish_again(config, session, core, state, device, task, sizes, loaders)
+        tell(session.notes, "its final checkpoint (of an older emosweep) holds no model to write its outputs again "
+                            "from: it is trained again from epoch 0 (seeded: the same result)")
+        state = None
     start, history, best = 0, [], {"epoch": None, "score": None, "model": None, "metrics": None}
     if state is not None:
         set_rng_state(state["rng"])
@@ -488,7 +535,19 @@ def train_loop(config: dict, session) -> dict:
         best = {**best, "model": core.state_dict(), "refit": {"epochs": best["epoch"] + 1, "n_train": refit_size}}
     final = finish(config, session, core, best, eval_loaders["test"], device, task, sizes, resumed_from, history,
                    loaders)
-    session.report(final, {"final": final, "history": history, "best": {**best, "model": None}})
+    # the chosen model stays in the final checkpoint: a run that finds this trial's outputs lost writes them
+    # again from it without training (finish_again)
+    session.report(final, {"final": final, "history": history, "best": best})
+    return final
+
+
+def finish_again(config, session, model, state: dict, device, task, sizes, loaders: Loaders) -> dict:
+    """A trial that finished before an interruption: its outputs are written again from the chosen model kept
+    in its final checkpoint (a kill may have lost them; the files are keyed by identity, so this rewrites the
+    same bytes) and its final report is made again, here. Nothing is trained."""
+    final = finish(config, session, model, state["best"], loaders.evaluate["test"], device, task, sizes,
+                   state["final"]["resumed_from"], state["history"], loaders)
+    session.report(final, state | {"final": final})
     return final
 
 
@@ -577,12 +636,17 @@ def finish(config, session, model, best, test_loader, device, task, sizes, resum
              "git_commit": config.get("git_commit"), "corpus": task.corpus.name, "cross": cross_scores,
              "refit_epochs": (best.get("refit") or {}).get("epochs"),
              "n_refit": (best.get("refit") or {}).get("n_train"),
-             "context_turns": len(loaders.context.dataset) if loaders.context is not None else 0}
+             "context_turns": len(loaders.context.dataset) if loaders.context is not None else 0,
+             # every epoch's row, from the checkpoints' chain: the epochs table never depends on which of a
+             # resumed trial's reports reached result.json before a kill
+             "history": [{k: v for k, v in row.items() if k != "final"} for row in history]}
     if session.rank == 0 and config.get("predictions_dir"):
-        write_predictions(config, session.trial_id(), outputs, task)
+        # written (atomically) before the final report: a trial that counts as finished has its predictions
+        name = identity_key(config)
+        write_predictions(config, name, outputs, task)
         if loaders.context is not None:
             context = predict(model, loaders.context, device, config["train"]["precision"])
-            write_parquet(config, f"{session.trial_id()}.context", pd.DataFrame({
+            write_parquet(config, f"{name}.context", pd.DataFrame({
                 "utt_id": context["utt_id"], "probabilities": list(context["probabilities"].astype(np.float32))}))
     return final
 
@@ -600,27 +664,33 @@ def package_versions() -> dict:
     return found
 
 
-def write_predictions(config: dict, trial_id: str, outputs: dict, task) -> None:
+def write_predictions(config: dict, name: str, outputs: dict, task) -> None:
+    """Nothing of which run wrote it (aggregation adds the trial's key): writing it again gives the same bytes."""
     meta = task.table.set_index("utt_id").loc[outputs["utt_id"]]
     frame = pd.DataFrame({
-        "trial_id": trial_id, "utt_id": outputs["utt_id"], "speaker": meta["speaker"].to_numpy(),
+        "utt_id": outputs["utt_id"], "speaker": meta["speaker"].to_numpy(),
         "session": meta["session"].to_numpy(), "dialog": meta["dialog"].to_numpy(),
         "turn": meta["turn"].to_numpy(), "label": [task.classes[i] for i in outputs["labels"]],
         "predicted": [task.classes[i] for i in outputs["probabilities"].argmax(1)],
         "probabilities": list(outputs["probabilities"].astype(np.float32))})
-    write_parquet(config, trial_id, frame)
+    write_parquet(config, name, frame)
 
 
 def write_parquet(config: dict, name: str, frame: pd.DataFrame) -> None:
-    """<predictions_dir>/<name>.parquet, on any filesystem pyarrow reaches."""
+    """<predictions_dir>/<name>.parquet, on any filesystem pyarrow reaches, whole or not at all: an object store
+    publishes an object when its upload completes; a disk gets a temporary file renamed over the target."""
     import pyarrow as pa
     import pyarrow.parquet as pq
     from pyarrow import fs
 
     filesystem, root = fs.FileSystem.from_uri(config["predictions_dir"])
     filesystem.create_dir(root, recursive=True)
-    pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), f"{root}/{name}.parquet",
-                   filesystem=filesystem)
+    target = f"{root}/{name}.parquet"
+    local = isinstance(filesystem, fs.LocalFileSystem)
+    written = f"{target}.tmp-{os.getpid()}" if local else target
+    pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), written, filesystem=filesystem)
+    if local:
+        filesystem.move(written, target)
 
 
 INJECT_FAILURE = "EMOSWEEP_INJECT_FAILURE"  # tests only, never a sweep key: Ray passes it on to trial processes

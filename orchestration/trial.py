@@ -41,7 +41,6 @@ def run_ddp(config: dict) -> None:
     resources = config["resources"]
     gpus = float(resources["gpus_per_worker"])
     per_worker = {"CPU": float(resources["cpus_per_worker"])} | ({"GPU": gpus} if gpus else {})
-    trial_id = context.get_trial_id()
     TorchTrainer(
         ddp_worker,
         train_loop_config=config,
@@ -54,7 +53,6 @@ def run_ddp(config: dict) -> None:
             callbacks=[TuneReportCallback()],
             failure_config=ray.train.FailureConfig(max_failures=int(config["train"]["retries"])),
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
-            worker_runtime_env={"env_vars": {"EMOSWEEP_TRIAL_ID": trial_id}},
         ),
     ).fit()
     return None

@@ -87,8 +87,7 @@ def test_ded_decodes_whole_dialogs_with_the_turns_outside_the_task(tmp_path, syn
     utterances = pd.read_parquet(sweep_dir / "utterances.parquet")
     predictions = read_table(str(sweep_dir), "predictions")
     plain = predictions[predictions["model"] == "lstm_attn_text"]
-    trial_id = plain["trial_id"].iloc[0]
-    context = pd.read_parquet(sweep_dir / "experiment" / "predictions" / f"{trial_id}.context.parquet")
+    context = pd.read_parquet(next((sweep_dir / "experiment" / "predictions").glob("lstm_attn_text-*.context.parquet")))
     test_dialogs = set(plain["dialog"])
     neutral = utterances[(utterances["emotion"] == "neutral") & utterances["dialog"].isin(test_dialogs)]
     assert sorted(context["utt_id"]) == sorted(neutral["utt_id"]) and len(neutral) > 0

@@ -78,13 +78,14 @@ def test_killed_aggregation_leaves_the_old_tables(sweep_dir):
     assert len(list((sweep_dir / ".versions").iterdir())) == 1
 
 
-def test_a_copied_sweep_with_damaged_files_still_aggregates_and_names_them(sweep_dir, tmp_path):
+def test_a_copied_sweep_with_damaged_files_publishes_nothing_wrong_and_names_them(sweep_dir, tmp_path):
     import shutil
 
     copy = tmp_path / "elsewhere" / "t"                  # moved or copied, e.g. cluster -> laptop
     shutil.copytree(sweep_dir, copy, symlinks=True)
     original, hidden = sweep_dir / "experiment" / "predictions", sweep_dir / "experiment" / ".predictions-hidden"
     original.rename(hidden)                              # the copy must not read the original's files
+    epochs_before = read_table(str(sweep_dir), "epochs")
     try:
         prediction = sorted((copy / "experiment" / "predictions").glob("*.parquet"))[0]
         prediction.write_bytes(prediction.read_bytes()[:100])   # truncated by a kill
@@ -92,16 +93,25 @@ def test_a_copied_sweep_with_damaged_files_still_aggregates_and_names_them(sweep
         result.write_text(result.read_text() + '{"epoch": 7, "train_lo')  # a torn last line
         params = sorted((copy / "experiment").glob("*/params.json"))[2]
         params.write_text(params.read_text()[:40])                           # a torn config
-        done = subprocess.run([sys.executable, str(REPO / "orchestration" / "results.py"), "aggregate", str(copy)],
-                              capture_output=True, text=True)
-        assert done.returncode == 0, done.stderr[-3000:]
-        assert f"{prediction}: unreadable" in done.stderr and "Fix: restore the file" in done.stderr
-        assert f"{result}: line" in done.stderr and "skipped" in done.stderr
-        assert f"{params}: not valid JSON; the trial's config was read from its results" in done.stderr
+        command = [sys.executable, str(REPO / "orchestration" / "results.py"), "aggregate", str(copy)]
+        published = (copy / "tables").resolve()
+        done = subprocess.run(command, capture_output=True, text=True)
+        assert done.returncode == 3, done.stderr[-3000:]                       # a finished trial misses an output
+        assert "test predictions unreadable" in done.stderr and str(prediction) in done.stderr
+        assert "Fix: run the sweep's command again" in done.stderr and "Traceback" not in done.stderr
+        assert (copy / "tables").resolve() == published                       # nothing wrong was published
+        verified = subprocess.run([*command[:2], "verify", str(copy)], capture_output=True, text=True)
+        assert verified.returncode == 3 and str(prediction) in verified.stderr
+        # the torn line and config cost nothing: those trials' final reports carry every epoch
+        assert "skipped" not in done.stderr and "not valid JSON" not in done.stderr
+        allowed = subprocess.run([*command, "--allow-gaps"], capture_output=True, text=True)
+        assert allowed.returncode == 0, allowed.stderr[-3000:]
         folds = read_table(str(copy), "folds")
         plain = folds[~folds["model"].str.endswith("+ded")]
         assert len(plain) == 4 and set(plain["status"]) == {"finished"}         # no trial lost
         assert read_table(str(copy), "predictions")["trial_id"].nunique() == 3 + 3  # 3 trials, 3 DED rows
+        epochs = read_table(str(copy), "epochs")
+        assert epochs.drop(columns="epoch_seconds").equals(epochs_before.drop(columns="epoch_seconds"))
     finally:
         hidden.rename(original)
 
@@ -256,7 +266,10 @@ def test_ded_comes_from_the_sweeps_own_facts_not_the_corpus(sweep_dir, tmp_path)
         return frame[frame["model"].str.endswith("+ded")].sort_values("trial_id")["test_ua"].tolist()
     assert ded(folds) == ded(before) and len(ded(folds)) == 4
     (copy / "utterances.parquet").unlink()
-    assert not collect(str(copy))["folds"]["model"].str.endswith("+ded").any()   # said on stderr, not guessed
+    tables = collect(str(copy))
+    assert not tables["folds"]["model"].str.endswith("+ded").any()             # not guessed from elsewhere ...
+    assert len(tables["gaps"]) == 1 and tables["gaps"][0].trial == "the sweep"   # ... but named as a gap
+    assert tables["gaps"][0].what.startswith("no readable utterances.parquet / fold_splits.parquet")
 
 
 def test_published_numbers_are_only_beside_the_same_task():

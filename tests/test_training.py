@@ -28,7 +28,9 @@ def test_loop_reports_selects_on_validation_and_scores_test_once(synthetic_root,
     assert final["selected_val_ua"] == best["val_ua"]
     assert 0 <= final["test_ua"] <= 1 and len(final["test_confusion"]) == 4
     assert sum(map(sum, final["test_confusion"])) == final["n_test"]
-    assert (tmp_path / "predictions" / "local.parquet").exists()
+    assert (tmp_path / "predictions" / "fg_cme-full-None-f0-s0-50940b78.parquet").exists()   # named by identity
+    assert [row["epoch"] for row in final["history"]] == [0, 1, 2]        # every epoch's row rides with the final
+    assert [row["val_ua"] for row in final["history"]] == [r["val_ua"] for r in epochs]
 
 
 def inject_failure(monkeypatch, *specs) -> None:
@@ -46,8 +48,13 @@ def test_loop_resumes_from_its_checkpoint(synthetic_root, tmp_path, monkeypatch)
     final = train_loop(config, resumed)
     assert [r["epoch"] for r in resumed.reports if not r["final"]] == [2, 3]
     assert final["resumed_from"] == 2
+    predictions = next((tmp_path / "predictions").glob("*.parquet"))
+    written = predictions.read_bytes()
+    predictions.unlink()                                    # lost in a kill, say
     again = LocalSession(tmp_path / "run")
-    assert train_loop(config, again) == final and again.reports == []  # finished: nothing is redone
+    assert train_loop(config, again) == final               # finished: nothing is trained again ...
+    assert [r["final"] for r in again.reports] == [True]    # ... only the outputs are written again, the same
+    assert predictions.read_bytes() == written
 
 
 def test_same_seed_same_result(synthetic_root, tmp_path):
@@ -128,7 +135,52 @@ def test_a_damaged_checkpoint_restarts_the_trial_with_the_same_result(synthetic_
     damaged = tmp_path / "b" / "latest" / "state.pt"
     train_loop({**config, "train": {**config["train"], "epochs": 2}}, LocalSession(tmp_path / "b"))
     damaged.write_bytes(damaged.read_bytes()[:1000])
-    again = train_loop(config, LocalSession(tmp_path / "b"))
-    assert f"{damaged}: damaged checkpoint" in capsys.readouterr().out
+    again_session = LocalSession(tmp_path / "b")
+    again = train_loop(config, again_session)
+    out = capsys.readouterr().out
+    assert f"{damaged}: unreadable checkpoint" in out and "set aside as state.pt.damaged" in out
+    session_notes = [r.get("notes") for r in again_session.reports]
+    assert session_notes[0] == [line[len("[trial] "):] for line in out.splitlines() if line.startswith("[trial]")]
+    assert session_notes[1:] == [None] * (len(session_notes) - 1)          # said once, on the first report
+    assert "restarts from epoch 0" in out and "Traceback" not in out
     assert again["resumed_from"] == 0
     assert again["test_confusion"] == straight["test_confusion"] and again["test_loss"] == straight["test_loss"]
+    assert (damaged.parent / "state.pt.damaged").stat().st_size == 1000          # kept for a look, not deleted
+
+
+def test_random_bytes_in_a_checkpoint_are_damage_and_the_previous_checkpoint_is_used(tmp_path, capsys):
+    """The audit's case: state.pt overwritten with random bytes of its size is unreadable, not an attack."""
+    import os
+
+    import torch
+
+    from orchestration.training import earlier_state
+
+    trial = tmp_path / "s" / "experiment" / "run_trial_ab_1_2026-12-04_10-00-00"
+    config = {"model": "cma", "ablation": "full", "fold": 0, "seed": 0, "group": "g", "hparams": {}}
+    for epoch in (0, 1):
+        (trial / f"checkpoint_00000{epoch}").mkdir(parents=True)
+        torch.save({"epoch": epoch, "history": []}, trial / f"checkpoint_00000{epoch}" / "state.pt")
+    (trial / "params.json").write_text(json.dumps(config))
+    newest = trial / "checkpoint_000001" / "state.pt"
+    newest.write_bytes(os.urandom(newest.stat().st_size))
+    notes = []
+    state = earlier_state({**config, "storage_path": str(tmp_path / "s")}, notes)
+    assert state["epoch"] == 0
+    assert notes[0].startswith(f"{newest}: unreadable checkpoint") and "set aside" in notes[0]
+    assert notes[1] == f"continuing from {newest.parent.with_name('checkpoint_000000')}, the newest intact checkpoint"
+    assert capsys.readouterr().out.splitlines() == [f"[trial] {note}" for note in notes]
+    assert not newest.exists() and newest.with_name("state.pt.damaged").exists()
+
+
+def test_a_batch_goes_to_the_device_whole_lengths_included():
+    """Lengths stay beside what they measure: masks built from them meet the features on one device (an H200
+    run failed every masking model while lengths stayed on the CPU)."""
+    import torch
+
+    from orchestration.training import to_device
+
+    batch = {"fbank40": torch.zeros(2, 5, 40), "fbank40_lengths": torch.tensor([5, 3]), "utt_id": ["a", "b"]}
+    moved = to_device(batch, torch.device("meta"))
+    assert moved["fbank40"].device.type == "meta" and moved["fbank40_lengths"].device.type == "meta"
+    assert moved["utt_id"] == ["a", "b"]
