@@ -41,8 +41,7 @@ def main() -> None:
     print(f"{'k':>3s} {'trials':>6s} {'trial phase s':>14s} {'trials/min':>11s} {'vs k=1':>7s}")
     baseline, best_k = None, 0
     for k in args.per_gpu:
-        # one CPU thread per trial either way: what is packed is the GPU (a request of cores // k CPUs can
-        # exceed what Ray counts on a machine whose cgroup quota is below its core count, and never schedule)
+        # one CPU thread per trial at every k: the ratio then measures the GPU's packing, not more threads
         resources = {"cpus_per_worker": 1} | ({} if args.cpu else {"gpus_per_worker": round(1.0 / k, 4)})
         path = bench.sweep_file(base, workdir, args.epochs, k, f"k{k}", **resources)
         _, out = bench.timed([sys.executable, str(bench.REPO / "orchestration" / "sweep.py"), str(path)],

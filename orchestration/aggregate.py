@@ -580,7 +580,7 @@ def read_table(sweep_dir: str, name: str) -> pd.DataFrame:
     if filesystem.get_file_info(f"{root}/tables/{name}").type == fs.FileType.NotFound:
         require_sweep_dir(sweep_dir)
         raise FileNotFoundError(f"{sweep_dir}: the sweep has no tables yet. Fix: run the sweep to its end, or "
-                                f"python orchestration/results.py aggregate {sweep_dir}")
+                                f"emosweep results aggregate {sweep_dir}")
     frame = pq.read_table(f"{root}/tables/{name}", filesystem=filesystem, partitioning="hive").to_pandas()
     for column in ("model", "ablation"):
         if column in frame and isinstance(frame[column].dtype, pd.CategoricalDtype):

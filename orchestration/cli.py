@@ -24,7 +24,8 @@ EXIT_PROBLEM = 2
 def check(argv: list[str], name: str = "check") -> int:
     """The resolved plan, from the sweep file and the corpus alone (no Ray): what `run` would do."""
     from orchestration.config import SweepError, load_sweep, train_for, validate
-    from orchestration.sweep import DEMO
+    from orchestration import storage
+    from orchestration.sweep import DEMO, check_storage
     from ser_models.registry import get_spec
     from orchestration.task import corpus_from_config
     from ser_models.data.folds import fold_summary, fold_warnings
@@ -40,6 +41,7 @@ def check(argv: list[str], name: str = "check") -> int:
         except (FileNotFoundError, ValueError) as err:
             raise SweepError(f"{sweep.source}: cannot load corpus: {err}") from None
         validate(sweep, corpus)
+        check_storage(sweep, storage.normalize(sweep.storage), probe=False)   # what run checks first, check too
     except (SweepError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_PROBLEM
@@ -72,6 +74,22 @@ def check(argv: list[str], name: str = "check") -> int:
     return 0
 
 
+def doctor(argv: list[str], name: str = "doctor") -> int:
+    """Preflight on the Ray cluster the sweep would join: nodes, resources, autoscaler maxima, versions per node,
+    storage and object store reachable from every node; exit 2 on any problem (each with its fix)."""
+    from orchestration.sweep import DEMO
+    from orchestration.sweep import main as sweep_main
+
+    parser = Parser(prog="emosweep doctor", description=doctor.__doc__)
+    parser.add_argument("sweep", nargs="?", default=str(DEMO), help="sweep YAML (default: the embedded demo)")
+    parser.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else this machine)")
+    parser.add_argument("--storage", help="override the sweep's storage (path, NFS path or s3://...)")
+    parser.add_argument("--verbose", action="store_true", help="show Ray's own logs")
+    args = parser.parse_args(argv)
+    return sweep_main(["--check", args.sweep, *(["--address", args.address] if args.address else []),
+                       *(["--storage", args.storage] if args.storage else []), *(["--verbose"] if args.verbose else [])])
+
+
 def delegate(module: str, prefix: list[str] | None = None):
     def run(argv: list[str], name: str) -> int:
         import importlib
@@ -84,7 +102,7 @@ def delegate(module: str, prefix: list[str] | None = None):
 COMMANDS = {
     "run": ("run (or resume) a sweep", delegate("orchestration.sweep")),
     "check": ("validate a sweep file and print its plan", check),
-    "doctor": ("preflight on the Ray cluster the sweep would join", delegate("orchestration.sweep", ["--check"])),
+    "doctor": ("preflight on the Ray cluster the sweep would join", doctor),
     "models": ("the model registry and DED", delegate("ser_models.__main__", ["list"])),
     "data": ("corpora, summaries and the feature cache", delegate("ser_models.data.__main__")),
     "results": ("query a sweep's tables", delegate("orchestration.results")),

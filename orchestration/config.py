@@ -52,7 +52,8 @@ class Sweep:
 
 
 def _fail(source, message, fix):
-    raise SweepError(f"{source}: {message}. Fix: {fix}")
+    """One message, one fix: a message that already carries its own (a corpus's, a registry's) keeps it."""
+    raise SweepError(f"{source}: {message}" + ("" if "Fix:" in str(message) else f". Fix: {fix}"))
 
 
 def absolute_root(corpus: dict) -> dict:
@@ -71,6 +72,8 @@ def parse_sweep(data: dict, source: str = "<embedded>") -> Sweep:
     name = str(data["name"])
     if not name.replace("-", "").replace("_", "").isalnum():
         _fail(source, f"name {name!r} must be letters, digits, - and _", "rename the sweep")
+    if len(name) > 100:     # a folder name: filesystems and object stores refuse long ones (Errno 36)
+        _fail(source, f"name is {len(name)} characters long", "keep it to 100 or fewer")
     corpus = data["corpus"] if isinstance(data["corpus"], dict) else {"name": data["corpus"]}
     if "name" not in corpus:
         _fail(source, "corpus needs a name (iemocap, ravdess, manifest or synthetic)", "add corpus: {name: ...}")
@@ -98,6 +101,7 @@ def parse_sweep(data: dict, source: str = "<embedded>") -> Sweep:
             options[model] = dict(entry.get("options", {}))
         else:
             _fail(source, f"models.{model} must be a list of ablations or a mapping", "e.g. fg_cme: [full]")
+        distinct(source, f"models.{model}", [str(ablation) for ablation in ablations], f"list at least one, e.g. {model}: [full] (python -m ser_models list)")
         cells += [(model, str(ablation)) for ablation in ablations]
     train = {**TRAIN_DEFAULTS, **(data.get("train") or {})}
     resources = {**RESOURCE_DEFAULTS, **(data.get("resources") or {})}
@@ -106,6 +110,10 @@ def parse_sweep(data: dict, source: str = "<embedded>") -> Sweep:
     bad = [seed for seed in seeds if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0]
     if bad:
         _fail(source, f"seeds must be non-negative integers, got {bad}", "e.g. seeds: [0, 1, 2]")
+    distinct(source, "seeds", seeds, "e.g. seeds: [0, 1, 2]")
+    if data.get("fold_indices") is not None:
+        distinct(source, "fold_indices", list(data["fold_indices"]), "e.g. fold_indices: [0, 1], or drop it for "
+                 "every fold")
     search = {**schema.defaults("search"), **data["search"]} if data.get("search") else None
     ensembles = parse_ensembles(source, data.get("ensembles") or {}, cells, search)
     return Sweep(name=name, corpus=corpus, folds=data.get("folds"), cells=cells, model_options=options,
@@ -116,6 +124,16 @@ def parse_sweep(data: dict, source: str = "<embedded>") -> Sweep:
                  train_explicit=dict(data.get("train") or {}),
                  tracking={**schema.defaults("tracking"), **(data.get("tracking") or {})},
                  test_corpora=test_corpora, ensembles=ensembles)
+
+
+def distinct(source: str, key: str, values: list, example: str) -> None:
+    """A list that makes trials: empty would plan none, and a repeat would plan a trial that never runs."""
+    if not values:
+        _fail(source, f"{key} is empty: it would plan no trial", example)
+    repeated = sorted({str(v) for v in values if values.count(v) > 1})
+    if repeated:
+        _fail(source, f"{key} lists {repeated} more than once (one trial each, however often listed)",
+              f"list each once: {sorted(dict.fromkeys(map(str, values)))}")
 
 
 def parse_ensembles(source: str, ensembles: dict, cells: list[tuple[str, str]], search) -> dict[str, list[str]]:
@@ -140,12 +158,39 @@ def parse_ensembles(source: str, ensembles: dict, cells: list[tuple[str, str]], 
     return {str(name): [str(m) for m in members] for name, members in ensembles.items()}
 
 
+class UniqueKeys(yaml.SafeLoader):
+    """yaml.safe_load, except that a key given twice in one mapping is an error: PyYAML keeps the last one
+    silently (two `train:` blocks lost the first's lr and batch size)."""
+
+
+def _unique_mapping(loader, node, deep=False):
+    seen = {}
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=True)
+        line = key_node.start_mark.line + 1
+        if key in seen and key != "<<":
+            raise yaml.constructor.ConstructorError(
+                None, None, f"duplicate key {key!r} on lines {seen[key]} and {line} (the second would silently "
+                f"replace the first)", key_node.start_mark)
+        seen[key] = line
+    return loader.construct_mapping(node, deep)
+
+
+UniqueKeys.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _unique_mapping)
+
+
 def load_sweep(path: str | Path) -> Sweep:
     path = Path(path)
     if not path.exists():
         raise SweepError(f"{path}: sweep file not found. Fix: give the path of a YAML sweep file")
+    if path.is_dir():
+        raise SweepError(f"{path}: a folder, not a sweep file. Fix: give a YAML file, e.g. {path}/<name>.yaml")
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.load(path.read_text(encoding="utf-8"), Loader=UniqueKeys)
+    except UnicodeDecodeError:
+        raise SweepError(f"{path}: not UTF-8 text (a binary file?). Fix: give the YAML sweep file") from None
+    except yaml.constructor.ConstructorError as err:
+        raise SweepError(f"{path}: {err.problem}. Fix: keep one of them (merge their keys)") from None
     except yaml.YAMLError as err:
         raise SweepError(f"{path}: not valid YAML ({err}). Fix: check indentation and quoting") from None
     return parse_sweep(data, str(path))
@@ -193,6 +238,9 @@ def validate(sweep: Sweep, corpus=None, cluster: list | None = None) -> None:
     for model in dict.fromkeys(model for model, _ in sweep.cells):
         _validate_train(src, model, train_for(model, sweep.train_explicit), res)
     _validate_extras(sweep)
+    if sweep.cache and Path(sweep.cache).exists() and not Path(sweep.cache).is_dir():
+        _fail(src, f"cache {sweep.cache} is a file, not a folder", "point cache at a folder (or drop it for "
+              "~/.cache/emosweep/features)")
     if float(res["cpus_per_worker"]) <= 0:
         _fail(src, "resources.cpus_per_worker must be > 0", "set it to 1")
     if sweep.tracking["tensorboard"] or sweep.tracking["mlflow"]:

@@ -1,11 +1,11 @@
 """Query a sweep's tables.
 
-  python orchestration/results.py aggregate results/<sweep>            rebuild the tables (idempotent, atomic)
-  python orchestration/results.py verify results/<sweep>               does every finished trial have its outputs?
-  python orchestration/results.py show results/<sweep> --where model=fg_cme --by ablation --format markdown
-  python orchestration/results.py show results/<sweep> --table predictions --where model=fg_cme fold=0
-  python orchestration/results.py compare results/<sweep> fg_cme/full lstm_attn_audio/full --metric test_ua
-  python orchestration/results.py published results/<sweep>           ours beside the papers' numbers
+  emosweep results aggregate results/<sweep>            rebuild the tables (idempotent, atomic)
+  emosweep results verify results/<sweep>               does every finished trial have its outputs?
+  emosweep results show results/<sweep> --where model=fg_cme --by ablation --format markdown
+  emosweep results show results/<sweep> --table predictions --where model=fg_cme fold=0
+  emosweep results compare results/<sweep> fg_cme/full lstm_attn_audio/full --metric test_ua
+  emosweep results published results/<sweep>           ours beside the papers' numbers
 """
 from __future__ import annotations
 
@@ -51,8 +51,8 @@ def grouped(frame: pd.DataFrame, by: list[str], metrics: list[str]) -> pd.DataFr
 
 
 def render(frame: pd.DataFrame, fmt: str) -> str:
-    if fmt == "csv":
-        return frame.to_csv(index=False)
+    if fmt == "csv":   # print adds the last newline: a second one reads as an empty row (polars)
+        return frame.to_csv(index=False).rstrip("\n")
     if fmt == "markdown":
         return to_markdown(frame)
     if fmt == "json":   # one record per line (JSON Lines): what jq, DuckDB and polars read directly

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,6 +32,7 @@ class Key:
     choices: tuple | None = None
     required: bool = False
     minimum: float | None = None
+    maximum: float | None = None      # a sane upper bound: 10^21 epochs is a typo, not a plan
 
     @property
     def section(self) -> str:
@@ -66,30 +68,31 @@ KEYS = [
     Key("tracking", (dict, type(None)), None, "experiment trackers that watch the sweep (below); they change no "
         "number, so adding one to a finished sweep reruns nothing"),
 
-    Key("train.epochs", (int,), 20, "epochs per trial", minimum=1),
+    Key("train.epochs", (int,), 20, "epochs per trial", minimum=1, maximum=100_000),
     Key("train.batch_size", (int,), 32, "global batch (DDP workers each take batch_size / workers_per_trial)",
-        minimum=1),
+        minimum=1, maximum=1_000_000),
     Key("train.optimizer", (str,), "adam", "the optimiser", choices=("adam", "adamw", "sgd", "rmsprop")),
-    Key("train.lr", NUMBER, 1e-3, "learning rate", minimum=0),
-    Key("train.weight_decay", NUMBER, 0.0, "weight decay (adamw: decoupled)", minimum=0),
-    Key("train.momentum", NUMBER, 0.9, "sgd momentum", minimum=0),
-    Key("train.alpha", NUMBER, 0.99, "rmsprop smoothing constant (SincNet: 0.95)", minimum=0),
-    Key("train.eps", NUMBER, 1e-8, "adam, adamw and rmsprop epsilon", minimum=0),
+    Key("train.lr", NUMBER, 1e-3, "learning rate", minimum=0, maximum=100),
+    Key("train.weight_decay", NUMBER, 0.0, "weight decay (adamw: decoupled)", minimum=0, maximum=100),
+    Key("train.momentum", NUMBER, 0.9, "sgd momentum", minimum=0, maximum=1),
+    Key("train.alpha", NUMBER, 0.99, "rmsprop smoothing constant (SincNet: 0.95)", minimum=0, maximum=1),
+    Key("train.eps", NUMBER, 1e-8, "adam, adamw and rmsprop epsilon", minimum=0, maximum=1),
     Key("train.schedule", (str,), "none", "learning-rate schedule, stepped once per epoch: step (every step_size "
         "epochs x gamma), multistep (x gamma at each of milestones), cosine (linear warmup over warmup_epochs, then "
         "cosine to 0), plateau (x gamma after plateau_patience epochs without a better select_on)",
         choices=("none", "step", "multistep", "cosine", "plateau")),
-    Key("train.step_size", (int,), 10, "schedule step: epochs between decays", minimum=1),
+    Key("train.step_size", (int,), 10, "schedule step: epochs between decays", minimum=1, maximum=100_000),
     Key("train.milestones", (list,), [], "schedule multistep: the epochs (counted from 0) after which lr x gamma"),
-    Key("train.gamma", NUMBER, 0.1, "schedule step, multistep, plateau: the decay factor", minimum=0),
-    Key("train.warmup_epochs", (int,), 0, "schedule cosine: epochs of linear warmup", minimum=0),
+    Key("train.gamma", NUMBER, 0.1, "schedule step, multistep, plateau: the decay factor", minimum=0, maximum=10),
+    Key("train.warmup_epochs", (int,), 0, "schedule cosine: epochs of linear warmup", minimum=0, maximum=100_000),
     Key("train.plateau_patience", (int,), 2, "schedule plateau: epochs without improvement before a decay",
-        minimum=0),
-    Key("train.clip_norm", NUMBER, 0.0, "clip the gradient's global norm to this (0: no clipping)", minimum=0),
+        minimum=0, maximum=100_000),
+    Key("train.clip_norm", NUMBER, 0.0, "clip the gradient's global norm to this (0: no clipping)", minimum=0,
+        maximum=1e6),
     Key("train.early_stop_patience", (int,), 0, "stop a trial after this many epochs without a better select_on "
-        "(0: train every epoch)", minimum=0),
+        "(0: train every epoch)", minimum=0, maximum=100_000),
     Key("train.select_window", (int,), 1, "pick the epoch on the trailing mean of select_on over this many "
-        "epochs (1: the epoch's own value)", minimum=1),
+        "epochs (1: the epoch's own value)", minimum=1, maximum=1000),
     Key("train.speaker_norm", (bool,), False, "normalise features per speaker: frame features and eGeMAPS "
         "functionals, by the mean and std over each speaker's own utterances, test speakers' included (their "
         "audio, never their labels; +0.05 to +0.07 UA on RAVDESS, results/reports/STUDY.md)"),
@@ -100,8 +103,9 @@ KEYS = [
         "split with it"),
     Key("train.select_on", (str,), "val_ua", "the validation metric that picks the epoch (never a test metric)",
         choices=("val_ua", "val_wa", "val_macro_f1", "val_loss")),
-    Key("train.retries", (int,), 2, "how often a failed trial is retried from its checkpoint", minimum=0),
-    Key("train.num_workers", (int,), 0, "DataLoader worker processes per trial", minimum=0),
+    Key("train.retries", (int,), 2, "how often a failed trial is retried from its checkpoint", minimum=0,
+        maximum=100),
+    Key("train.num_workers", (int,), 0, "DataLoader worker processes per trial", minimum=0, maximum=256),
     Key("train.test_oracle", (bool,), False, "also record the test-oracle column (epoch picked on test; only to "
         "compare with papers that did so)"),
     Key("train.precision", (str,), "auto", "auto: bf16 autocast on a GPU that supports it, fp32 elsewhere",
@@ -109,14 +113,15 @@ KEYS = [
 
     Key("resources.mode", (str,), "inprocess", "inprocess: one process per trial; ddp: Ray Train workers",
         choices=("inprocess", "ddp")),
-    Key("resources.workers_per_trial", (int,), 1, "DDP workers per trial", minimum=1),
-    Key("resources.cpus_per_worker", NUMBER, 1, "CPUs per trial process or DDP worker", minimum=0),
+    Key("resources.workers_per_trial", (int,), 1, "DDP workers per trial", minimum=1, maximum=4096),
+    Key("resources.cpus_per_worker", NUMBER, 1, "CPUs per trial process or DDP worker", minimum=0,
+        maximum=4096),
     Key("resources.gpus_per_worker", NUMBER, 0.0, "GPUs per trial process or DDP worker (a fraction packs trials "
-        "onto one GPU)", minimum=0),
+        "onto one GPU)", minimum=0, maximum=64),
     Key("resources.max_concurrent_trials", (int, type(None)), None, "at most this many trials at once "
-        "(default: as many as fit)", minimum=1),
+        "(default: as many as fit)", minimum=1, maximum=1_000_000),
     Key("resources.wait_timeout_s", NUMBER, 3600, "stop (resumably, exit 3) after waiting this long with no "
-        "trial training", minimum=0),
+        "trial training", minimum=0, maximum=30 * 86400),
     Key("resources.dashboard", (bool,), False, "start Ray's dashboard (127.0.0.1:8265) with the Ray instance a "
         "sweep starts itself; off saves about 1 s of each start. A cluster the sweep joins keeps its own"),
 
@@ -132,7 +137,7 @@ KEYS = [
 
     Key("search.sampler", (str,), "tpe", "Optuna sampler", choices=("tpe", "random")),
     Key("search.samples", (int,), 1, "suggestions per (model, ablation); each runs on every fold and seed",
-        minimum=1),
+        minimum=1, maximum=100_000),
     Key("search.space", (dict,), None, "hyperparameter -> [low, high] or [low, high, log] or a list of choices",
         required=True),
 ]
@@ -176,8 +181,14 @@ def _check_level(values: dict, section: str) -> list[tuple[str, str, str]]:
         elif key.choices and value not in key.choices:
             found.append((path, f"{value!r} is not one of {list(key.choices)}{did_you_mean(str(value), key.choices)}",
                           f"use one of {list(key.choices)} ({key.help})"))
+        elif isinstance(value, float) and not math.isfinite(value):   # .inf, .nan: training would diverge
+            found.append((path, f"must be a finite number, got {value!r}", f"e.g. {path}: {json.dumps(key.default)}"))
         elif key.minimum is not None and isinstance(value, NUMBER) and value < key.minimum:
-            found.append((path, f"must be at least {key.minimum:g}, got {value!r}", f"set {path}: {key.default}"))
+            found.append((path, f"must be at least {key.minimum:g}, got {value!r}",
+                          f"set {path}: {json.dumps(key.default)}"))
+        elif key.maximum is not None and isinstance(value, NUMBER) and value > key.maximum:
+            found.append((path, f"must be at most {key.maximum:g}, got {value!r}",
+                          f"set {path}: {json.dumps(key.default)}, or a value up to {key.maximum:g}"))
     missing = [key for key in known.values() if key.required and key.name not in values]
     found += [(key.path, "missing", f"add it: {key.help}") for key in missing]
     return found
@@ -194,8 +205,9 @@ def reference_markdown() -> str:
              "a test keeps it in sync.", "", "| key | type | default | allowed | meaning |", "|---|---|---|---|---|"]
     for key in KEYS:
         default = "required" if key.required else f"`{json.dumps(key.default)}`"
-        allowed = ", ".join(f"`{c}`" for c in key.choices) if key.choices else (
-            f">= {key.minimum:g}" if key.minimum is not None else "")
+        allowed = ", ".join(f"`{c}`" for c in key.choices) if key.choices else " and ".join(
+            bound for bound in (f">= {key.minimum:g}" if key.minimum is not None else "",
+                                f"<= {key.maximum:g}" if key.maximum is not None else "") if bound)
         lines.append(f"| `{key.path}` | {_type_words(key.types)} | {default} | {allowed} | {key.help} |")
     return "\n".join(lines) + "\n"
 
@@ -211,6 +223,8 @@ def json_schema() -> dict:
             entry["enum"] = list(key.choices)
         if key.minimum is not None:
             entry["minimum"] = key.minimum
+        if key.maximum is not None:
+            entry["maximum"] = key.maximum
         if key.default is not None:
             entry["default"] = key.default
         return entry

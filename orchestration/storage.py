@@ -88,6 +88,20 @@ def upload_dir(local: Path, location: str) -> None:
                 stream.write(file.read_bytes())
 
 
+def check_could_write(location: str) -> None:
+    """check_writable without leaving anything behind on a disk (for `emosweep check`): the nearest existing
+    folder must be one this user can write. A bucket gets the probe object, which is deleted."""
+    if is_remote(location):
+        return check_writable(location)
+    path = Path(location)
+    while not path.exists():
+        path = path.parent
+    if not path.is_dir():
+        raise NotADirectoryError(f"{path} is not a folder")
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise PermissionError(f"{path} is not writable by this user")
+
+
 def check_writable(location: str) -> None:
     """Write and delete a probe file; raises OSError with the storage's own reason."""
     probe = join(location, f".emosweep-probe-{uuid.uuid4().hex}")

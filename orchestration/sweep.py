@@ -215,9 +215,10 @@ STORAGE_ACCESS = ("for S3 give credentials (AWS_* variables or an instance profi
                   "AWS_ENDPOINT_URL")
 
 
-def check_storage(sweep, root: str) -> None:
+def check_storage(sweep, root: str, probe: bool = True) -> None:
+    """probe: write and delete a file there (run); else only look (check, which must leave nothing behind)."""
     try:
-        storage.check_writable(root)
+        (storage.check_writable if probe else storage.check_could_write)(root)
     except OSError as err:
         raise SweepError(f"{sweep.source}: storage {root} is not writable: {err}. Fix: point storage (or --storage) "
                          f"at a folder you can write, or an existing bucket; {STORAGE_ACCESS}") from None
@@ -459,14 +460,14 @@ def outcome(sweep, root: str, counts: dict, total: int, tables_written: bool) ->
         return EXIT_RESUMABLE
     if failed:
         print(f"[sweep] finished with {failed} failed trial(s) of {total}. Next: read their errors with "
-              f"python orchestration/results.py show {sweep_dir} --table trials --where status=error, fix the "
+              f"emosweep results show {sweep_dir} --table trials --where status=error, fix the "
               f"cause, then run: {command} --restart-errored", flush=True)
         return EXIT_FAILED_TRIALS
     if not tables_written:
         print(f"[sweep] {finished}/{total} trials finished, but their tables are not written. Next: fix what the "
               f"tables line above says, then run the same command (it trains nothing): {command}", flush=True)
         return EXIT_RESUMABLE
-    print(f"[sweep] done: {finished}/{total} trials finished. Next: python orchestration/results.py show "
+    print(f"[sweep] done: {finished}/{total} trials finished. Next: emosweep results show "
           f"{sweep_dir}", flush=True)
     return EXIT_DONE
 
@@ -559,7 +560,7 @@ def finish(sweep, root, phases: Phases, tracking: list) -> tuple[dict, bool]:
         write_tables(tables, sweep_dir)
     except OSError as err:  # a full disk or lost permissions: the results stay in the experiment's files
         print(f"[sweep] {sum(counts.values())} trials: {counts}; tables NOT written ({err}). Fix: free space or "
-              f"restore access to {sweep_dir}, then: python orchestration/results.py aggregate {sweep_dir}",
+              f"restore access to {sweep_dir}, then: emosweep results aggregate {sweep_dir}",
               flush=True)
         return counts, False
     phases.done("tables")
@@ -595,7 +596,7 @@ def write_report_safely(sweep_dir: str) -> None:
     try:
         print(f"[sweep] report: {write_report(sweep_dir)}")
     except Exception as err:  # noqa: BLE001
-        print(f"[sweep] report not written ({err}); run python orchestration/report.py {sweep_dir}")
+        print(f"[sweep] report not written ({err}); run emosweep report {sweep_dir}")
 
 
 def main(argv=None) -> int:

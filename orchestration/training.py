@@ -33,6 +33,10 @@ from .task import task_for
 STATE_FILE = "state.pt"
 
 
+class Diverged(RuntimeError):
+    """The training loss became NaN or infinite: the trial fails, naming the epoch."""
+
+
 class InjectedFailure(RuntimeError):
     """Raised on purpose by EMOSWEEP_INJECT_FAILURE (fault-injection tests)."""
 
@@ -507,6 +511,9 @@ def train_loop(config: dict, session) -> dict:
         lr = optimizer.param_groups[0]["lr"]
         train_loss = train_one_epoch(objective, train_loader, optimizer, device, precision,
                                      float(settings["clip_norm"]))
+        if not np.isfinite(train_loss):     # never "finished" with the chance-level UA of a diverged model
+            raise Diverged(f"epoch {epoch}: the training loss is {train_loss} (lr {lr}). Fix: lower train.lr, or "
+                           "set train.clip_norm (e.g. 5.0); this trial is recorded as failed")
         _maybe_fail(config, epoch, session)
         validation = split_metrics("val", predict(core, eval_loaders["validation"], device, precision), classes)
         metrics = {"epoch": epoch, "train_loss": train_loss, "lr": lr, "epoch_seconds": time.perf_counter() - started,

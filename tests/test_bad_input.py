@@ -23,6 +23,7 @@ import soundfile as sf
 import yaml
 
 from orchestration.aggregate import read_table
+from orchestration.cli import check as check_main
 from orchestration.sweep import main as sweep_main
 from ser_models.data.__main__ import main as data_main
 
@@ -82,7 +83,7 @@ def raw_sweep(text: str):
 
 
 def manifest_with(edit, name: str = "m.csv", corpus: dict | None = None, models: dict | None = None,
-                  named: str = "manifest", **to_csv):
+                  named: str = "manifest", folds: str | None = None, **to_csv):
     """The finished sweep on an edited copy of its manifest; the message must name that manifest (or, for a
     sweep key, the sweep file)."""
     def build(tmp, base):
@@ -91,7 +92,8 @@ def manifest_with(edit, name: str = "m.csv", corpus: dict | None = None, models:
         if frame is not None:
             frame.to_csv(path, index=False, **to_csv)
         corpus_cfg = {"name": "manifest", "root": str(path), **(corpus or {})}
-        command, sweep_file = sweep_with(corpus=corpus_cfg, **({"models": models} if models else {}))(tmp, base)
+        command, sweep_file = sweep_with(corpus=corpus_cfg, **({"models": models} if models else {}),
+                                         **({"folds": folds} if folds else {}))(tmp, base)
         return command, [str(path)] if named == "manifest" else sweep_file
     return build
 
@@ -141,6 +143,41 @@ def cli(*argv):
     def build(tmp, base):
         return ["sweep", str(base.tmp / "t.yaml"), *[a.format(tmp=tmp) for a in argv]], []
     return build
+
+
+def appended(text: str):
+    """The finished sweep file with lines appended as written (YAML that safe_dump would never produce)."""
+    def build(tmp, base):
+        (tmp / "bad.yaml").write_text(yaml.safe_dump(base.sweep) + text)
+        return ["sweep", str(tmp / "bad.yaml")], [str(tmp / "bad.yaml")]
+    return build
+
+
+def checked(build):
+    """The same sweep file given to `emosweep check` instead of run: check must find what run finds."""
+    def build_check(tmp, base):
+        argv, names = build(tmp, base)
+        return ["check", *argv[1:]], names
+    return build_check
+
+
+def a_file_for(key: str):
+    """The finished sweep with a folder key (the synthetic corpus's root, the cache) pointing at a file."""
+    def build(tmp, base):
+        (tmp / "a_file").write_text("x")
+        change = ({"corpus": {"name": "synthetic", "root": str(tmp / "a_file")}} if key == "corpus.root"
+                  else {key: str(tmp / "a_file")})
+        return sweep_with(**change)(tmp, base)[0], [str(tmp / "a_file")]
+    return build
+
+
+def folder_as_sweep(tmp, base):
+    return ["sweep", str(tmp)], [str(tmp)]
+
+
+def binary_sweep(tmp, base):
+    (tmp / "bad.yaml").write_bytes(bytes(range(256)) * 4)
+    return ["sweep", str(tmp / "bad.yaml")], [str(tmp / "bad.yaml")]
 
 
 def under_a_file(tmp, base):
@@ -269,6 +306,38 @@ CASES = [
     ("a damaged sweep record", "storage", damaged_record, 2, ["is damaged", "delete it"]),
     ("a changed file on a sweep recorded before per-trial settings", "storage", legacy_record, 2,
      ["predates per-trial settings", "sweep.json"]),
+    ("a key given twice", "sweep file", appended("train:\n  epochs: 3\n"), 2,
+     ["duplicate key 'train'", "lines", "keep one of them"]),
+    ("a key given twice inside a section", "sweep file", appended("tracking:\n  mlflow: false\n  mlflow: true\n"), 2,
+     ["duplicate key 'mlflow'"]),
+    ("an infinite learning rate", "sweep file", sweep_with(train={"lr": float("inf")}), 2,
+     ["train.lr", "must be a finite number"]),
+    ("a learning rate that is not a number", "sweep file", sweep_with(train={"lr": float("nan")}), 2,
+     ["train.lr", "must be a finite number"]),
+    ("an absurd number of epochs", "sweep file", sweep_with(train={"epochs": 10**21}), 2,
+     ["train.epochs", "at most 100000"]),
+    ("an ablation listed twice", "sweep file", sweep_with(models={"lstm_attn_text": ["full", "full"]}), 2,
+     ["models.lstm_attn_text", "more than once"]),
+    ("a seed listed twice", "sweep file", sweep_with(seeds=[0, 0]), 2, ["seeds", "more than once"]),
+    ("a fold index listed twice", "sweep file", sweep_with(fold_indices=[1, 1]), 2, ["fold_indices", "more than once"]),
+    ("a model without ablations", "sweep file", sweep_with(models={"lstm_attn_text": []}), 2,
+     ["models.lstm_attn_text is empty", "lstm_attn_text: [full]"]),
+    ("no seeds", "sweep file", sweep_with(seeds=[]), 2, ["seeds is empty"]),
+    ("no concurrency", "sweep file", sweep_with(resources={"max_concurrent_trials": 0}), 2,
+     ["resources.max_concurrent_trials", "set resources.max_concurrent_trials: null"]),
+    ("a folder given as the sweep file", "sweep file", folder_as_sweep, 2, ["a folder, not a sweep file"]),
+    ("a binary sweep file", "sweep file", binary_sweep, 2, ["not UTF-8 text"]),
+    ("storage on a device file", "storage", sweep_with(storage="/dev/null"), 2, ["/dev/null", "not writable"]),
+    ("storage on a device file, checked", "storage", checked(sweep_with(storage="/dev/null")), 2,
+     ["/dev/null", "not writable"]),
+    ("a synthetic corpus root that is a file", "sweep file", a_file_for("corpus.root"), 2,
+     ["is a file", "give a folder"]),
+    ("a cache that is a file", "sweep file", a_file_for("cache"), 2, ["is a file, not a folder"]),
+    ("a 300-character sweep name", "sweep file", sweep_with(name="a" * 300), 2, ["300 characters", "100 or fewer"]),
+    ("speakers-0", "sweep file", sweep_with(folds="speakers-0"), 2, ["3 <= K <= "]),
+    ("speakers-K on a corpus of two speakers", "manifest",
+     manifest_with(speakers(2), name="two.csv", named="sweep", folds="speakers-2"), 2,
+     ["2 speaker(s)", "at least 3 speakers"]),
     ("a sweep file that does not exist", "CLI", command("sweep", "/nowhere/sweep.yaml"), 2, ["/nowhere/sweep.yaml"]),
     ("a misspelt option", "CLI", cli("--restart-erored"), 2, ["--restart-erored", "--help"]),
     ("an address where nothing listens", "CLI", nothing_listens, 2, ["nothing answers"]),
@@ -290,7 +359,7 @@ def invoke(argv: list[str], capsys) -> tuple[int, str]:
                               capture_output=True, text=True, timeout=120)
         return done.returncode, done.stdout + done.stderr
     try:
-        code = {"sweep": sweep_main, "data": data_main}[kind](args)
+        code = {"sweep": sweep_main, "data": data_main, "check": check_main}[kind](args)
     except SystemExit as exit_:   # argparse
         code = exit_.code
     captured = capsys.readouterr()
@@ -305,6 +374,8 @@ def test_bad_input_is_refused_with_the_file_and_the_fix_and_nothing_is_lost(base
     assert got == code, output[-3000:]
     assert "Traceback" not in output, output[-3000:]
     assert "Fix:" in output, output[-3000:]
+    if category != "audio" and output.count("error:") == 1 and output.count("\n") <= 2:   # one problem ...
+        assert output.count("Fix:") == 1, output                                             # ... one fix
     for fragment in [*names, *fragments]:
         assert fragment in output, (fragment, output[-3000:])
     assert snapshot(base.tmp / "results") == base.snapshot          # nothing already written changed

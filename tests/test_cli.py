@@ -22,6 +22,8 @@ def test_every_subcommand_has_help_and_exits_0():
         done = subprocess.run([str(EMOSWEEP), *([command] if command else []), "--help"], capture_output=True,
                               text=True, timeout=120)
         assert done.returncode == 0 and "usage:" in done.stdout, (command, done.stdout + done.stderr)
+        if command:   # each its own help, not another command's (doctor once printed run's)
+            assert f"usage: emosweep {command}" in done.stdout, (command, done.stdout)
 
 
 def test_leaving_quickly_keeps_the_exit_code_and_every_write(tmp_path):

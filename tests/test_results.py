@@ -123,7 +123,8 @@ def test_query_cli(sweep_dir, capsys):
     assert out.startswith("| ablation | n | test_ua_mean") and "| no_excite | 2 |" in out
     assert results_main(["show", str(sweep_dir), "--table", "predictions", "--where", "fold=0",
                          "--columns", "utt_id,label,predicted", "--format", "csv"]) == 0
-    assert capsys.readouterr().out.startswith("utt_id,label,predicted")
+    csv = capsys.readouterr().out
+    assert csv.startswith("utt_id,label,predicted") and not csv.endswith("\n\n")   # no empty last row
     assert results_main(["show", str(sweep_dir), "--table", "folds", "--format", "json"]) == 0
     records = [json.loads(line) for line in capsys.readouterr().out.splitlines()]   # JSON Lines, one per row
     folds = read_table(str(sweep_dir), "folds")

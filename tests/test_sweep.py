@@ -26,6 +26,8 @@ def test_grid_sweep(grid_sweep):  # the sweep itself runs in the shared fixture
     assert len([d for d in experiment.iterdir() if (d / "params.json").exists()]) == 4  # one experiment
     assert len(list((tmp_path / "results" / "t" / "experiment" / "predictions").glob("*.parquet"))) == 4
     assert "[sweep] 4/4 trials done" in done.stdout and "epochs 8/8" in done.stdout
+    last = done.stdout.strip().splitlines()[-1]          # a command that works outside a checkout too
+    assert last.endswith(f"Next: emosweep results show {tmp_path / 'results' / 't'}"), last
     # progress counts epochs: an ETA is printed before the first trial has finished
     before_first_trial = done.stdout.split("[sweep] finished", 1)[0]
     assert re.search(r"epochs 1/8; elapsed [\d.]+ min, ETA [\d.]+ min", before_first_trial), done.stdout[-2000:]

@@ -184,3 +184,13 @@ def test_a_batch_goes_to_the_device_whole_lengths_included():
     moved = to_device(batch, torch.device("meta"))
     assert moved["fbank40"].device.type == "meta" and moved["fbank40_lengths"].device.type == "meta"
     assert moved["utt_id"] == ["a", "b"]
+
+
+def test_a_diverged_trial_fails_naming_the_epoch_and_is_never_finished(synthetic_root, tmp_path):
+    """lr .inf once trained to NaN and was recorded finished at chance UA; the loop now stops at the epoch."""
+    from orchestration.training import Diverged
+
+    session = LocalSession(tmp_path / "run")
+    with pytest.raises(Diverged, match=r"epoch 0: the training loss is nan .*Fix: lower train.lr"):
+        train_loop(trial_config(synthetic_root, tmp_path, model="lstm_attn_text", epochs=2, lr=float("inf")), session)
+    assert not any(r.get("final") for r in session.reports) and not (tmp_path / "predictions").exists()

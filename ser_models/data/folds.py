@@ -82,9 +82,12 @@ def speaker_groups(table: pd.DataFrame, k: int) -> tuple[list[list[str]], list[s
     label histogram plus this speaker's is closest to an even share.
     """
     speakers = table.groupby("speaker")
-    if speakers.ngroups < k:
-        raise ValueError(f"{speakers.ngroups} speakers cannot make {k} speaker-disjoint folds. "
-                         f"Fix: use speakers-K with K <= {speakers.ngroups}")
+    if speakers.ngroups < 3:
+        raise ValueError(f"{speakers.ngroups} speaker(s) cannot make speaker-disjoint train, validation and test "
+                         "splits. Fix: use a corpus with at least 3 speakers (no fold strategy splits fewer)")
+    if not 3 <= k <= speakers.ngroups:
+        raise ValueError(f"{speakers.ngroups} speakers cannot make {k} speaker-disjoint folds (train, validation "
+                         f"and test each take one group). Fix: use speakers-K with 3 <= K <= {speakers.ngroups}")
     labels = table["label"].fillna("<none>")
     per_speaker = pd.crosstab(table["speaker"], labels)
     gender = table.groupby("speaker")["gender"].first().fillna("?")

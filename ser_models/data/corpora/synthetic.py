@@ -169,6 +169,9 @@ class Synthetic(CorpusKind):
     def read(self, root, classes, **options):
         config = SyntheticConfig(**options)
         out = root or default_root(config)
+        if Path(out).exists() and not Path(out).is_dir():
+            raise ValueError(f"corpus root {out} is a file: the synthetic corpus is generated into a folder. Fix: "
+                             "give a folder (it is created), or drop root for the default")
         return load(generate(out, config), classes, corpus="synthetic")
 
 
