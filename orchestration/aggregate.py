@@ -214,11 +214,15 @@ def read_experiment(experiment: str, sweep: str, with_predictions: bool = True) 
         for message in torn[ident] if not final else ():   # a final report carries every epoch: nothing lost
             warnings.warn(message, DamagedFile, stacklevel=2)
         if final:
-            gaps += epoch_gaps(key, identity_key(config), final, set(per_epoch), f"{path}/result.json")
-            gaps += checkpoint_gaps(key, config, filesystem, path, results, experiment)
             found, missing = outputs.read(key, config, final, with_predictions)
             predictions += found.get("predictions", [])
             context += found.get("context", [])
+            if status != "finished":   # superseded: kept in the tables, never run again, so no gap to redo
+                for gap in missing:
+                    warnings.warn(f"{gap.line()} (a superseded trial's)", DamagedFile, stacklevel=2)
+                continue
+            gaps += epoch_gaps(key, identity_key(config), final, set(per_epoch), f"{path}/result.json")
+            gaps += checkpoint_gaps(key, config, filesystem, path, results, experiment)
             gaps += missing
     frames = {"folds": folds, "epochs": epochs, "trials": trials, "cross": cross}
     tables = {name: _frame(rows, SCHEMAS[name]) for name, rows in frames.items()}
@@ -231,7 +235,7 @@ def read_experiment(experiment: str, sweep: str, with_predictions: bool = True) 
 
 
 class Outputs:
-    """A finished trial's prediction files: named by identity (by Tune trial id before emosweep 0.1.1)."""
+    """A finished trial's prediction files: named by its identity (by its Tune trial id in sweeps run before)."""
 
     def __init__(self, experiment: str):
         self.filesystem, root = fs.FileSystem.from_uri(experiment)
