@@ -212,12 +212,6 @@ def earlier_state(config: dict, notes: list[str]) -> dict | None:
 DAMAGED = ".damaged"   # a checkpoint that cannot be read is renamed, never deleted: the user may want to look
 
 
-def exists(filesystem, path: str) -> bool:
-    from pyarrow import fs
-
-    return filesystem.get_file_info(path).type != fs.FileType.NotFound
-
-
 def checkpoint_state(filesystem, directory: str, notes: list[str]) -> dict | None:
     """The state in <directory>/state.pt on any pyarrow filesystem; None when there is none, or when it is
     damaged (then it is set aside as state.pt.damaged, with one line saying so)."""
