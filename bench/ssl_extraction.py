@@ -1,6 +1,7 @@
 """Self-supervised encoders' extraction throughput: what a GPU (or CPU) gives, beside fbank40 on the CPU.
 
     python bench/ssl_extraction.py                          # real-size encoders, random weights, on cuda if present
+                                                            # (needs transformers: pip install "emosweep[ssl]")
     python bench/ssl_extraction.py --tiny --utterances 32   # tiny configs: checks the script anywhere in seconds
 
 Each encoder is built from its `transformers` config at the size of the published checkpoint
@@ -17,6 +18,7 @@ Utterances are RAVDESS-like lengths (uniform 3.0-5.3 s at 16 kHz) of noise. The 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import sys
 import time
 from pathlib import Path
@@ -153,6 +155,8 @@ def main() -> None:
     parser.add_argument("--tiny", action="store_true", help="tiny configs: a check of the script, not a figure")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args()
+    if importlib.util.find_spec("transformers") is None:
+        sys.exit("bench/ssl_extraction.py needs Hugging Face transformers. Fix: pip install 'emosweep[ssl]'")
     device = torch.device(args.device)
     waves = utterances(args.utterances)
     audio_h = sum(len(w) for w in waves) / RATE / 3600
