@@ -24,6 +24,9 @@ class SweepProgress(Callback):
         self.training: set[str] = set()  # running trials that have reported an epoch
         self.epochs_done = 0
         self.epochs_here = 0  # epochs trained by this process: the ETA's rate
+        # the pace counts from the end of the first epoch: Ray's start, the trial process's imports and the first
+        # epoch's warm-up once made the first ETA 5-8x too long
+        self.first_epoch_at: float | None = None
         self.started, self.last_print = time.monotonic(), 0.0
         self.resources, self.shapes = resources, shapes or []
         self.last_progress, self.waiting, self.waiting_since = time.monotonic(), "", None
@@ -38,7 +41,10 @@ class SweepProgress(Callback):
     def line(self) -> str:
         elapsed = time.monotonic() - self.started
         remaining = max(0, self.total_epochs - self.epochs_done)
-        eta = "?" if not self.epochs_here else f"{elapsed / self.epochs_here * remaining / 60:.1f} min"
+        eta = "?"
+        if self.epochs_here >= 2:
+            pace = (time.monotonic() - self.first_epoch_at) / (self.epochs_here - 1)
+            eta = f"{pace * remaining / 60:.1f} min"
         waiting = (f"; {self.waiting} for {(time.monotonic() - self.waiting_since) / 60:.1f} min"
                    if self.waiting_since is not None else "")
         return (f"[sweep] {self.done}/{self.total} trials done, {len(self.running)} running, {self.failed} failed; "
@@ -82,7 +88,9 @@ class SweepProgress(Callback):
         if not result.get("final") and "epoch" in result:
             self.epochs_done += 1
             self.epochs_here += 1
-            self._print(force=self.epochs_here == 1)  # the first ETA as soon as there is one
+            if self.epochs_here == 1:
+                self.first_epoch_at = time.monotonic()
+            self._print(force=self.epochs_here == 2)  # the first ETA as soon as there is one
 
     def _close(self, trial) -> None:
         """A trial that ended before its last epoch (early stop, error) still fills its share of the total."""
