@@ -54,9 +54,11 @@ class LocalSession:
         self.notes: list[str] = []
 
     def restore(self) -> dict | None:
-        state = checkpoint_state(fs_local(), str((self.directory / "latest").resolve()), self.notes)
+        from pyarrow import fs
+
+        state = checkpoint_state(fs.LocalFileSystem(), str((self.directory / "latest").resolve()), self.notes)
         if state is None and self.notes:
-            tell(self.notes, "no intact checkpoint left: this trial restarts from epoch 0 (seeded: the same result)")
+            tell(self.notes, NO_CHECKPOINT_LEFT)
         return state
 
     def with_notes(self, metrics: dict) -> dict:
@@ -123,7 +125,7 @@ class TrainSession(LocalSession):
         checkpoint = ray.train.get_checkpoint()
         state = checkpoint_state(checkpoint.filesystem, checkpoint.path, self.notes) if checkpoint else None
         if state is None and self.notes:
-            tell(self.notes, "no intact checkpoint left: this trial restarts from epoch 0 (seeded: the same result)")
+            tell(self.notes, NO_CHECKPOINT_LEFT)
         return state
 
     def report(self, metrics, state):
@@ -165,12 +167,6 @@ def this_node() -> str:
     return socket.gethostname()
 
 
-def fs_local():
-    from pyarrow import fs
-
-    return fs.LocalFileSystem()
-
-
 def tell(notes: list[str], message: str) -> None:
     print(f"[trial] {message}", flush=True)
     notes.append(message)
@@ -205,10 +201,11 @@ def earlier_state(config: dict, notes: list[str]) -> dict | None:
             print(f"[trial] continuing from {directory} (an earlier run of this sweep)", flush=True)
         return state
     if notes:
-        tell(notes, "no intact checkpoint left: this trial restarts from epoch 0 (seeded: the same result)")
+        tell(notes, NO_CHECKPOINT_LEFT)
     return None
 
 
+NO_CHECKPOINT_LEFT = "no intact checkpoint left: this trial restarts from epoch 0 (seeded: the same result)"
 DAMAGED = ".damaged"   # a checkpoint that cannot be read is renamed, never deleted: the user may want to look
 
 
@@ -678,20 +675,15 @@ def write_predictions(config: dict, name: str, outputs: dict, task) -> None:
 
 
 def write_parquet(config: dict, name: str, frame: pd.DataFrame) -> None:
-    """<predictions_dir>/<name>.parquet, on any filesystem pyarrow reaches, whole or not at all: an object store
-    publishes an object when its upload completes; a disk gets a temporary file renamed over the target."""
+    """<predictions_dir>/<name>.parquet, whole or not at all (storage.write_bytes: one PUT, or a rename)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
-    from pyarrow import fs
 
-    filesystem, root = fs.FileSystem.from_uri(config["predictions_dir"])
-    filesystem.create_dir(root, recursive=True)
-    target = f"{root}/{name}.parquet"
-    local = isinstance(filesystem, fs.LocalFileSystem)
-    written = f"{target}.tmp-{os.getpid()}" if local else target
-    pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), written, filesystem=filesystem)
-    if local:
-        filesystem.move(written, target)
+    from . import storage
+
+    sink = pa.BufferOutputStream()
+    pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), sink)
+    storage.write_bytes(storage.join(config["predictions_dir"], f"{name}.parquet"), sink.getvalue().to_pybytes())
 
 
 INJECT_FAILURE = "EMOSWEEP_INJECT_FAILURE"  # tests only, never a sweep key: Ray passes it on to trial processes
