@@ -23,25 +23,20 @@ EXIT_PROBLEM = 2
 
 def check(argv: list[str], name: str = "check") -> int:
     """The resolved plan, from the sweep file and the corpus alone (no Ray): what `run` would do."""
-    from orchestration.config import SweepError, load_sweep, train_for, validate
-    from orchestration import storage
-    from orchestration.sweep import DEMO, check_storage
+    from orchestration.config import SweepError, load_sweep, train_for
+    from orchestration.sweep import DEMO, preflight
     from ser_models.registry import get_spec
-    from orchestration.task import corpus_from_config
     from ser_models.data.folds import fold_summary, fold_warnings
 
     parser = Parser(prog="emosweep check", description=check.__doc__)
     parser.add_argument("sweep", nargs="?", default=str(DEMO), help="sweep YAML (default: the embedded demo)")
+    parser.add_argument("--storage", help="override the sweep's storage, as run's --storage does")
     args = parser.parse_args(argv)
     try:
         sweep = load_sweep(args.sweep)
-        validate(sweep)
-        try:
-            corpus = corpus_from_config(sweep.corpus)
-        except (FileNotFoundError, ValueError) as err:
-            raise SweepError(f"{sweep.source}: cannot load corpus: {err}") from None
-        validate(sweep, corpus)
-        check_storage(sweep, storage.normalize(sweep.storage), probe=False)   # what run checks first, check too
+        if args.storage:
+            sweep.storage = args.storage
+        corpus, _, change = preflight(sweep, probe=False)   # the checks run makes before work, all of them
     except (SweepError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_PROBLEM
@@ -70,7 +65,9 @@ def check(argv: list[str], name: str = "check") -> int:
                                           "early_stop_patience", "class_weights", "select_on")}
         mine = sorted(set(sweep.train_explicit) & set(recipe))
         print(f"train {model}: {shown}" + (f" (the sweep file overrides its recipe's {mine})" if mine else ""))
-    print(f"ok: run it with: emosweep run{' ' + args.sweep if argv else ''}")
+    if change:
+        print(f"note: {change}")
+    print(f"ok: run it with: emosweep run{' ' + ' '.join(argv) if argv else ''}")
     return 0
 
 

@@ -107,9 +107,9 @@ def parse_sweep(data: dict, source: str = "<embedded>") -> Sweep:
     resources = {**RESOURCE_DEFAULTS, **(data.get("resources") or {})}
     seeds = data.get("seeds", [0])
     seeds = seeds if isinstance(seeds, list) else [seeds]
-    bad = [seed for seed in seeds if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0]
+    bad = [seed for seed in seeds if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**32]
     if bad:
-        _fail(source, f"seeds must be non-negative integers, got {bad}", "e.g. seeds: [0, 1, 2]")
+        _fail(source, f"seeds must be integers from 0 to 2^32 - 1 (numpy's range), got {bad}", "e.g. seeds: [0, 1, 2]")
     distinct(source, "seeds", seeds, "e.g. seeds: [0, 1, 2]")
     if data.get("fold_indices") is not None:
         distinct(source, "fold_indices", list(data["fold_indices"]), "e.g. fold_indices: [0, 1], or drop it for "
@@ -280,6 +280,7 @@ def train_for(model: str, explicit: dict) -> dict:
 def _validate_extras(sweep: Sweep) -> None:
     """A model whose feature needs an optional package that is not installed is refused before any work."""
     from ser_models.data.features import missing_extra
+    from ser_models.data.text import vectors_problem
     from ser_models.registry import model_inputs
 
     for model, ablation in sweep.cells:
@@ -288,6 +289,10 @@ def _validate_extras(sweep: Sweep) -> None:
             if fix:
                 _fail(sweep.source, f"{model}/{ablation} reads the {name!r} feature, whose package is not installed "
                       "here", f"{fix} (on every node of a cluster)")
+    readers = [f"{model}/{ablation}" for model, ablation in sweep.cells if "words" in model_inputs(model, ablation)]
+    problem = vectors_problem(sweep.vectors) if readers else None
+    if problem:
+        _fail(sweep.source, f"vectors: {problem[0]}, and {readers[0]} reads words through them", problem[1])
 
 
 def _validate_train(src: str, model: str, train: dict, res: dict) -> None:

@@ -33,6 +33,7 @@ class Key:
     required: bool = False
     minimum: float | None = None
     maximum: float | None = None      # a sane upper bound: 10^21 epochs is a typo, not a plan
+    above: float | None = None        # an exclusive minimum: a learning rate of 0 trains nothing
 
     @property
     def section(self) -> str:
@@ -72,7 +73,7 @@ KEYS = [
     Key("train.batch_size", (int,), 32, "global batch (DDP workers each take batch_size / workers_per_trial)",
         minimum=1, maximum=1_000_000),
     Key("train.optimizer", (str,), "adam", "the optimiser", choices=("adam", "adamw", "sgd", "rmsprop")),
-    Key("train.lr", NUMBER, 1e-3, "learning rate", minimum=0, maximum=100),
+    Key("train.lr", NUMBER, 1e-3, "learning rate", above=0, maximum=100),
     Key("train.weight_decay", NUMBER, 0.0, "weight decay (adamw: decoupled)", minimum=0, maximum=100),
     Key("train.momentum", NUMBER, 0.9, "sgd momentum", minimum=0, maximum=1),
     Key("train.alpha", NUMBER, 0.99, "rmsprop smoothing constant (SincNet: 0.95)", minimum=0, maximum=1),
@@ -183,6 +184,13 @@ def _check_level(values: dict, section: str) -> list[tuple[str, str, str]]:
                           f"use one of {list(key.choices)} ({key.help})"))
         elif isinstance(value, float) and not math.isfinite(value):   # .inf, .nan: training would diverge
             found.append((path, f"must be a finite number, got {value!r}", f"e.g. {path}: {json.dumps(key.default)}"))
+        elif isinstance(value, str) and not value.strip():   # "" would quietly mean the default or the cwd
+            found.append((path, "is empty", f"set {path}: {json.dumps(key.default)}" if key.default is not None
+                          else f"give {path} a value ({key.help})" if key.required
+                          else f"drop {path} for the default, or give a value ({key.help})"))
+        elif key.above is not None and isinstance(value, NUMBER) and value <= key.above:
+            found.append((path, f"must be greater than {key.above:g}, got {value!r}",
+                          f"set {path}: {json.dumps(key.default)}"))
         elif key.minimum is not None and isinstance(value, NUMBER) and value < key.minimum:
             found.append((path, f"must be at least {key.minimum:g}, got {value!r}",
                           f"set {path}: {json.dumps(key.default)}"))
@@ -207,6 +215,7 @@ def reference_markdown() -> str:
         default = "required" if key.required else f"`{json.dumps(key.default)}`"
         allowed = ", ".join(f"`{c}`" for c in key.choices) if key.choices else " and ".join(
             bound for bound in (f">= {key.minimum:g}" if key.minimum is not None else "",
+                                f"> {key.above:g}" if key.above is not None else "",
                                 f"<= {key.maximum:g}" if key.maximum is not None else "") if bound)
         lines.append(f"| `{key.path}` | {_type_words(key.types)} | {default} | {allowed} | {key.help} |")
     return "\n".join(lines) + "\n"
@@ -225,6 +234,8 @@ def json_schema() -> dict:
             entry["minimum"] = key.minimum
         if key.maximum is not None:
             entry["maximum"] = key.maximum
+        if key.above is not None:
+            entry["exclusiveMinimum"] = key.above
         if key.default is not None:
             entry["default"] = key.default
         return entry

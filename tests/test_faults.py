@@ -162,15 +162,16 @@ def test_a_torn_lease_blocks_only_while_it_may_still_be_being_written(tmp_path):
 
 def test_a_damaged_sweep_record_is_refused_with_the_fix(tmp_path, synthetic_root):
     from orchestration.config import SweepError, load_sweep
-    from orchestration.sweep import check_unchanged
+    from orchestration.sweep import record_sweep, recorded_change
 
     sweep = load_sweep(write_sweep(tmp_path, synthetic_root))
     sweep_dir = tmp_path / "results" / "t"
-    check_unchanged(sweep, str(sweep_dir))                       # records the sweep file
-    check_unchanged(sweep, str(sweep_dir))                       # the same file: accepted
+    assert recorded_change(sweep, str(sweep_dir)) is None        # a new sweep
+    record_sweep(sweep, str(sweep_dir))
+    assert recorded_change(sweep, str(sweep_dir)) is None        # the same file: accepted
     (sweep_dir / "sweep.json").write_text('{"digest": "ab')
     with pytest.raises(SweepError, match="sweep.json is damaged.*Fix: delete it"):
-        check_unchanged(sweep, str(sweep_dir))
+        recorded_change(sweep, str(sweep_dir))
 
 
 @pytest.mark.slow

