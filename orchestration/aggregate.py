@@ -5,7 +5,8 @@ Tables (under <sweep>/tables/, each with an explicit schema):
   epochs       learning curves: one row per trial and epoch
   predictions  one row per test utterance per trial, with class probabilities
   trials       status, error text, attempts, durations, resources, node, package versions, git commit
-  summary      per (model, ablation, hparams): mean and std over folds and seeds, pooled and test-oracle columns
+  summary      per (model, ablation, hparams): mean and std over folds and seeds, pooled and test-oracle columns;
+               a searched cell also has the row of the settings its folds chose on validation (selection.py)
   cross        cross-corpus tests: one row per trial and test corpus (train_corpus, test_corpus), the same
                checkpoint the trial's own test split was scored with; the in-corpus rows are in folds
 folds, epochs and predictions are hive-partitioned by model and ablation.
@@ -39,14 +40,15 @@ from pyarrow import fs
 from . import storage
 from .ensemble import fusions
 from .identity import identity, identity_key
+from .selection import CHOSEN, mark_chosen
 from .verify import Gap, epoch_gaps, report, trial_name
 
 METRICS = ("wa", "ua", "macro_f1", "loss")
 KEY = [("sweep", pa.string()), ("trial_id", pa.string()), ("model", pa.string()), ("ablation", pa.string()),
        ("fold", pa.int64()), ("seed", pa.int64())]
 FOLDS = pa.schema(KEY + [
-    ("group", pa.string()), ("hparams", pa.string()), ("recipe", pa.string()), ("status", pa.string()),
-    ("train_corpus", pa.string()), ("test_corpus", pa.string()), ("selection", pa.string()),
+    ("group", pa.string()), ("hparams", pa.string()), ("val_chosen", pa.bool_()), ("recipe", pa.string()),
+    ("status", pa.string()), ("train_corpus", pa.string()), ("test_corpus", pa.string()), ("selection", pa.string()),
     ("select_on", pa.string()), ("selected_epoch", pa.int64()), ("epochs_run", pa.int64()),
     ("resumed_from", pa.int64()), ("world_size", pa.int64()), ("n_train", pa.int64()),
     ("n_validation", pa.int64()), ("n_test", pa.int64())]
@@ -70,7 +72,7 @@ TRIALS = pa.schema(KEY + [
     ("torchaudio", pa.string()), ("ray", pa.string()), ("optuna", pa.string()), ("git_commit", pa.string())])
 SUMMARY = pa.schema([
     ("sweep", pa.string()), ("model", pa.string()), ("ablation", pa.string()), ("hparams", pa.string()),
-    ("n", pa.int64()), ("n_folds", pa.int64()), ("n_seeds", pa.int64())]
+    ("n", pa.int64()), ("n_folds", pa.int64()), ("n_seeds", pa.int64()), ("val_chosen_folds", pa.int64())]
     + [(f"{split}_{m}_{stat}", pa.float64()) for split in ("test", "val") for m in ("wa", "ua", "macro_f1")
        for stat in ("mean", "std")]
     + [("pooled_test_wa", pa.float64()), ("pooled_test_ua", pa.float64())]
@@ -362,34 +364,46 @@ def _sorted(name: str, frame: pd.DataFrame) -> pd.DataFrame:
 # ------------------------------------------------------------------ derived rows
 
 def summarize(folds: pd.DataFrame, epochs: pd.DataFrame, predictions: pd.DataFrame, sweep: str) -> pd.DataFrame:
-    from ser_models.metrics import classification_metrics
-
+    """A row per (model, ablation, setting); a searched cell also gets the row of its kept settings (CHOSEN)."""
     done = folds[folds["status"] == "finished"]
     rows = []
-    for (model, ablation, hparams), group in done.groupby(["model", "ablation", "hparams"], sort=True):
-        row = {"sweep": sweep, "model": model, "ablation": ablation, "hparams": hparams, "n": len(group),
-               "n_folds": group["fold"].nunique(), "n_seeds": group["seed"].nunique()}
-        for split in ("test", "val"):
-            for metric in ("wa", "ua", "macro_f1"):
-                values = group[f"{split}_{metric}"].astype(float)
-                row[f"{split}_{metric}_mean"] = values.mean()
-                row[f"{split}_{metric}_std"] = values.std(ddof=1) if len(values) > 1 else float("nan")
-        pooled = predictions[predictions["trial_id"].isin(group["trial_id"]) & (predictions["model"] == model)]
-        if len(pooled):
-            classes = list(group["classes"].iloc[0])
-            index = {c: i for i, c in enumerate(classes)}
-            scores = classification_metrics(pooled["label"].map(index), pooled["predicted"].map(index), len(classes))
-            row["pooled_test_wa"], row["pooled_test_ua"] = scores["wa"], scores["ua"]
-        curves = epochs[epochs["trial_id"].isin(group["trial_id"])]
-        if len(curves) and curves["oracle_test_ua"].notna().any():
-            # what released code reports: the best test value over epochs, per trial (WA and UA separately)
-            best = curves.groupby("trial_id")[["oracle_test_wa", "oracle_test_ua"]].max()
-            for metric in ("wa", "ua"):
-                row[f"test_oracle_{metric}_mean"] = best[f"oracle_test_{metric}"].mean()
-                row[f"test_oracle_{metric}_std"] = (best[f"oracle_test_{metric}"].std(ddof=1) if len(best) > 1
-                                                    else float("nan"))
-        rows.append(row)
+    for (model, ablation), cell in done.groupby(["model", "ablation"], sort=True):
+        settings = list(cell.groupby("hparams", sort=True))
+        if len(settings) > 1:
+            settings.append((CHOSEN, cell[cell["val_chosen"]]))
+        for hparams, group in settings:
+            chosen_folds = group.loc[group["val_chosen"], "fold"].nunique()
+            rows.append({"sweep": sweep, "model": model, "ablation": ablation, "hparams": hparams, "n": len(group),
+                         "n_folds": group["fold"].nunique(), "n_seeds": group["seed"].nunique(),
+                         "val_chosen_folds": chosen_folds, **summary_metrics(group, epochs, predictions)})
     return _sorted("summary", _frame(rows, SUMMARY))
+
+
+def summary_metrics(group: pd.DataFrame, epochs: pd.DataFrame, predictions: pd.DataFrame) -> dict:
+    from ser_models.metrics import classification_metrics
+
+    row = {}
+    for split in ("test", "val"):
+        for metric in ("wa", "ua", "macro_f1"):
+            values = group[f"{split}_{metric}"].astype(float)
+            row[f"{split}_{metric}_mean"] = values.mean()
+            row[f"{split}_{metric}_std"] = values.std(ddof=1) if len(values) > 1 else float("nan")
+    model = group["model"].iloc[0]
+    pooled = predictions[predictions["trial_id"].isin(group["trial_id"]) & (predictions["model"] == model)]
+    if len(pooled):
+        classes = list(group["classes"].iloc[0])
+        index = {c: i for i, c in enumerate(classes)}
+        scores = classification_metrics(pooled["label"].map(index), pooled["predicted"].map(index), len(classes))
+        row["pooled_test_wa"], row["pooled_test_ua"] = scores["wa"], scores["ua"]
+    curves = epochs[epochs["trial_id"].isin(group["trial_id"])]
+    if len(curves) and curves["oracle_test_ua"].notna().any():
+        # what released code reports: the best test value over epochs, per trial (WA and UA separately)
+        best = curves.groupby("trial_id")[["oracle_test_wa", "oracle_test_ua"]].max()
+        for metric in ("wa", "ua"):
+            row[f"test_oracle_{metric}_mean"] = best[f"oracle_test_{metric}"].mean()
+            row[f"test_oracle_{metric}_std"] = (best[f"oracle_test_{metric}"].std(ddof=1) if len(best) > 1
+                                                else float("nan"))
+    return row
 
 
 UTTERANCE_FACTS = ["utt_id", "speaker", "session", "dialog", "turn", "start_s", "emotion", "label"]
@@ -523,6 +537,7 @@ def build_tables(sweep_dir: str, with_ded: bool = True) -> dict[str, pd.DataFram
         else:
             tables = add_ded_rows(tables, *facts, context)
     tables = add_ensemble_rows(tables, declared_ensembles(sweep_dir))
+    tables["folds"]["val_chosen"] = mark_chosen(tables["folds"])
     tables["summary"] = summarize(tables["folds"], tables["epochs"], tables["predictions"], sweep)
     return tables | {"gaps": gaps}
 

@@ -23,6 +23,7 @@ from orchestration.aggregate import read_table  # noqa: E402
 from orchestration.document import Figure, Heading, Table, Text, markdown, self_contained_html  # noqa: E402
 from orchestration.published import OURS  # noqa: E402
 from orchestration.results import published_table  # noqa: E402
+from orchestration.selection import CHOSEN, kept, searched_cells, setting_label  # noqa: E402
 from orchestration.stats import paired_comparison  # noqa: E402
 from ser_models.cli import Parser, leave  # noqa: E402
 
@@ -239,17 +240,25 @@ def published_bars(comparison: pd.DataFrame, path: Path) -> bool:
 
 
 def seed_spread(folds: pd.DataFrame) -> dict:
-    """(model, ablation, hparams) -> std over seeds of the seed's mean test UA over folds (NaN with one seed)."""
+    """(model, ablation, hparams) -> std over seeds of the seed's mean test UA over folds (NaN with one seed);
+    a searched cell's kept settings under CHOSEN."""
     done = folds[folds["status"] == "finished"]
-    per_seed = done.groupby(["model", "ablation", "hparams", "seed"])["test_ua"].mean()
-    return per_seed.groupby(level=[0, 1, 2]).std(ddof=1).to_dict()
+    kept_rows = kept(done).assign(hparams=CHOSEN)
+    spread = {}
+    for rows in (done, kept_rows):
+        per_seed = rows.groupby(["model", "ablation", "hparams", "seed"])["test_ua"].mean()
+        spread |= per_seed.groupby(level=[0, 1, 2]).std(ddof=1).to_dict()
+    return spread
 
 
 def summary_frame(summary: pd.DataFrame, folds: pd.DataFrame) -> pd.DataFrame:
     def pm(mean, std):
         return "–" if pd.isna(mean) else (f"{mean:.3f} ± {std:.3f}" if pd.notna(std) else f"{mean:.3f}")
     spread = seed_spread(folds)
-    rows = [{"model": r.model, "ablation": r.ablation, "n": r.n, "test UA": pm(r.test_ua_mean, r.test_ua_std),
+    searched = (summary["hparams"] != "{}").any()
+    rows = [{"model": r.model, "ablation": r.ablation,
+             **({"setting": setting_cell(r.hparams, r.val_chosen_folds, r.n_folds)} if searched else {}),
+             "n": r.n, "test UA": pm(r.test_ua_mean, r.test_ua_std),
              "seed sd (UA)": spread.get((r.model, r.ablation, r.hparams), float("nan")),
              "test WA": pm(r.test_wa_mean, r.test_wa_std),
              "test macro-F1": pm(r.test_macro_f1_mean, r.test_macro_f1_std),
@@ -257,6 +266,21 @@ def summary_frame(summary: pd.DataFrame, folds: pd.DataFrame) -> pd.DataFrame:
              "test-oracle UA (not a result)": pm(r.test_oracle_ua_mean, r.test_oracle_ua_std)}
             for r in summary.itertuples()]
     return pd.DataFrame(rows)
+
+
+def setting_cell(hparams: str, chosen_folds: int, n_folds: int) -> str:
+    if hparams == CHOSEN:
+        return f"**{CHOSEN}** (compared below)"
+    label = setting_label(hparams) or "fixed"
+    return f"{label} (kept in {chosen_folds}/{n_folds} folds)" if hparams != "{}" else label
+
+
+def searched_note(folds: pd.DataFrame) -> str:
+    if not searched_cells(folds):
+        return ""
+    return (f" A searched cell has a row per setting and the row '{CHOSEN}': each fold keeps the setting its own "
+            "validation split prefers (its test split never takes part), and that row, not the best setting's, is "
+            "the cell's result; the figures and comparisons use it.")
 
 
 def p_value(p: float) -> str:
@@ -292,8 +316,10 @@ def write_report(sweep_dir: str) -> str:
 def draw_report(sweep_dir: str, root: Path) -> Path:
     figures = root / "figures"
     figures.mkdir(parents=True, exist_ok=True)
-    folds, epochs = read_table(sweep_dir, "folds"), read_table(sweep_dir, "epochs")
+    every_setting, epochs = read_table(sweep_dir, "folds"), read_table(sweep_dir, "epochs")
+    folds = kept(every_setting)   # figures and comparisons: one setting per fold and seed (selection.py)
     predictions, summary = read_table(sweep_dir, "predictions"), read_table(sweep_dir, "summary")
+    predictions = predictions[predictions["trial_id"].isin(folds["trial_id"])]
     trials = read_table(sweep_dir, "trials")
     comparison = published_table(sweep_dir)
     fold_bars(folds, figures / "fold_bars.png")
@@ -310,7 +336,8 @@ def draw_report(sweep_dir: str, root: Path) -> Path:
                    "is never a result."),
               Text(f"Trials: {status}."), Heading("Summary"),
               Text("test UA: mean ± std over every fold and seed; seed sd: the spread of the seeds' mean UA over "
-                   "folds (– with one seed)."), Table(summary_frame(summary, folds)), *ensemble_blocks(folds),
+                   "folds (– with one seed)." + searched_note(every_setting)),
+              Table(summary_frame(summary, every_setting)), *ensemble_blocks(folds),
               Figure("test UA per model with 95% intervals", "figures/intervals.png"),
               Heading("Beside the published numbers"), Table(comparison.drop(columns=["ours_UA_std"]))]
     if has_published:

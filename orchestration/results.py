@@ -2,6 +2,8 @@
 
   emosweep results aggregate results/<sweep>            rebuild the tables (idempotent, atomic)
   emosweep results verify results/<sweep>               does every finished trial have its outputs?
+  emosweep results show results/<sweep>                 UA and WA per model and ablation (and searched setting)
+  emosweep results show results/<sweep> --folds         every fold's row
   emosweep results show results/<sweep> --where model=fg_cme --by ablation --format markdown
   emosweep results show results/<sweep> --table predictions --where model=fg_cme fold=0
   emosweep results compare results/<sweep> fg_cme/full lstm_attn_audio/full --metric test_ua
@@ -9,12 +11,15 @@
 """
 from __future__ import annotations
 
+import json
 import sys
 
+import numpy as np
 import pandas as pd
 
 from orchestration.aggregate import SCHEMAS, Incomplete, aggregate, read_table, sweep_record
 from orchestration.published import OURS, published
+from orchestration.selection import CHOSEN, headline, kept, searched_cells, setting_label
 from orchestration.stats import paired_comparison
 from orchestration.verify import report, verify
 from ser_models.cli import Parser, leave
@@ -52,12 +57,29 @@ def grouped(frame: pd.DataFrame, by: list[str], metrics: list[str]) -> pd.DataFr
 
 def render(frame: pd.DataFrame, fmt: str) -> str:
     if fmt == "csv":   # print adds the last newline: a second one reads as an empty row (polars)
-        return frame.to_csv(index=False).rstrip("\n")
+        return lists_as_json(frame).to_csv(index=False).rstrip("\n")
     if fmt == "markdown":
-        return to_markdown(frame)
+        return to_markdown(lists_as_json(frame))
     if fmt == "json":   # one record per line (JSON Lines): what jq, DuckDB and polars read directly
         return frame.to_json(orient="records", lines=True, default_handler=str).rstrip("\n")
     return frame.to_string(index=False)
+
+
+def lists_as_json(frame: pd.DataFrame) -> pd.DataFrame:
+    """List cells (recall, confusion, probabilities) as one-line JSON: numpy's repr spans lines inside a cell."""
+    def as_json(value):
+        if isinstance(value, (list, np.ndarray)):
+            return json.dumps(_plain(value))
+        return value
+    columns = [c for c in frame.columns if frame[c].dtype == object
+               and frame[c].map(lambda v: isinstance(v, (list, np.ndarray))).any()]
+    return frame.assign(**{c: frame[c].map(as_json) for c in columns}) if columns else frame
+
+
+def _plain(value):
+    if isinstance(value, (list, np.ndarray)):
+        return [_plain(v) for v in value]
+    return value.item() if isinstance(value, np.generic) else value
 
 
 def format_cell(value, digits: int = 3) -> str:
@@ -77,7 +99,7 @@ def to_markdown(frame: pd.DataFrame, digits: int = 3) -> str:
 
 def published_table(sweep_dir: str) -> pd.DataFrame:
     """Ours (validation-selected and test-oracle) beside the published number for the same model and ablation."""
-    summary = read_table(sweep_dir, "summary")
+    summary = headline(read_table(sweep_dir, "summary"))
     record = sweep_record(sweep_dir) or {}
     corpus_name = (record.get("corpus") or {}).get("name", "?")
     folds = read_table(sweep_dir, "folds")
@@ -96,6 +118,35 @@ def published_table(sweep_dir: str) -> pd.DataFrame:
     return frame
 
 
+def shown(args) -> pd.DataFrame:
+    """What `results show` prints: a summary per cell and setting unless a table, columns or groups are asked."""
+    table = "folds" if args.folds else args.table
+    if table is None and not args.by and not args.columns:
+        return summary_view(filtered(read_table(args.sweep_dir, "summary"), parse_where(args.where)))
+    frame = filtered(read_table(args.sweep_dir, table or "folds"), parse_where(args.where))
+    if args.by:
+        if (table or "folds") == "folds" and not args.all_settings and searched_cells(frame):
+            print(f"note: searched cells pool only the settings their folds kept on validation ({CHOSEN}); "
+                  "--all-settings pools every setting", file=sys.stderr)
+            frame = kept(frame)
+        return grouped(frame, args.by.split(","), args.metrics.split(","))
+    return frame[args.columns.split(",")] if args.columns else frame
+
+
+def summary_view(summary: pd.DataFrame) -> pd.DataFrame:
+    """model, ablation, (setting,) n, and test UA / WA as mean and std: one short line per row."""
+    view = summary[["model", "ablation"]].copy()
+    if (summary["hparams"] != "{}").any():
+        view["setting"] = [setting_label(h) or "fixed" for h in summary["hparams"]]
+        view["kept_in_folds"] = ["" if h == CHOSEN else f"{k}/{n}" for h, k, n in
+                                 zip(summary["hparams"], summary["val_chosen_folds"], summary["n_folds"])]
+    view["n"] = summary["n"]
+    for metric in ("test_ua", "test_wa"):
+        view[f"{metric}_mean"] = summary[f"{metric}_mean"].round(4)
+        view[f"{metric}_std"] = summary[f"{metric}_std"].round(4)
+    return view
+
+
 def main(argv=None) -> int:
     parser = Parser(description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -106,9 +157,12 @@ def main(argv=None) -> int:
                      help="publish the tables even where finished trials miss outputs (listed on stderr)")
     check = sub.add_parser("verify", help="does every finished trial have all its outputs? (exit 3 if not)")
     check.add_argument("sweep_dir")
-    show = sub.add_parser("show")
+    show = sub.add_parser("show", help="the summary by model and ablation (default), or a table's rows")
     show.add_argument("sweep_dir")
-    show.add_argument("--table", default="folds", choices=sorted(SCHEMAS))
+    show.add_argument("--folds", action="store_true", help="every fold's row (as --table folds)")
+    show.add_argument("--table", default=None, choices=sorted(SCHEMAS), help="print this table's rows")
+    show.add_argument("--all-settings", action="store_true",
+                      help="with --by on a searched sweep: pool every setting, not only those the folds kept")
     show.add_argument("--where", nargs="*", default=[])
     show.add_argument("--by", default=None, help="comma-separated group-by columns")
     show.add_argument("--metrics", default=",".join(DEFAULT_METRICS))
@@ -136,14 +190,9 @@ def main(argv=None) -> int:
             print(f"ok: {int(finished.sum())} finished trial(s), each with every epoch row, its predictions, "
                   "DED inputs and final checkpoint")
         elif args.command == "show":
-            frame = filtered(read_table(args.sweep_dir, args.table), parse_where(args.where))
-            if args.by:
-                frame = grouped(frame, args.by.split(","), args.metrics.split(","))
-            elif args.columns:
-                frame = frame[args.columns.split(",")]
-            print(render(frame, args.format))
+            print(render(shown(args), args.format))
         elif args.command == "compare":
-            folds = read_table(args.sweep_dir, "folds")
+            folds = kept(read_table(args.sweep_dir, "folds"))   # a searched cell: the settings its folds kept
             result = paired_comparison(folds, tuple(args.a.split("/")), tuple(args.b.split("/")), args.metric)
             bootstrap = ("bootstrap needs >= 10 pairs" if pd.isna(result["p_bootstrap"]) else
                          f"bootstrap 95% CI {result['boot_low']:+.4f} .. {result['boot_high']:+.4f}, "

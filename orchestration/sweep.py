@@ -21,6 +21,7 @@ from pathlib import Path
 
 from orchestration import storage
 from orchestration.config import SweepError, load_sweep, train_for, validate
+from orchestration.selection import CHOSEN, setting_label
 from ser_models.cli import Parser, leave
 
 REPO = Path(__file__).resolve().parents[1]     # a checkout's root: its git commit is recorded with each sweep
@@ -588,8 +589,11 @@ def finish(sweep, root, phases: Phases, tracking: list) -> tuple[dict, bool]:
     if not summary.empty:
         print("[sweep] test metrics, mean +- std over folds and seeds (epoch chosen on validation):")
         for row in summary.itertuples():
+            setting = setting_label(row.hparams)
             print(f"  {row.model:20s} {row.ablation:20s} UA {row.test_ua_mean:.3f} +- {row.test_ua_std:.3f}  "
-                  f"WA {row.test_wa_mean:.3f} +- {row.test_wa_std:.3f}  (n={row.n})")
+                  f"WA {row.test_wa_mean:.3f} +- {row.test_wa_std:.3f}  (n={row.n})"
+                  + (f"  {setting}" if row.hparams == CHOSEN else
+                     f"  {setting}; kept in {row.val_chosen_folds}/{row.n_folds} folds" if setting else ""))
         write_report_safely(sweep_dir)
         phases.done("report")
     for tracker in tracking:

@@ -1,5 +1,6 @@
 """The results layer on a real sweep: tables, atomic and idempotent aggregation, queries, report."""
 import ast
+import io
 import json
 import os
 import re
@@ -130,6 +131,18 @@ def test_query_cli(sweep_dir, capsys):
     folds = read_table(str(sweep_dir), "folds")
     assert [r["trial_id"] for r in records] == list(folds["trial_id"]) and records[0]["test_confusion"]
     assert results_main(["show", str(sweep_dir), "--where", "nonsense=1"]) == 2
+    # no options: the summary, one short line per model and ablation
+    assert results_main(["show", str(sweep_dir)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == ["model", "ablation", "n", "test_ua_mean", "test_ua_std", "test_wa_mean",
+                                "test_wa_std"]
+    assert len(lines) == 1 + len(read_table(str(sweep_dir), "summary")) and max(map(len, lines)) < 120
+    # CSV: list cells as one-line JSON, so a CSV reader gets one row per fold and the lists back
+    assert results_main(["show", str(sweep_dir), "--folds", "--format", "csv"]) == 0
+    parsed = pd.read_csv(io.StringIO(capsys.readouterr().out))
+    assert len(parsed) == len(folds)
+    assert [json.loads(cell) for cell in parsed["test_confusion"]] == [c.tolist() for c in
+                                                                      folds["test_confusion"].map(np.stack)]
     assert results_main(["compare", str(sweep_dir), "fg_cme/no_excite", "lstm_attn_text/full"]) == 0
     assert "over 2 paired folds/seeds" in capsys.readouterr().out
 

@@ -55,6 +55,20 @@ def test_optuna_sweep_runs_each_suggestion_on_every_fold(tmp_path, synthetic_roo
     assert groups.ngroups == 3
     assert all(sorted(g["fold"]) == [0, 1, 2] and g["hparams"].nunique() == 1 for _, g in groups)
     assert trials["hparams"].nunique() == 3
+    # each fold keeps the setting its own validation split prefers; that row, not the best setting's, is reported
+    from orchestration.aggregate import read_table
+    from orchestration.selection import CHOSEN
+
+    sweep_dir = str(tmp_path / "results" / "t")
+    for _, rows in trials.groupby("fold"):
+        assert rows["val_chosen"].sum() == 1 and rows.loc[rows["val_chosen"], "val_ua"].item() == rows["val_ua"].max()
+    summary = read_table(sweep_dir, "summary")
+    cell = summary[(summary["model"] == trials["model"].iloc[0]) & (summary["ablation"] == "full")]
+    chosen = cell[cell["hparams"] == CHOSEN]
+    assert len(cell) == 4 and chosen["n"].item() == 3 and cell["val_chosen_folds"].sum() == 3 + 3
+    assert chosen["test_ua_mean"].item() == pytest.approx(trials.loc[trials["val_chosen"], "test_ua"].mean())
+    assert f"(n=3)  {CHOSEN}" in done.stdout and done.stdout.count("; kept in ") >= 3   # each setting labelled
+    assert f"**{CHOSEN}** (compared below)" in (tmp_path / "results" / "t" / "report.md").read_text()
     # Optuna's value for each suggestion is the mean validation objective over its folds, never a test metric
     state_file = max((tmp_path / "results" / "t" / "experiment").glob("searcher-state-*"))
     saved = json.loads(state_file.read_text())                 # JSON, never a pickle
