@@ -10,6 +10,7 @@ goes on. docs/reliability.md tables these rows.
 from __future__ import annotations
 
 import hashlib
+import re
 import shutil
 import subprocess
 import sys
@@ -165,6 +166,27 @@ def a_file_for(key: str):
 
 def same_test_corpus(tmp, base):
     return sweep_with(test_corpora=[dict(base.sweep["corpus"])])(tmp, base)
+
+
+LETTERS = {"A": "angry", "H": "happy", "N": "neutral", "S": "sad"}
+
+
+def lettered_summary(*options: str):
+    """The docs' case: a manifest with a corpus's letter codes, summarised by the data command."""
+    def build(tmp, base):
+        frame = base.frame.assign(label=base.frame["label"].str[0].str.upper())
+        frame.to_csv(tmp / "letters.csv", index=False)
+        return ["data", "summary", "manifest", str(tmp / "letters.csv"),
+                *[arg for option in options for arg in ("--option", option)]], [str(tmp / "letters.csv")]
+    return build
+
+
+def test_the_data_command_takes_every_corpus_option(base, tmp_path, capsys):
+    argv, _ = lettered_summary("labels={A: angry, H: happy, N: neutral, S: sad}", "encoding=utf-8")(tmp_path, base)
+    code, output = invoke(argv, capsys)
+    assert code == 0, output[-2000:]
+    counts = base.frame["label"].value_counts()
+    assert all(re.search(rf"^{label}\s+{counts[label]}$", output, re.M) for label in LETTERS.values()), output
 
 
 def folder_as_sweep(tmp, base):
@@ -386,6 +408,11 @@ CASES = [
     ("a report on a folder that is not a sweep", "CLI", tool("report.py", None), 2, []),
     ("a misspelt corpus on the data command", "CLI", command("data", "summary", "ravdes", "/tmp"), 2,
      ["invalid choice: 'ravdes'"]),
+    ("letter codes on the data command", "CLI", lettered_summary(), 2, ["unknown label", "--option KEY=VALUE"]),
+    ("a corpus option without a value on the data command", "CLI", lettered_summary("labels"), 2,
+     ["--option 'labels'", "KEY=VALUE"]),
+    ("a misspelt corpus option on the data command", "CLI", lettered_summary("lables={A: angry}"), 2,
+     ["corpus.lables", "did you mean 'labels'"]),
     ("classes the data command cannot use", "CLI",
      lambda tmp, base: (["data", "summary", "manifest", str(base.manifest), "--classes", "4"], [str(base.manifest)]),
      2, ["corpus.classes '4'"]),

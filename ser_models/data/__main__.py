@@ -2,7 +2,8 @@
 
   python -m ser_models.data corpora                    the registered corpora, their presets and options
   python -m ser_models.data summary ravdess ROOT       parse a corpus and print its folds
-  python -m ser_models.data summary manifest emodb.csv --classes angry happy neutral sad
+  python -m ser_models.data summary manifest emodb.csv --classes angry happy neutral sad \
+      --option labels='{W: angry, F: happy, N: neutral, T: sad}'
   python -m ser_models.data extract ravdess ROOT --features fbank40 mfcc39
 """
 from __future__ import annotations
@@ -21,7 +22,25 @@ def _corpus(args):
     classes = [c for value in args.classes for c in value.split(",") if c] if args.classes else None
     if classes and len(classes) == 1:
         classes = classes[0]  # a preset ("4") or one class
-    return load_corpus(args.corpus, args.root, classes)
+    return load_corpus(args.corpus, args.root, classes, **corpus_options(args.option))
+
+
+def corpus_options(pairs: list[str]) -> dict:
+    """--option KEY=VALUE, each a corpus option as a sweep file's corpus.KEY (VALUE is YAML: a mapping too)."""
+    import yaml
+
+    options = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"--option {pair!r} has no value. Fix: write KEY=VALUE, e.g. --option encoding=latin-1 or "
+                             "--option labels='{W: angry, F: happy}'")
+        try:
+            options[key.strip()] = yaml.safe_load(value)
+        except yaml.YAMLError as err:
+            raise ValueError(f"--option {pair!r}: the value is not valid YAML ({err}). Fix: quote the mapping, "
+                             "e.g. --option labels='{W: angry, F: happy}'") from None
+    return options
 
 
 def cmd_corpora(args) -> int:
@@ -75,6 +94,9 @@ def main(argv=None) -> int:
         p.add_argument("--classes", nargs="+", default=None,
                        help="a preset (4), class names (angry happy), or a comma list (angry,happy)")
         p.add_argument("--folds", default=None)
+        p.add_argument("--option", "-o", action="append", default=[], metavar="KEY=VALUE",
+                       help="a corpus option, as corpus.KEY in a sweep file (python -m ser_models.data corpora "
+                            "lists them): e.g. -o encoding=latin-1 -o labels='{W: angry}'")
         if name == "extract":
             p.add_argument("--features", nargs="+", default=sorted(EXTRACTORS))
             p.add_argument("--workers", type=int, default=None)
@@ -83,7 +105,11 @@ def main(argv=None) -> int:
         return {"corpora": cmd_corpora, "summary": cmd_summary, "extract": cmd_extract}[args.command](args)
     except (FileNotFoundError, ValueError) as err:
         where = f"{args.corpus} {args.root}" if getattr(args, "root", None) else getattr(args, "corpus", "")
-        print(f"error: {where}: {err}" if where and where not in str(err) else f"error: {err}", file=sys.stderr)
+        message = str(err)
+        if "corpus." in message:   # a sweep file's words for an option: say how this command sets it
+            message += " (on this command: --classes sets corpus.classes, --option KEY=VALUE any other corpus.KEY)"
+        print(f"error: {where}: {message}" if where and where not in message else f"error: {message}",
+              file=sys.stderr)
         return 2
 
 
