@@ -30,6 +30,9 @@ os.environ.setdefault("RAY_TRAIN_ENABLE_V2_MIGRATION_WARNINGS", "0")
 os.environ.setdefault("RAY_DEDUP_LOGS", "0")
 # snapshots forced by per-epoch checkpoints are what make resume exact; the warning about them is noise here
 os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+# Tune's own TensorBoard and CSV loggers write beside the trials and print a TensorBoard hint of their own;
+# the tables read result.json (its JSON logger, passed explicitly), and tracking: is where TensorBoard is ours
+os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
 
 
 EMBEDDED_RESOURCES = {"TRAIN_DRIVER": 64}  # the embedded instance's: DDP trial drivers hold this, never a CPU
@@ -493,6 +496,7 @@ def outcome(sweep, root: str, counts: dict, total: int, tables_written: bool) ->
 
 def fit(sweep, folds, root, experiment, restart_errored, task_ref, shapes, tracking: list):
     from ray import tune
+    from ray.tune.logger import JsonLoggerCallback
 
     from orchestration.progress import ReportPreload, SweepProgress, WaitLimit
     from orchestration.search import SweepSearcher
@@ -542,7 +546,7 @@ def fit(sweep, folds, root, experiment, restart_errored, task_ref, shapes, track
                                     max_concurrent_trials=concurrency, reuse_actors=True),
         run_config=tune.RunConfig(
             name="experiment", storage_path=f"{root}/{sweep.name}", verbose=0, stop=limit,
-            callbacks=[progress, ReportPreload(), *tracking],
+            callbacks=[progress, ReportPreload(), JsonLoggerCallback(), *tracking],
             failure_config=tune.FailureConfig(max_failures=int(sweep.train["retries"])),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=2)))
     started = time.monotonic()
@@ -597,15 +601,26 @@ def finish(sweep, root, phases: Phases, tracking: list) -> tuple[dict, bool]:
         write_report_safely(sweep_dir)
         phases.done("report")
     for tracker in tracking:
-        publish_safely(tracker, tables, sweep_dir)
+        publish_safely(tracker, tables, sweep_dir, sweep_facts(sweep, folds))
+        for line in tracker.where():
+            print(f"[sweep] tracking: {line}")
     return counts, True
 
 
-def publish_safely(tracker, tables: dict, sweep_dir: str) -> None:
+def sweep_facts(sweep, folds) -> dict:
+    """What a tracker's sweep-level run records about the sweep: enough to tell sweeps apart when comparing."""
+    classes = next((list(c) for c in folds["classes"] if c is not None), [])
+    return {"sweep_file": str(sweep.source), "corpus": sweep.corpus["name"],
+            "corpus_root": str(sweep.corpus.get("root") or ""), "folds": sweep.folds or "the corpus's own",
+            "classes": ",".join(classes), "cells": ",".join(f"{m}/{a}" for m, a in sweep.cells),
+            "seeds": ",".join(map(str, sweep.seeds)), "git_commit": git_commit() or "unknown"}
+
+
+def publish_safely(tracker, tables: dict, sweep_dir: str, facts: dict) -> None:
     """Final metrics and figures to the trackers; like the report, a tracker's problem never fails the sweep."""
     figures = None if storage.is_remote(sweep_dir) else Path(sweep_dir) / "figures"
     try:
-        tracker.publish(tables["folds"], tables["epochs"], figures)
+        tracker.publish(tables, figures, facts)
     except Exception as err:  # noqa: BLE001 - a tracking server down or full must not lose the sweep's result
         print(f"[sweep] tracking: final metrics not logged ({type(err).__name__}: {str(err)[:300]}). Fix: check "
               "the tracking section, then run the same command again: it logs them without training", flush=True)

@@ -15,6 +15,7 @@ MLflow's own default backend, a SQLite file, kept beside the sweep's tables.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -22,6 +23,7 @@ from ray.tune import Callback
 
 from orchestration import storage
 from orchestration.identity import identity_key
+from orchestration.selection import headline
 
 EPOCH_KEYS = ("train_loss", "lr", "val_ua", "val_wa", "val_macro_f1", "val_loss", "epoch_seconds",
               "oracle_test_ua", "oracle_test_wa", "oracle_test_macro_f1")
@@ -95,6 +97,18 @@ def final_metrics(row, epochs: pd.DataFrame) -> dict:
     return metrics
 
 
+def cell_metrics(summary: pd.DataFrame) -> dict:
+    """<model>/<ablation>.test_ua_mean and the like, one result per cell (a searched cell's kept settings)."""
+    metrics = {}
+    for row in headline(summary).itertuples():
+        for name in ("test_ua_mean", "test_ua_std", "test_wa_mean", "test_wa_std", "n"):
+            value = getattr(row, name)
+            if pd.notna(value):
+                # MLflow's names allow no "+" (fg_cme+ded): any such character becomes "_"
+                metrics[re.sub(r"[^\w\-. :/]", "_", f"{row.model}/{row.ablation}.{name}")] = float(value)
+    return metrics
+
+
 class TrackingCallback(Callback):
     """Streams per-epoch metrics to every tracker; `publish` adds finals and figures after the tables."""
 
@@ -109,7 +123,10 @@ class TrackingCallback(Callback):
         for backend in self.backends:
             backend.epoch(key, trial.config, int(result["epoch"]), metrics)
 
-    def publish(self, folds: pd.DataFrame, epochs: pd.DataFrame, figures: Path | None) -> None:
+    def publish(self, tables: dict, figures: Path | None, facts: dict) -> None:
+        """Each trial's finals, then the sweep's facts (corpus, folds, classes, file) and each cell's summary
+        on the sweep's own run, then the figures."""
+        folds, epochs = tables["folds"], tables["epochs"]
         trials = folds[(folds["status"] != "superseded") & ~folds["model"].str.endswith("+ded")]
         for row in trials.itertuples():   # DED rows are decodings of a trial's predictions, not trials
             config = {"model": row.model, "ablation": row.ablation, "fold": row.fold, "seed": row.seed,
@@ -117,8 +134,13 @@ class TrackingCallback(Callback):
             for backend in self.backends:
                 backend.final(row_identity(row, self.settings), config, str(row.status),
                               final_metrics(row, epochs), row.recipe or "")
+        cells = cell_metrics(tables["summary"])
         for backend in self.backends:
+            backend.sweep(facts, cells)
             backend.close(figures)
+
+    def where(self) -> list[str]:
+        return [backend.where() for backend in self.backends]
 
     def __getstate__(self):   # Ray Client ships callbacks: open writers and clients stay behind
         return {"backends": [b.unopened() for b in self.backends], "settings": self.settings}
@@ -158,6 +180,15 @@ class TensorBoardTracker:
             return
         params = {k: v for k, v in trial_params(config).items() if k != "git_commit"}
         self.writer(key).add_hparams(params, {f"final/{k}": v for k, v in metrics.items()}, run_name="final")
+
+    def sweep(self, facts: dict, cells: dict) -> None:
+        writer = self.writer("sweep")
+        writer.add_text("sweep", "\n".join(f"- {k}: {v}" for k, v in facts.items()))
+        for name, value in cells.items():
+            writer.add_scalar(f"summary/{name}", value, 0)
+
+    def where(self) -> str:
+        return f"TensorBoard: {self.directory} (tensorboard --logdir {self.directory})"
 
     def close(self, figures: Path | None) -> None:
         if figures is not None and figures.is_dir():
@@ -239,6 +270,19 @@ class MLflowTracker:
                               tags=[RunTag("emosweep.status", status)])
         # an interrupted trial is KILLED, not FAILED: the next run of the sweep finishes it in the same run
         self.client.set_terminated(run, {"finished": "FINISHED", "error": "FAILED"}.get(status, "KILLED"))
+
+    def sweep(self, facts: dict, cells: dict) -> None:
+        """What MLflow's compare view needs on the parent run: the sweep's facts as params, cells as metrics."""
+        from mlflow.entities import Metric
+
+        self.client   # noqa: B018 - opens the store and the parent run
+        self._params(self.parent_id, facts)
+        stamp = _now_ms()
+        if cells:
+            self.client.log_batch(self.parent_id, metrics=[Metric(k, v, stamp, 0) for k, v in cells.items()])
+
+    def where(self) -> str:
+        return (f"MLflow: {self.uri}, experiment {self.experiment!r} (mlflow ui --backend-store-uri {self.uri})")
 
     def close(self, figures: Path | None) -> None:
         client = self.client

@@ -19,6 +19,7 @@ def tracked(tmp_path_factory, synthetic_root):
     path = write_sweep(tmp_path, synthetic_root, tracking={"tensorboard": True, "mlflow": True})
     done = run_sweep(path)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    (tmp_path / "first_run.txt").write_text(done.stdout + done.stderr)
     return tmp_path, path
 
 
@@ -52,6 +53,26 @@ def test_mlflow_has_one_parent_run_and_one_nested_run_per_trial(tracked):
     artifacts = {a.path for a in client.list_artifacts(parents[0].info.run_id, "figures")}
     assert "figures/fold_bars.png" in artifacts and "figures/learning_curves.png" in artifacts
     assert {a.path for a in client.list_artifacts(parents[0].info.run_id)} >= {"report.html", "report.md"}
+    # the sweep's run: its facts as params and each cell's result as metrics, for MLflow's compare view
+    sweep_run = parents[0].data
+    assert sweep_run.params["corpus"] == "synthetic" and sweep_run.params["classes"] == "angry,happy,neutral,sad"
+    assert sweep_run.params["sweep_file"].endswith(".yaml") and sweep_run.params["cells"] == "lstm_attn_text/full"
+    summary = table(tmp_path, which="summary")
+    plain = summary[summary["model"] == "lstm_attn_text"].iloc[0]
+    assert sweep_run.metrics["lstm_attn_text/full.test_ua_mean"] == pytest.approx(plain["test_ua_mean"])
+    assert sweep_run.metrics["lstm_attn_text/full.n"] == 2
+
+
+def test_the_sweep_says_where_tracking_went_and_tune_adds_no_logger_of_its_own(tracked):
+    tmp_path, _ = tracked
+    sweep_dir = tmp_path / "results" / "t"
+    output = (tmp_path / "first_run.txt").read_text()
+    assert f"[sweep] tracking: MLflow: sqlite:///{sweep_dir / 'mlflow.db'}" in output
+    assert f"[sweep] tracking: TensorBoard: {sweep_dir / 'tensorboard'} (tensorboard --logdir" in output
+    assert "To visualize your results with TensorBoard" not in output and "TBXLoggerCallback" not in output
+    trial_files = {p.name for p in (sweep_dir / "experiment").glob("*/*") if p.is_file()}
+    assert "result.json" in trial_files and "progress.csv" not in trial_files
+    assert not any(name.startswith("events.out.tfevents") for name in trial_files)
 
 
 def test_tensorboard_event_files_hold_epochs_finals_and_figures(tracked):
