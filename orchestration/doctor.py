@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import platform
 import socket
+from pathlib import Path
 
 
 def probe_node(storage_root: str, shipped: list) -> dict:
@@ -73,6 +74,31 @@ def problems_of(reports: list[tuple[dict, dict]], driver_ray: str) -> list[str]:
     return problems
 
 
+BOOTSTRAP = Path.home() / "ray_bootstrap_config.yaml"   # what `ray up` leaves on the head
+
+
+def missing_workers(bootstrap: Path, joined: set[str]) -> list[str]:
+    """Machines an on-prem cluster file lists (provider.worker_ips) that are not in the cluster: a worker whose
+    `ray start` failed, most often for want of the head's token (token authentication)."""
+    import yaml
+
+    if not bootstrap.is_file():
+        return []
+    provider = (yaml.safe_load(bootstrap.read_text()) or {}).get("provider") or {}
+    problems = []
+    for worker in provider.get("worker_ips") or []:
+        try:
+            address = socket.gethostbyname(str(worker))
+        except OSError:
+            address = str(worker)
+        if address not in joined and str(worker) not in joined:
+            problems.append(f"worker {worker} (provider.worker_ips of {bootstrap}) has not joined the cluster. Fix: "
+                            f"on {worker}, copy the head's ~/.ray/auth_token to ~/.ray/auth_token and run "
+                            "RAY_AUTH_MODE=token ray start --address=HEAD:6379 (token authentication is on when the "
+                            "head has that file; `ray up` does both with cluster-onprem.yaml)")
+    return problems
+
+
 def check(sweep, address: str | None, verbose: bool) -> int:
     from orchestration import storage
     from orchestration.capacity import format_resources
@@ -100,6 +126,7 @@ def check(sweep, address: str | None, verbose: bool) -> int:
             if not shape.live:
                 print(f"autoscaler node type {shape.name}: up to {shape.count} x {format_resources(shape.resources)}")
         problems += problems_of(reports, ray.__version__)
+        problems += missing_workers(BOOTSTRAP, {node.get("NodeManagerAddress") for node, _ in reports})
         try:
             validate(sweep, cluster=shapes)
         except SweepError as err:

@@ -37,8 +37,14 @@ def test_cluster_files_are_valid_for_ray_up_and_follow_policy(name):
     assert (head_type["resources"].get("TRAIN_DRIVER", 0) >= 1              # the AWS file declares it per type,
             or '"TRAIN_DRIVER": 64' in start_head)                          # the on-prem one starts the head with it
     setup = " ".join(full["setup_commands"])
-    assert "[glove,cluster]" in setup                                        # boto3 (s3://) on every node
+    assert "[cluster]" in setup                                        # boto3 (s3://) on every node
     assert not any(".git" in pattern for pattern in full["rsync_exclude"])   # the commit is recorded from the driver
+    # token authentication: one token on every node, and every `ray start` and driver shell in token mode
+    assert any(target.endswith(".ray/auth_token") and source == "~/.ray/auth_token"
+               for target, source in full["file_mounts"].items())
+    starts = [c for c in full["head_start_ray_commands"] + full["worker_start_ray_commands"] if "ray start" in c]
+    assert len(starts) == 2 and all("RAY_AUTH_MODE=token" in c for c in starts)
+    assert "export RAY_AUTH_MODE=token" in setup
 
 
 def test_aws_file_scales_gpu_workers_from_zero_with_storage_credentials():
@@ -74,3 +80,16 @@ def test_the_commit_is_read_from_git_files_where_git_cannot_run(tmp_path):
     (git / "HEAD").write_text("c" * 40 + "\n")
     assert read_git_head(git) == "c" * 40                     # detached HEAD
     assert read_git_head(tmp_path / "nowhere") is None
+
+
+def test_doctor_names_a_listed_worker_that_has_not_joined(tmp_path):
+    from orchestration.doctor import missing_workers
+
+    bootstrap = tmp_path / "ray_bootstrap_config.yaml"
+    assert missing_workers(bootstrap, {"127.0.0.1"}) == []                      # no `ray up` here: nothing listed
+    config = yaml.safe_load((REPO / "cluster-onprem.yaml").read_text())
+    config["provider"]["worker_ips"] = ["127.0.0.1", "10.255.255.1"]
+    bootstrap.write_text(yaml.safe_dump(config))
+    problems = missing_workers(bootstrap, {"127.0.0.1"})
+    assert len(problems) == 1 and problems[0].startswith("worker 10.255.255.1 ")
+    assert "RAY_AUTH_MODE=token ray start --address" in problems[0] and "auth_token" in problems[0]
