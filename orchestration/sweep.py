@@ -401,6 +401,7 @@ def run(sweep, restart_errored: bool = False, address: str | None = None, verbos
     from orchestration.lock import DriverLock, SweepLocked
 
     corpus, root, change = preflight(sweep)
+    check_listening(address or os.environ.get("RAY_ADDRESS"))   # before anything is written to the sweep
     lock = DriverLock(storage.join(root, sweep.name))
     try:
         lock.acquire()
