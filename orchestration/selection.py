@@ -51,7 +51,7 @@ def headline(summary: pd.DataFrame) -> pd.DataFrame:
 def setting_label(hparams: str) -> str:
     """A setting as a person reads it: '' for a grid cell's, 'lr=0.00123, dropout=0.3' for a searched one."""
     if hparams == CHOSEN or not hparams:
-        return hparams if hparams == CHOSEN else ""
+        return hparams
     values = json.loads(hparams)
     return ", ".join(f"{name}={value:.3g}" if isinstance(value, float) else f"{name}={value}"
                      for name, value in sorted(values.items()))

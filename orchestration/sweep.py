@@ -260,7 +260,8 @@ def recorded_change(sweep, sweep_dir: str) -> str | None:
         raise SweepError(f"{sweep.source}: the sweep file changed since {sweep_dir} was started, and its "
                          "sweep.json predates per-trial settings, so the finished trials cannot be told apart. "
                          f"Fix: give the sweep a new name, or delete {sweep_dir} to start it over")
-    if stored.get("settings_digest", settings_digest(sweep.raw)) != settings_digest(sweep.raw):
+    digest = settings_digest(sweep.raw)
+    if stored.get("settings_digest", digest) != digest:
         return (f"settings that decide the numbers changed since the last run ({changed_keys(stored, sweep)}): "
                 "every trial runs anew; the earlier rows stay in the tables with status superseded")
     if stored.get("sweep") != sweep.raw:
