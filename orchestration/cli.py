@@ -1,13 +1,18 @@
 """emosweep: one command for everything a sweep needs.
 
-  emosweep run [SWEEP.yaml]        run (or resume) a sweep; no file: the embedded demo
-  emosweep check [SWEEP.yaml]      validate it and print the plan: corpus, classes, folds, cells, trials
-  emosweep doctor [SWEEP.yaml]     preflight on the Ray cluster it would join: nodes, storage, versions
+  emosweep run [SWEEP] [KEY=VALUE ...]   run (or resume) a sweep; no file: the embedded demo
+  emosweep check [SWEEP] [KEY=VALUE ...] validate it and print the plan: corpus, classes, folds, cells, trials
+  emosweep doctor [SWEEP]          preflight on the Ray cluster it would join: nodes, storage, versions
+  emosweep configs                 the shipped sweep files; SWEEP may be one's name (emosweep run ravdess)
+  emosweep copy NAME [DEST]        write a shipped sweep file here to edit it
   emosweep models                  the model registry (ablations, inputs, parameters) and DED
   emosweep data ...                corpora, summaries and the feature cache (python -m ser_models.data)
   emosweep results ...             query a sweep's tables (aggregate, verify, show, compare, published)
   emosweep report SWEEP_DIR        write the report with its figures
 
+KEY=VALUE overrides set sweep keys as a file edit would (dotted key, YAML
+value: train.epochs=2 seeds=[0,1] models.fg_cme=[full]); the schema checks
+them, and one that changes results changes the sweep as an edit would.
 `python orchestration/sweep.py` stays what `emosweep run` is. Exit codes: 0
 done, 2 a problem found before any work (with its fix), 3 interrupted and
 resumable, 4 finished with failed trials.
@@ -23,17 +28,18 @@ EXIT_PROBLEM = 2
 
 def check(argv: list[str], name: str = "check") -> int:
     """The resolved plan, from the sweep file and the corpus alone (no Ray): what `run` would do."""
-    from orchestration.config import SweepError, load_sweep, train_for
-    from orchestration.sweep import DEMO, preflight
+    from orchestration.config import OVERRIDES_HELP, SWEEP_HELP, SweepError, load_sweep, split_overrides, train_for
+    from orchestration.sweep import preflight
     from ser_models.registry import get_spec
     from ser_models.data.folds import fold_summary, fold_warnings
 
     parser = Parser(prog="emosweep check", description=check.__doc__)
-    parser.add_argument("sweep", nargs="?", default=str(DEMO), help="sweep YAML (default: the embedded demo)")
+    parser.add_argument("sweep", nargs="?", help=SWEEP_HELP)
+    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help=OVERRIDES_HELP)
     parser.add_argument("--storage", help="override the sweep's storage, as run's --storage does")
     args = parser.parse_args(argv)
     try:
-        sweep = load_sweep(args.sweep)
+        sweep = load_sweep(*split_overrides(args.sweep, args.overrides))
         if args.storage:
             sweep.storage = args.storage
         corpus, _, change = preflight(sweep, probe=False)   # the checks run makes before work, all of them
@@ -74,17 +80,61 @@ def check(argv: list[str], name: str = "check") -> int:
 def doctor(argv: list[str], name: str = "doctor") -> int:
     """Preflight on the Ray cluster the sweep would join: nodes, resources, autoscaler maxima, versions per node,
     storage and object store reachable from every node; exit 2 on any problem (each with its fix)."""
-    from orchestration.sweep import DEMO
+    from orchestration.config import OVERRIDES_HELP, SWEEP_HELP, split_overrides
     from orchestration.sweep import main as sweep_main
 
     parser = Parser(prog="emosweep doctor", description=doctor.__doc__)
-    parser.add_argument("sweep", nargs="?", default=str(DEMO), help="sweep YAML (default: the embedded demo)")
+    parser.add_argument("sweep", nargs="?", help=SWEEP_HELP)
+    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help=OVERRIDES_HELP)
     parser.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else this machine)")
     parser.add_argument("--storage", help="override the sweep's storage (path, NFS path or s3://...)")
     parser.add_argument("--verbose", action="store_true", help="show Ray's own logs")
     args = parser.parse_args(argv)
-    return sweep_main(["--check", args.sweep, *(["--address", args.address] if args.address else []),
+    path, overrides = split_overrides(args.sweep, args.overrides)
+    return sweep_main(["--check", path, *overrides, *(["--address", args.address] if args.address else []),
                        *(["--storage", args.storage] if args.storage else []), *(["--verbose"] if args.verbose else [])])
+
+
+def configs(argv: list[str], name: str = "configs") -> int:
+    """The sweep files that ship with emosweep: run one by name (emosweep run NAME), or copy it to edit."""
+    from orchestration.config import describe, shipped_configs
+
+    Parser(prog="emosweep configs", description=configs.__doc__).parse_args(argv)
+    shipped = shipped_configs()
+    width = max(map(len, shipped))
+    for config, path in shipped.items():
+        print(f"{config:{width}s}  {describe(path)}")
+    print(f"\nrun one: emosweep run NAME [KEY=VALUE ...]; edit one: emosweep copy NAME [DEST]")
+    return 0
+
+
+def copy(argv: list[str], name: str = "copy") -> int:
+    """Write a shipped sweep file into a folder (default: here) to edit it; an existing file is kept."""
+    from pathlib import Path
+
+    from orchestration.config import shipped_configs
+    from orchestration.schema import did_you_mean
+
+    parser = Parser(prog="emosweep copy", description=copy.__doc__)
+    parser.add_argument("config", help="a shipped sweep file's name (emosweep configs)")
+    parser.add_argument("dest", nargs="?", default=".", help="a folder, or the new file's path (default: here)")
+    parser.add_argument("--force", action="store_true", help="replace an existing file")
+    args = parser.parse_args(argv)
+    shipped, wanted = shipped_configs(), Path(args.config).stem
+    if wanted not in shipped:
+        print(f"error: {args.config}: no shipped sweep file of that name{did_you_mean(wanted, shipped)}. Fix: one of "
+              f"{', '.join(shipped)} (emosweep configs)", file=sys.stderr)
+        return EXIT_PROBLEM
+    source = shipped[wanted]
+    dest = Path(args.dest)
+    target = dest / source.name if dest.is_dir() or args.dest.endswith(("/", "\\")) else dest
+    if target.exists() and not args.force:
+        print(f"error: {target} exists. Fix: give another DEST, or add --force to replace it", file=sys.stderr)
+        return EXIT_PROBLEM
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(source.read_text(encoding="utf-8"), encoding="utf-8")
+    print(f"wrote {target}. Next: edit it (corpus.root, storage), then: emosweep check {target}")
+    return 0
 
 
 def delegate(module: str, prefix: list[str] | None = None):
@@ -100,6 +150,8 @@ COMMANDS = {
     "run": ("run (or resume) a sweep", delegate("orchestration.sweep")),
     "check": ("validate a sweep file and print its plan", check),
     "doctor": ("preflight on the Ray cluster the sweep would join", doctor),
+    "configs": ("list the shipped sweep files", configs),
+    "copy": ("copy a shipped sweep file here to edit it", copy),
     "models": ("the model registry and DED", delegate("ser_models.__main__", ["list"])),
     "data": ("corpora, summaries and the feature cache", delegate("ser_models.data.__main__")),
     "results": ("query a sweep's tables", delegate("orchestration.results")),

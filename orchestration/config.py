@@ -49,6 +49,7 @@ class Sweep:
     tracking: dict = field(default_factory=lambda: schema.defaults("tracking"))
     test_corpora: list[dict] = field(default_factory=list)   # cross-corpus test sets
     ensembles: dict[str, list[str]] = field(default_factory=dict)   # name -> member cells, fused at aggregation
+    arguments: list[str] = field(default_factory=list)   # the command line's: "run the same command" repeats them
 
 
 def _fail(source, message, fix):
@@ -179,10 +180,83 @@ def _unique_mapping(loader, node, deep=False):
 UniqueKeys.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _unique_mapping)
 
 
-def load_sweep(path: str | Path) -> Sweep:
-    path = Path(path)
-    if not path.exists():
-        raise SweepError(f"{path}: sweep file not found. Fix: give the path of a YAML sweep file")
+SHIPPED = Path(__file__).resolve().parent / "configs"     # package data: ships in the wheel
+DEMO = SHIPPED / "demo.yaml"
+
+
+SWEEP_HELP = "sweep YAML, or a shipped one by name (emosweep configs); default: the embedded demo"
+OVERRIDES_HELP = ("set sweep keys as a file edit would: dotted key, YAML value (train.epochs=2 seeds=[0,1] "
+                  "models.fg_cme=[full])")
+
+
+def shipped_configs() -> dict[str, Path]:
+    """The sweep files that ship with emosweep, by name (the file name without .yaml)."""
+    return {path.stem: path for path in sorted(SHIPPED.glob("*.yaml"), key=lambda path: path.stem)}
+
+
+def describe(path: Path, width: int = 100) -> str:
+    """A shipped file's opening comment, to its first sentence's end: what it runs."""
+    words = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if not line.startswith("#"):
+            break
+        words += line.lstrip("# ").split()
+    text = " ".join(words)
+    text = text[:text.index(". ") + 1] if ". " in text else text
+    return text if len(text) <= width else text[:text.rindex(" ", 0, width - 3)] + " ..."
+
+
+def find_sweep_file(given: str | Path) -> Path:
+    """A path as given, else a shipped sweep file by name (`ravdess`, `ravdess.yaml`, `configs/ravdess.yaml`)."""
+    path = Path(given)
+    if path.exists():
+        return path
+    shipped = shipped_configs()
+    name = path.stem if path.suffix in (".yaml", ".yml") else path.name
+    if name in shipped and len(path.parts) <= 2 and (len(path.parts) == 1 or path.parts[0] == "configs"):
+        return shipped[name]
+    raise SweepError(f"{path}: sweep file not found{schema.did_you_mean(name, shipped)}. Fix: give the path of a "
+                     f"YAML sweep file, or a shipped one by name: {', '.join(shipped)} (emosweep configs lists them, "
+                     f"emosweep copy NAME writes one here to edit)")
+
+
+def split_overrides(given: str | None, overrides: list[str]) -> tuple[str, list[str]]:
+    """`emosweep run train.epochs=2` means the demo with an override: a first argument with '=' that is no file."""
+    if given is not None and "=" in given and not Path(given).exists():
+        return str(DEMO), [given, *overrides]
+    return str(DEMO) if given is None else given, list(overrides)
+
+
+def apply_overrides(data: dict, overrides: list[str], source: str) -> dict:
+    """KEY=VALUE with a dotted key and a YAML value, as a file edit would set it (the schema then checks it)."""
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        if not sep or not key.strip() or any(not part for part in key.split(".")):
+            raise SweepError(f"{item!r}: an override is KEY=VALUE with a dotted key. Fix: e.g. train.epochs=2, "
+                             f"seeds=[0,1] or models.fg_cme=[full]")
+        try:
+            value = yaml.load(text, Loader=UniqueKeys) if text.strip() else None
+        except yaml.YAMLError as err:
+            raise SweepError(f"{item!r}: the value is not valid YAML ({getattr(err, 'problem', None) or err}). Fix: "
+                             f"quote it for the shell, "
+                             f"e.g. '{key}=[0, 1]'") from None
+        node, parts = data, key.strip().split(".")
+        for depth, part in enumerate(parts[:-1]):
+            if node.get(part) is None:
+                node[part] = {}
+            elif isinstance(node[part], str) and part == "corpus":   # corpus: ravdess is corpus: {name: ravdess}
+                node[part] = {"name": node[part]}
+            elif not isinstance(node[part], dict):
+                where = ".".join(parts[:depth + 1])
+                raise SweepError(f"{item!r}: {where} is {node[part]!r} in {source}, not a mapping. Fix: set "
+                                 f"{where} whole, e.g. {where}=...")
+            node = node[part]
+        node[parts[-1]] = value
+    return data
+
+
+def load_sweep(path: str | Path, overrides: list[str] | None = None) -> Sweep:
+    path = find_sweep_file(path)
     if path.is_dir():
         raise SweepError(f"{path}: a folder, not a sweep file. Fix: give a YAML file, e.g. {path}/<name>.yaml")
     try:
@@ -193,6 +267,10 @@ def load_sweep(path: str | Path) -> Sweep:
         raise SweepError(f"{path}: {err.problem}. Fix: keep one of them (merge their keys)") from None
     except yaml.YAMLError as err:
         raise SweepError(f"{path}: not valid YAML ({err}). Fix: check indentation and quoting") from None
+    if overrides:
+        if not isinstance(data, dict):
+            _fail(str(path), "a sweep file must be a YAML mapping", "start from configs/demo.yaml")
+        return parse_sweep(apply_overrides(data, overrides, str(path)), f"{path} with {' '.join(overrides)}")
     return parse_sweep(data, str(path))
 
 

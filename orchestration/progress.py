@@ -7,8 +7,11 @@ time and holds no open file, so it pickles (Ray Client ships callbacks).
 from __future__ import annotations
 
 import importlib
+import pickle
+import re
 import threading
 import time
+from pathlib import Path
 
 from ray.tune import Callback, Stopper
 
@@ -80,10 +83,8 @@ class SweepProgress(Callback):
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         self.last_progress = time.monotonic()
-        config = trial.config
         for note in result.get("notes") or ():    # what the trial found restoring (a damaged checkpoint, ...)
-            print(f"[sweep] {config.get('model')}/{config.get('ablation')} fold {config.get('fold')} seed "
-                  f"{config.get('seed')}: {note}", flush=True)
+            print(f"[sweep] {trial_label(trial)}: {note}", flush=True)
         self.training.add(trial.trial_id)
         if not result.get("final") and "epoch" in result:
             self.epochs_done += 1
@@ -103,10 +104,8 @@ class SweepProgress(Callback):
     def on_trial_complete(self, iteration, trials, trial, **info):
         self._close(trial)
         self.done += 1
-        config = trial.config
         result = trial.last_result or {}
-        print(f"[sweep] finished {config.get('model')}/{config.get('ablation')} fold {config.get('fold')} "
-              f"seed {config.get('seed')}: val UA {result.get('selected_val_ua', float('nan')):.3f} "
+        print(f"[sweep] finished {trial_label(trial)}: val UA {result.get('selected_val_ua', float('nan')):.3f} "
               f"(epoch {result.get('selected_epoch')}), test UA {result.get('test_ua', float('nan')):.3f}",
               flush=True)
         self._print(force=True)
@@ -114,13 +113,56 @@ class SweepProgress(Callback):
     def on_trial_error(self, iteration, trials, trial, **info):
         self._close(trial)
         self.failed += 1
-        print(f"[sweep] FAILED {trial.config.get('model')}/{trial.config.get('ablation')} fold "
-              f"{trial.config.get('fold')}: see {trial.local_path}/error.txt", flush=True)
+        print(f"[sweep] FAILED {trial_label(trial)}: {last_error(trial)} (traceback: {trial.error_file})",
+              flush=True)
         self._print(force=True)
+
+    def on_trial_recover(self, iteration, trials, trial, **info):
+        """An attempt that failed with retries left (its node lost, its process killed): one line, not Ray's
+        traceback. Every epoch is checkpointed, so the retry continues after the last reported epoch."""
+        self.running.discard(trial.trial_id)
+        self.training.discard(trial.trial_id)
+        checkpointed = (trial.latest_checkpoint_result.metrics if trial.latest_checkpoint_result else {})
+        epoch = int(checkpointed["epoch"]) + 1 if "epoch" in checkpointed else 0
+        retries = int(trial.run_metadata.num_failures), trial.max_failures
+        print(f"[sweep] {trial_label(trial)} resumes from epoch {epoch} (retry {retries[0]} of {retries[1]}): "
+              f"{last_error(trial)}", flush=True)
 
     def on_step_end(self, iteration, trials, **info):
         self._check_waiting()
         self._print()
+
+
+def trial_label(trial) -> str:
+    config = trial.config
+    return f"{config.get('model')}/{config.get('ablation')} fold {config.get('fold')} seed {config.get('seed')}"
+
+
+LOST = {"ActorUnavailableError", "ActorDiedError", "NodeDiedError", "WorkerCrashedError", "RayActorError"}
+
+
+def last_error(trial, width: int = 400) -> str:
+    """What the trial's last attempt failed with, in one line: the remote traceback's last 'Type: message' line,
+    else the exception's type and first line (a lost actor's error has no traceback)."""
+    text = Path(trial.error_file).read_text() if trial.error_file and Path(trial.error_file).exists() else ""
+    lines = [line.strip() for line in text.rsplit("Failure #", 1)[-1].splitlines()[1:] if line.strip()]
+    found = next((line for line in reversed(lines) if re.match(r"^(?:[a-z_]\w*\.)*[A-Z]\w*: ", line)),
+                 None)
+    if found is None and lines:
+        kind = error_type(trial)
+        found = (f"its process or its node was lost ({kind})" if kind in LOST else
+                 f"{kind}: {lines[0]}" if kind else lines[0])
+    found = found or "no error text was recorded"
+    return found if len(found) <= width else found[:width - 3] + "..."
+
+
+def error_type(trial) -> str | None:
+    """The failed attempt's exception class, from the pickle Tune keeps beside error.txt."""
+    try:
+        with open(trial.pickled_error_file, "rb") as handle:
+            return type(pickle.load(handle)).__name__
+    except Exception:  # noqa: BLE001 - no pickle (an old Tune, an unpicklable error): the text alone says enough
+        return None
 
 
 class ReportPreload(Callback):

@@ -210,7 +210,15 @@ def _type_words(types: tuple) -> str:
 
 def reference_markdown() -> str:
     lines = ["# Sweep file keys", "", "Generated from `orchestration/schema.py` (`python -m orchestration.schema`); "
-             "a test keeps it in sync.", "", "| key | type | default | allowed | meaning |", "|---|---|---|---|---|"]
+             "a test keeps it in sync.", "",
+             "Any key can also be set on the command line, as a file edit would set it: a dotted key and a YAML "
+             "value after the sweep file (`emosweep run FILE train.epochs=2 seeds=[0,1] models.fg_cme=[full]`; "
+             "quote values with spaces for the shell). The same checks apply, an override that changes results "
+             "starts new trials as an edit does, and the sweep folder keeps the file as it ran (`sweep.yaml`). "
+             "`FILE` may be a shipped sweep file's name (`emosweep configs` lists them; `emosweep copy NAME` writes "
+             "one here to edit). Relative paths in a sweep file (`corpus.root`, `cache`, `storage`) are relative "
+             "to the folder the command runs in.", "",
+             "| key | type | default | allowed | meaning |", "|---|---|---|---|---|"]
     for key in KEYS:
         default = "required" if key.required else f"`{json.dumps(key.default)}`"
         allowed = ", ".join(f"`{c}`" for c in key.choices) if key.choices else " and ".join(

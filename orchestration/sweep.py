@@ -19,13 +19,15 @@ import threading
 import time
 from pathlib import Path
 
+import yaml
+
 from orchestration import storage
-from orchestration.config import SweepError, load_sweep, train_for, validate
+from orchestration.config import (OVERRIDES_HELP, SWEEP_HELP, SweepError, load_sweep, split_overrides, train_for,
+                                  validate)
 from orchestration.selection import CHOSEN, setting_label
 from ser_models.cli import Parser, leave
 
 REPO = Path(__file__).resolve().parents[1]     # a checkout's root: its git commit is recorded with each sweep
-DEMO = Path(__file__).resolve().parent / "configs" / "demo.yaml"   # package data: ships in the wheel
 os.environ.setdefault("RAY_TRAIN_ENABLE_V2_MIGRATION_WARNINGS", "0")
 os.environ.setdefault("RAY_DEDUP_LOGS", "0")
 # snapshots forced by per-epoch checkpoints are what make resume exact; the warning about them is noise here
@@ -33,6 +35,10 @@ os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_
 # Tune's own TensorBoard and CSV loggers write beside the trials and print a TensorBoard hint of their own;
 # the tables read result.json (its JSON logger, passed explicitly), and tracking: is where TensorBoard is ours
 os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
+# the [sweep] lines say what happens to each trial (progress.py): Tune's own boxes and a failed attempt's
+# traceback (a lost node's ActorUnavailableError) repeat it as noise; error.txt keeps the traceback
+os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+os.environ.setdefault("TUNE_PRINT_ALL_TRIAL_ERRORS", "0")
 
 
 EMBEDDED_RESOURCES = {"TRAIN_DRIVER": 64}  # the embedded instance's: DDP trial drivers hold this, never a CPU
@@ -273,6 +279,9 @@ def record_sweep(sweep, sweep_dir: str) -> None:
     record = {"settings_digest": settings_digest(sweep.raw), "sweep": sweep.raw, "corpus": sweep.corpus,
               "folds": sweep.folds, "git_commit": git_commit()}
     storage.write_text(storage.join(sweep_dir, "sweep.json"), json.dumps(record, indent=2, default=str))
+    # the file with the command line's overrides applied: what ran, readable, and runnable as it stands
+    effective = f"# the sweep as run: {sweep.source}\n# emosweep run on this file runs (or resumes) the same sweep\n"
+    storage.write_text(storage.join(sweep_dir, "sweep.yaml"), effective + yaml.safe_dump(sweep.raw, sort_keys=False))
 
 
 def full_digest(raw: dict) -> str:
@@ -467,14 +476,15 @@ def run_locked(sweep, corpus, root: str, restart_errored: bool, address: str | N
     return outcome(sweep, root, counts, total, tables_written)
 
 
-def resume_command(source) -> str:
-    return " ".join(["python", *map(shlex.quote, sys.argv)]) if sys.argv and sys.argv[0].endswith(".py") \
-        else f"python orchestration/sweep.py {source}"
+def resume_command(arguments: list[str]) -> str:
+    """The command that ran this sweep, overrides included: `emosweep run ...` or `python .../sweep.py ...`."""
+    program = ["python", sys.argv[0]] if sys.argv and sys.argv[0].endswith(".py") else ["emosweep", "run"]
+    return shlex.join([*program, *arguments])
 
 
 def outcome(sweep, root: str, counts: dict, total: int, tables_written: bool) -> int:
     """The exit code, and a last line that says what to run next."""
-    command = resume_command(sweep.source)
+    command = resume_command(sweep.arguments)
     finished, failed = counts.get("finished", 0), counts.get("error", 0)
     unfinished = total - finished - failed
     sweep_dir = storage.join(root, sweep.name)
@@ -640,7 +650,8 @@ def write_report_safely(sweep_dir: str) -> None:
 
 def main(argv=None) -> int:
     parser = Parser(description=__doc__)
-    parser.add_argument("sweep", nargs="?", default=str(DEMO), help="sweep YAML (default: the embedded demo)")
+    parser.add_argument("sweep", nargs="?", help=SWEEP_HELP)
+    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help=OVERRIDES_HELP)
     parser.add_argument("--storage", help="override the sweep's storage (path, NFS path or s3://...)")
     parser.add_argument("--restart-errored", action="store_true", help="start errored trials from scratch")
     parser.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else a local instance)")
@@ -648,10 +659,13 @@ def main(argv=None) -> int:
     parser.add_argument("--check", action="store_true",
                         help="preflight only: nodes, resources, autoscaler maxima, versions per node, storage and "
                              "object store reachable from every node; exit 2 on any problem")
-    args = parser.parse_args(argv)
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    args = parser.parse_args(arguments)
     stop_on_sigterm()
     try:
-        sweep = load_sweep(args.sweep)
+        path, overrides = split_overrides(args.sweep, args.overrides)
+        sweep = load_sweep(path, overrides)
+        sweep.arguments = [arg for arg in arguments if arg != "--restart-errored"]
         if args.storage:
             sweep.storage = args.storage
         if args.check:
@@ -664,7 +678,7 @@ def main(argv=None) -> int:
         return EXIT_PROBLEM
     except KeyboardInterrupt:   # Ctrl-C or SIGTERM outside the trials (extracting features, writing tables)
         print(f"[sweep] interrupted before the sweep's end; nothing finished is lost. Next: run the same command "
-              f"to resume: {resume_command(args.sweep)}", flush=True)
+              f"to resume: {resume_command(arguments)}", flush=True)
         return EXIT_RESUMABLE
 
 

@@ -126,6 +126,11 @@ class TrainSession(LocalSession):
         state = checkpoint_state(checkpoint.filesystem, checkpoint.path, self.notes) if checkpoint else None
         if state is None and self.notes:
             tell(self.notes, NO_CHECKPOINT_LEFT)
+        if state is not None and "epoch" in state and self.rank == 0:
+            # Train restarts a worker group that lost a worker (or its node) inside the Tune trial: Tune sees no
+            # failure, so this note is how the driver learns of it
+            tell(self.notes, f"resumes from epoch {state['epoch'] + 1} (its DDP workers started again from "
+                             f"their latest checkpoint)")
         return state
 
     def report(self, metrics, state):

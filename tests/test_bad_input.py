@@ -238,6 +238,19 @@ def nothing_listens(tmp, base):
     return ["sweep", str(base.tmp / "t.yaml"), "--address", f"127.0.0.1:{port}"], [f"127.0.0.1:{port}"]
 
 
+def overrides(*given: str):
+    """The finished sweep's own file with KEY=VALUE overrides on the command line."""
+    def build(tmp, base):
+        return ["sweep", str(base.tmp / "t.yaml"), *given], [given[0].split("=")[0]]
+    return build
+
+
+def shipped(name: str):
+    def build(tmp, base):
+        return ["sweep", name, "--storage", str(tmp / "elsewhere")], [name]
+    return build
+
+
 TG_WRONG_TIER = ('File type = "ooTextFile"\nObject class = "TextGrid"\n0\n1\n<exists>\n1\n"IntervalTier"\n"phones"\n'
                  '0\n1\n1\n0\n1\n"a"\n')
 
@@ -251,6 +264,13 @@ CASES = [
     ("misspelt resources key", "sweep file", sweep_with(resources={"gpu_per_worker": 1}), 2,
      ["resources.gpu_per_worker", "did you mean 'gpus_per_worker'"]),
     ("misspelt top-level key", "sweep file", sweep_with(storrage="x"), 2, ["storrage", "did you mean 'storage'"]),
+    ("misspelt override key", "command line", overrides("train.epoch=2"), 2,
+     ["with train.epoch=2", "did you mean 'epochs'"]),
+    ("override without a value", "command line", overrides("train.epochs"), 2, ["an override is KEY=VALUE"]),
+    ("override with broken YAML", "command line", overrides("seeds=[0"), 2, ["not valid YAML", "quote it"]),
+    ("override below a plain value", "command line", overrides("name.x=1"), 2, ["not a mapping"]),
+    ("override out of range", "command line", overrides("train.epochs=0"), 2, ["with train.epochs=0"]),
+    ("misspelt shipped sweep name", "command line", shipped("ravdes"), 2, ["did you mean 'ravdess'", "emosweep configs"]),
     ("a word for a number", "sweep file", sweep_with(train={"lr": "fast"}), 2, ["train.lr"]),
     ("a fraction for an integer", "sweep file", sweep_with(train={"epochs": 2.5}), 2, ["train.epochs"]),
     ("a string for a boolean", "sweep file", sweep_with(train={"test_oracle": "yes"}), 2, ["train.test_oracle"]),

@@ -99,6 +99,15 @@ def test_the_wheel_alone_runs_the_embedded_demo_check(tmp_path):
                            env=env, timeout=300)
     assert check.returncode == 0, check.stdout[-2000:] + check.stderr[-2000:]
     assert "sweep demo" in check.stdout and "= 15" in check.stdout and "ok: run it with: emosweep run" in check.stdout
+    # the shipped files by name, outside any checkout: copied here, then checked with an override
+    emosweep = str(venv / "bin" / "emosweep")
+    listed = subprocess.run([emosweep, "configs"], cwd=elsewhere, capture_output=True, text=True, env=env, timeout=300)
+    assert listed.returncode == 0 and "cross-corpus" in listed.stdout and "ravdess-study" in listed.stdout
+    assert subprocess.run([emosweep, "copy", "demo"], cwd=elsewhere, env=env, timeout=300).returncode == 0
+    edited = subprocess.run([emosweep, "check", "demo.yaml", "seeds=[0,1]"], cwd=elsewhere, capture_output=True,
+                            text=True, env=env, timeout=300)
+    assert edited.returncode == 0 and "sweep demo (demo.yaml with seeds=[0,1])" in edited.stdout and "= 30" in \
+        edited.stdout, edited.stdout[-2000:] + edited.stderr[-2000:]
 
 
 def readme_commands() -> list[str]:
@@ -107,7 +116,7 @@ def readme_commands() -> list[str]:
 
 
 @pytest.mark.parametrize("line", [line for line in readme_commands() if line.split()[1] in ("check", "models", "data",
-                                                                                           "results")])
+                                                                                           "results", "configs")])
 def test_the_readmes_emosweep_commands_run(line):
     """`run`, `doctor` and `report` are the sweep tests' own subject; these read-only ones run as written."""
     from .conftest import shared_data_dir

@@ -136,6 +136,14 @@ def test_a_worker_node_lost_mid_trial_continues_from_its_checkpoint(start_cluste
     assert not trials.duplicated(["model", "ablation", "fold", "seed"]).any()      # 0 duplicated
     assert (trials["resumed_from"] >= 5).sum() == 1, trials[["fold", "resumed_from"]]  # continued, not restarted
     assert set(table(tmp_path, which="trials")["attempts"]) == {1, 2}
+    # the driver says it in one line: which trial, from which epoch, why; no traceback, no Tune boxes
+    log = (tmp_path / "driver.log").read_text()
+    said = re.findall(r"\[sweep\] lstm_attn_text/full fold (\d) seed 0 resumes from epoch (\d+) \(retry 1 of 2\): "
+                      r"its process or its node was lost \((\w+)\)", log)
+    resumed = trials.query("resumed_from >= 5").iloc[0]
+    assert said == [(str(resumed["fold"]), str(resumed["resumed_from"]), "ActorUnavailableError")] or \
+        said == [(str(resumed["fold"]), str(resumed["resumed_from"]), "ActorDiedError")], log[-4000:]
+    assert "Traceback" not in log and "Configuration for experiment" not in log and "errored after" not in log
     deadline = time.monotonic() + 60   # the GCS declares a node dead after its missed health checks
     while alive_nodes(env, port) != 1:                                          # the head carried on alone
         assert time.monotonic() < deadline, ray_status(env, port)

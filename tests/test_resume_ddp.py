@@ -55,14 +55,22 @@ def test_sigkill_mid_sweep_then_resume(tmp_path, synthetic_root):
     assert (trials["resumed_from"] > 0).any(), trials[["model", "fold", "resumed_from"]]  # continued mid-trial
 
 
-def test_ddp_trial_with_two_workers(tmp_path, synthetic_root):
+def test_ddp_trial_with_two_workers_restarts_them_from_its_checkpoint(tmp_path, synthetic_root):
     path = write_sweep(tmp_path, synthetic_root, fold_indices=[0],
+                       train={"epochs": 3, "batch_size": 8, "lr": 3e-3, "retries": 1},
                        resources={"mode": "ddp", "workers_per_trial": 2, "cpus_per_worker": 1})
-    done = run_sweep(path)
+    faults = {"EMOSWEEP_INJECT_FAILURE": json.dumps([{"fold": 0, "epoch": 1, "times": 1,
+                                                      "marker_dir": str(tmp_path / "faults")}])}
+    done = run_sweep(path, env=faults)
     assert done.returncode == 0, done.stderr[-3000:]
     trials = table(tmp_path)
     assert len(trials) == 1 and trials.loc[0, "status"] == "finished"
     assert trials.loc[0, "world_size"] == 2
+    # Ray Train restarted the worker group inside the Tune trial: the driver hears of it from the trial, in one line
+    assert trials.loc[0, "resumed_from"] == 1
+    assert ("[sweep] lstm_attn_text/full fold 0 seed 0: resumes from epoch 1 (its DDP workers started again from "
+            "their latest checkpoint)") in done.stdout, done.stdout[-3000:]
+    assert "Traceback" not in done.stdout + done.stderr
     runs = list((tmp_path / "results" / "t" / "experiment" / "train").iterdir())   # named by the trial's identity
     assert [run.name.split("-f0-s0-")[0] for run in runs] == ["lstm_attn_text-full-lstm_attn_text_full_0"]
     assert (runs[0] / "checkpoint_manager_snapshot.json").exists()

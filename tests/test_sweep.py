@@ -109,7 +109,12 @@ def test_failing_trial_is_retried_then_recorded(tmp_path, synthetic_root):
     assert "injected failure" in errors.loc[2, "error"] and errors.loc[2, "attempts"] == 2
     assert list(errors["attempts"]) == [1, 2, 2]
     assert len(list((tmp_path / "faults").glob("lstm_attn_text-full-2-0-*"))) == 2  # first try + one retry
-    assert "FAILED lstm_attn_text/full fold 2" in done.stdout
+    # one line per failed attempt, with the exception's own line; Tune's tracebacks stay in error.txt
+    assert re.search(r"\[sweep\] lstm_attn_text/full fold 1 seed 0 resumes from epoch 1 \(retry 1 of 1\): "
+                     r"(\w+\.)*InjectedFailure: injected failure", done.stdout), done.stdout
+    assert re.search(r"\[sweep\] FAILED lstm_attn_text/full fold 2 seed 0: (\w+\.)*InjectedFailure: injected "
+                     r"failure.*\(traceback: .*error.txt\)", done.stdout), done.stdout
+    assert "Traceback" not in done.stdout + done.stderr
     assert re.search(r"\[sweep\] Ray .*; dashboard http://127\.0\.0\.1:\d+", done.stdout)   # asked for
     sweep_dir = tmp_path / "results" / "t"                        # file:// storage is the local folder
     assert (sweep_dir / "sweep.json").exists() and (sweep_dir / "report.md").exists()
