@@ -53,9 +53,9 @@ def markdown(blocks: list) -> str:
 
 
 STYLE = """body{font-family:system-ui,sans-serif;max-width:72rem;margin:2rem auto;padding:0 1rem;color:#222}
-table{border-collapse:collapse;margin:1rem 0;font-size:.9rem}th,td{border:1px solid #ccc;padding:.25rem .5rem}
-th{background:#f3f3f3}td{text-align:right}td:first-child,td:nth-child(2){text-align:left}
-img{max-width:100%}code{background:#f3f3f3;padding:0 .2rem}"""
+table{border-collapse:collapse;margin:1rem 0;font-size:.85rem}th,td{border:1px solid #ccc;padding:.2rem .4rem}
+th{background:#f3f3f3}th,td{white-space:nowrap}td{text-align:right}td:first-child,td:nth-child(2){text-align:left}
+img{max-width:100%}figure svg{width:100%;max-width:56rem;height:auto}figure{margin:1rem 0}code{background:#f3f3f3;padding:0 .2rem}"""
 
 
 def inline(text: str) -> str:
@@ -75,6 +75,16 @@ def data_uri(path: Path) -> str:
     return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode("ascii")
 
 
+def figure_html(block: Figure, root: Path) -> str:
+    """The SVG inline where there is one (vector, its text selectable and searchable), else the PNG embedded."""
+    svg = (root / block.file).with_suffix(".svg")
+    if not svg.exists():
+        return f'<img alt="{html.escape(block.alt)}" src="{data_uri(root / block.file)}">'
+    content = svg.read_text(encoding="utf-8")
+    content = content[content.index("<svg"):]     # no XML prolog or doctype inside HTML
+    return f'<figure role="img" aria-label="{html.escape(block.alt)}">{content}</figure>'
+
+
 def self_contained_html(blocks: list, root: Path) -> str:
     """The report as one HTML file; figures are read from `root` and embedded."""
     title = next((b.text for b in blocks if isinstance(b, Heading)), "report")
@@ -87,6 +97,6 @@ def self_contained_html(blocks: list, root: Path) -> str:
         elif isinstance(block, Table):
             body.append(html_table(block.frame))
         else:
-            body.append(f'<img alt="{html.escape(block.alt)}" src="{data_uri(root / block.file)}">')
+            body.append(figure_html(block, root))
     return (f"<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{html.escape(title)}</title>"
             f"<style>{STYLE}</style></head>\n<body>\n" + "\n".join(body) + "\n</body></html>\n")

@@ -101,8 +101,9 @@ def published_table(sweep_dir: str) -> pd.DataFrame:
     """Ours (validation-selected and test-oracle) beside the published number for the same model and ablation."""
     summary = headline(read_table(sweep_dir, "summary"))
     record = sweep_record(sweep_dir) or {}
-    corpus_name = (record.get("corpus") or {}).get("name", "?")
     folds = read_table(sweep_dir, "folds")
+    # a published folder has no sweep.json: its rows name the corpus they trained on
+    corpus_name = (record.get("corpus") or {}).get("name") or next(iter(folds["train_corpus"].dropna()), "?")
     classes = {(m, a): len(c) for m, a, c in zip(folds["model"], folds["ablation"], folds["classes"])
                if c is not None}
     rows = []

@@ -41,3 +41,13 @@ def paired_comparison(folds: pd.DataFrame, a: tuple[str, str], b: tuple[str, str
     p_boot = float((np.sum(np.abs(centred) >= abs(diffs.mean())) + 1) / (bootstrap + 1))
     return {**result, "boot_low": float(np.quantile(means, 0.025)), "boot_high": float(np.quantile(means, 0.975)),
             "p_bootstrap": p_boot}
+
+
+def fold_interval(rows: pd.DataFrame, metric: str = "test_ua") -> tuple[float, float, int]:
+    """95% t interval of `metric` over the folds' means (seeds averaged within a fold: the fold is the unit,
+    its seeds share test speakers and training data); (nan, nan, folds) with fewer than two folds."""
+    per_fold = rows.groupby("fold")[metric].mean().dropna().to_numpy(dtype=float)
+    if len(per_fold) < 2:
+        return float("nan"), float("nan"), len(per_fold)
+    half = stats.t.ppf(0.975, len(per_fold) - 1) * per_fold.std(ddof=1) / np.sqrt(len(per_fold))
+    return float(per_fold.mean() - half), float(per_fold.mean() + half), len(per_fold)

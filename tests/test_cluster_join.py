@@ -79,7 +79,7 @@ def test_ddp_across_two_nodes_agrees_with_inprocess_and_queued_trials_free_their
         start_cluster, tmp_path, synthetic_root):
     env, port, _ = start_cluster('{"TRAIN_DRIVER": 64}')   # shaped like cluster.yaml's head
     train = {"epochs": 3, "batch_size": 8, "lr": 3e-3}
-    inprocess = write_sweep(tmp_path, synthetic_root, name="inproc", fold_indices=[0], train=train)
+    inprocess = write_sweep(tmp_path, synthetic_root, name="inproc", fold_indices=[0, 1, 2], train=train)
     assert sweep_on(env, inprocess).returncode == 0
     # 3 trials x 2 workers x 1 CPU on 2 CPUs: one trial at a time, the others queue for the whole cluster
     ddp = write_sweep(tmp_path, synthetic_root, name="ddp", fold_indices=[0, 1, 2], train=train,
@@ -90,14 +90,17 @@ def test_ddp_across_two_nodes_agrees_with_inprocess_and_queued_trials_free_their
     assert len(trials) == 3 and set(trials["status"]) == {"finished"}
     assert all(len(set(nodes)) == 2 for nodes in trials["worker_nodes"])    # each trial's 2 ranks on 2 nodes
 
-    # same fold, seed and global batch: DDP's gradient steps are the in-process ones (gloo, fp32)
-    single, spread = (table(tmp_path, name, "epochs").query("fold == 0") for name in ("inproc", "ddp"))
-    for column in ("train_loss", "val_loss", "val_ua"):
-        assert spread[column].to_numpy() == pytest.approx(single[column].to_numpy(), abs=1e-4), column
-    one, two = (table(tmp_path, name).query("fold == 0").iloc[0] for name in ("inproc", "ddp"))
-    assert two["test_ua"] == pytest.approx(one["test_ua"], abs=1e-6) and two["world_size"] == 2
+    # same fold, seed and global batch: DDP's gradient steps are the in-process ones up to float rounding (gloo,
+    # fp32). The tolerance docs/performance.md states, on every fold: the loss per epoch within 1e-3, test UA
+    # within 0.02 (bench/ddp_agreement.py measured 0 over 5 folds x 3 settings; an audit once saw 0.011)
+    single, spread = (table(tmp_path, name, "epochs").sort_values(["fold", "epoch"]) for name in ("inproc", "ddp"))
+    for column in ("train_loss", "val_loss"):
+        assert spread[column].to_numpy() == pytest.approx(single[column].to_numpy(), abs=1e-3), column
+    one, two = (table(tmp_path, name).sort_values("fold") for name in ("inproc", "ddp"))
+    assert list(two["fold"]) == list(one["fold"]) == [0, 1, 2] and set(two["world_size"]) == {2}
+    assert two["test_ua"].to_numpy() == pytest.approx(one["test_ua"].to_numpy(), abs=0.02)
     predictions = table(tmp_path, "ddp", "predictions").query("fold == 0")
-    assert len(predictions) == predictions["utt_id"].nunique() == two["n_test"]  # every test utterance once
+    assert len(predictions) == predictions["utt_id"].nunique() == two.iloc[0]["n_test"]  # each test utterance once
 
     # the job's actors go when its driver has gone: within seconds, nothing stays reserved
     deadline = time.monotonic() + 60

@@ -203,16 +203,57 @@ def test_report_writes_markdown_and_figures(sweep_dir):
     done = subprocess.run([sys.executable, str(REPO / "orchestration" / "report.py"), str(sweep_dir)],
                           capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
+    assert "[report] warning" not in done.stderr, done.stderr     # every figure fits a two-column page
     report = (sweep_dir / "report.md").read_text()
     for figure in ("fold_bars", "intervals", "confusion", "learning_curves", "speakers"):
         path = sweep_dir / "figures" / f"{figure}.png"
         assert path.stat().st_size > 10_000 and f"figures/{figure}.png" in report
-    assert "test-oracle" in report and "## Paired comparisons" in report and "## Beside the published" in report
+        assert "<text" in path.with_suffix(".svg").read_text()        # for print: vector, text kept as text
+    assert "test-oracle" in report and "## Paired comparisons" in report
+    assert "## Beside the published" not in report   # the synthetic corpus has no published numbers: left out
+    assert "95% CI (folds)" in report and "\u00a0±\u00a0" in report
+
+
+def test_report_reads_well_in_a_browser(sweep_dir):
+    """Headless Chromium renders report.html; no text in a figure overlaps or leaves it, no table cell wraps."""
+    from .browser import CHROMIUM, layout_problems
+
+    if CHROMIUM is None:
+        pytest.skip("Chromium is not installed (Debian: apt-get install chromium)")
+    from orchestration.report import write_report
+
+    write_report(str(sweep_dir))
+    measured = layout_problems(sweep_dir / "report.html")
+    assert measured["figures"] == (sweep_dir / "report.md").read_text().count("![") and measured["cells"] > 20
+    assert measured["problems"] == []
+
+
+def test_the_summary_as_a_latex_table(sweep_dir):
+    import shutil
+
+    done = subprocess.run([sys.executable, str(REPO / "orchestration" / "report.py"), str(sweep_dir), "--latex"],
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    tex = (sweep_dir / "summary.tex").read_text()
+    rows = [line for line in tex.splitlines() if line.endswith(r"\\") and not line.startswith("Model")]
+    summary = read_table(str(sweep_dir), "summary")
+    assert len(rows) == len(summary) == 4 and r"\toprule" in tex and r"\bottomrule" in tex   # DED rows too
+    assert "2 speaker-disjoint folds $\\times$ 1 seed;" in tex and "chosen on validation speakers" in tex
+    best = summary.loc[summary["test_ua_mean"].idxmax()]
+    bold = [row for row in rows if r"\textbf{" + f"{100 * best['test_ua_mean']:.1f}" in row]
+    assert len(bold) == 1 and bold[0].startswith(best["model"].replace("_", r"\_"))
+    assert tex.count(r"\textbf{") == 3                          # one best value per metric column
+    if shutil.which("pdflatex"):                                # it compiles as it stands
+        document = sweep_dir / "table-check.tex"
+        document.write_text("\\documentclass{article}\\usepackage{booktabs}\\begin{document}\n" + tex
+                            + "\\end{document}\n")
+        compiled = subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error", document.name],
+                                  cwd=sweep_dir, capture_output=True, text=True, timeout=120)
+        assert compiled.returncode == 0, compiled.stdout[-3000:]
 
 
 def test_report_html_is_one_self_contained_file_with_the_same_content(sweep_dir):
     """report.html carries every figure inside it: copied alone, nothing is missing."""
-    import base64
     from html.parser import HTMLParser
 
     from orchestration.report import write_report
@@ -221,13 +262,15 @@ def test_report_html_is_one_self_contained_file_with_the_same_content(sweep_dir)
     markdown = (sweep_dir / "report.md").read_text()
 
     class Collect(HTMLParser):
-        headings, images, links, cells, _in = [], [], [], [], None
+        headings, images, figures, links, cells, _in = [], [], [], [], [], None
 
         def handle_starttag(self, tag, attrs):
             attrs = dict(attrs)
             self._in = tag
             if tag == "img":
                 self.images.append(attrs["src"])
+            if tag == "svg":
+                self.figures.append(f"<svg {attrs.get('viewbox', '')}")
             self.links += [v for k, v in attrs.items() if k in ("href", "src") and not v.startswith("data:")]
 
         def handle_data(self, data):
@@ -238,9 +281,8 @@ def test_report_html_is_one_self_contained_file_with_the_same_content(sweep_dir)
 
     page = Collect()
     page.feed((sweep_dir / "report.html").read_text())
-    assert page.links == [] and len(page.images) == markdown.count("![")
-    for src in page.images:
-        assert base64.b64decode(src.split(",", 1)[1])[:8] == b"\x89PNG\r\n\x1a\n"
+    assert page.links == [] and page.images == [] and len(page.figures) == markdown.count("![")
+    assert all(figure.startswith("<svg") for figure in page.figures)     # inline vectors, nothing to fetch
     assert [line.lstrip("# ").replace("`", "") for line in markdown.splitlines() if line.startswith("## ")] \
         == page.headings[1:]
     assert "fg_cme" in page.cells and any("±" in cell for cell in page.cells)
