@@ -32,7 +32,12 @@ plt.rcParams.update({"font.size": 8, "axes.titlesize": 9, "axes.labelsize": 8, "
 
 
 def cell_name(model: str, ablation: str) -> str:
-    return model if ablation in ("full", "raw") else f"{model} / {ablation}"
+    """How a figure or table names a cell; an ensemble by its own name (its ablation lists its members)."""
+    return model if ablation in ("full", "raw") or "+" in ablation else f"{model} / {ablation}"
+
+
+def ablation_name(ablation: str) -> str:
+    return f"ensemble of {ablation.count('+') + 1}" if "+" in ablation else ablation
 
 
 def cells_of(folds: pd.DataFrame) -> list[tuple[str, str]]:
@@ -173,7 +178,7 @@ def interval_bars(folds: pd.DataFrame):
     fig, ax = plt.subplots(figsize=(PAGE_WIDTH_IN, 0.28 * len(rows) + 1.0), layout="constrained")
     ax.errorbar([r[1] for r in rows], range(len(rows)), xerr=[r[2] for r in rows], fmt="o", capsize=3,
                 color=PALETTE[0])
-    fit_labels(ax, range(len(rows)), [f"{r[0]} ({r[3]} folds, n={r[4]})" for r in rows], axis="y")
+    fit_labels(ax, range(len(rows)), [wrap_label(f"{r[0]} ({r[3]} folds, n={r[4]})", 48) for r in rows], axis="y")
     ax.axvline(chance_of(folds), color="grey", linestyle=":")
     ax.set_xlabel("test UA: mean, and 95% t interval over the folds' means (dotted: chance)")
     ax.set_ylim(-0.6, len(rows) - 0.4)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import pandas as pd
 
 from orchestration.aggregate import read_table, sweep_record
+from orchestration.figures import ablation_name
 from orchestration.report import cell_rows
 from orchestration.selection import headline
 from orchestration.stats import fold_interval
@@ -33,7 +34,8 @@ def latex_summary(sweep_dir: str) -> str:
     groups = cell_rows(folds)
     done = folds[folds["status"] == "finished"]
     record = sweep_record(sweep_dir) or {}
-    corpus = (record.get("corpus") or {}).get("name") or next(iter(done["train_corpus"].dropna()), "the corpus")
+    corpus = (record.get("corpus") or {}).get("name") or next(iter(done.get("train_corpus", pd.Series()).dropna()),
+                                                              "the corpus")
     classes = len(done["classes"].iloc[0]) if len(done) else 0
     n_folds, n_seeds = done["fold"].nunique(), done["seed"].nunique()
     best = {column: summary[column].max() for column in ("test_ua_mean", "test_wa_mean", "test_macro_f1_mean")}
@@ -43,7 +45,7 @@ def latex_summary(sweep_dir: str) -> str:
             if (row.model, row.ablation, row.hparams) in groups else (float("nan"), float("nan"), 0)
         ci = "--" if pd.isna(low) else f"[{100 * low:.1f}, {100 * high:.1f}]"
         lines.append(" & ".join([
-            escape(row.model), escape(row.ablation), str(row.n),
+            escape(row.model), escape(ablation_name(row.ablation)), str(row.n),
             percent(row.test_ua_mean, row.test_ua_std, row.test_ua_mean == best["test_ua_mean"]), ci,
             percent(row.test_wa_mean, row.test_wa_std, row.test_wa_mean == best["test_wa_mean"]),
             percent(row.test_macro_f1_mean, row.test_macro_f1_std,

@@ -18,7 +18,7 @@ from orchestration import figures as draw
 from orchestration import storage
 from orchestration.aggregate import read_table
 from orchestration.document import Figure, Heading, Table, Text, markdown, self_contained_html
-from orchestration.figures import cell_name, cells_of
+from orchestration.figures import ablation_name, cell_name, cells_of
 from orchestration.published import OURS
 from orchestration.results import published_table
 from orchestration.selection import CHOSEN, kept, searched_cells, setting_label
@@ -57,7 +57,7 @@ def summary_frame(summary: pd.DataFrame, folds: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for r in summary.itertuples():
         mine = groups.get((r.model, r.ablation, r.hparams))
-        rows.append({"model": r.model, "ablation": r.ablation,
+        rows.append({"model": r.model, "ablation": ablation_name(r.ablation),
                      **({"setting": setting_cell(r.hparams, r.val_chosen_folds, r.n_folds)} if searched else {}),
                      "n": r.n, "test UA": pm(r.test_ua_mean, r.test_ua_std), "95% CI (folds)": interval(mine),
                      "seed sd": seed_sd(mine) if mine is not None else float("nan"),
@@ -234,7 +234,7 @@ def publish(sweep_dir: str, destination: Path, tables=("summary", "folds", "epoc
 
     source = Path(storage.normalize(sweep_dir))
     destination.mkdir(parents=True, exist_ok=True)
-    for name in ("report.md", "report.html", "summary.tex"):
+    for name in ("report.md", "report.html", "summary.tex", "sweep.json"):   # sweep.json: the corpus, to re-render
         if (source / name).exists():
             shutil.copy2(source / name, destination / name)
     shutil.copytree(source / "figures", destination / "figures", dirs_exist_ok=True)

@@ -103,7 +103,8 @@ def published_table(sweep_dir: str) -> pd.DataFrame:
     record = sweep_record(sweep_dir) or {}
     folds = read_table(sweep_dir, "folds")
     # a published folder has no sweep.json: its rows name the corpus they trained on
-    corpus_name = (record.get("corpus") or {}).get("name") or next(iter(folds["train_corpus"].dropna()), "?")
+    corpus_name = (record.get("corpus") or {}).get("name") or next(iter(folds.get("train_corpus", pd.Series())
+                                                                          .dropna()), "?")
     classes = {(m, a): len(c) for m, a, c in zip(folds["model"], folds["ablation"], folds["classes"])
                if c is not None}
     rows = []
