@@ -68,6 +68,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--epochs", type=int, default=4)
     parser.add_argument("--settings", nargs="+", choices=sorted(SETTINGS), default=list(SETTINGS))
+    parser.add_argument("--inprocess-cpus", type=int, default=1,
+                        help="torch threads of the in-process trials (DDP ranks keep 1 each): a thread count "
+                             "changes how reductions round")
     args = parser.parse_args()
     from ser_models.data.corpora.synthetic import generate
 
@@ -75,12 +78,14 @@ def main() -> None:
         scratch = Path(scratch)
         synthetic = scratch / "synthetic"
         generate(synthetic, SMALL_SYNTHETIC)
-        print(f"{len(FOLDS)} folds, {args.epochs} epochs; test UA differences in UA points (0-1)")
+        print(f"{len(FOLDS)} folds, {args.epochs} epochs, in-process trials with {args.inprocess_cpus} thread(s); "
+              "test UA differences in UA points (0-1)")
         print(f"{'setting':22s} {'UA':>6s} {'1st loss':>9s} {'DDP |d| mean':>13s} {'max':>6s} {'of mean':>8s} "
               f"{'seeds |d| mean':>15s} {'max':>6s} {'of mean':>8s} {'DDP/seeds':>10s}", flush=True)
         for setting in args.settings:
             model, batch, lr = SETTINGS[setting]
-            run(scratch, synthetic, f"{setting}-inproc", model, batch, lr, args.epochs, [0, 1], {"mode": "inprocess"})
+            run(scratch, synthetic, f"{setting}-inproc", model, batch, lr, args.epochs, [0, 1],
+                {"mode": "inprocess", "cpus_per_worker": args.inprocess_cpus})
             run(scratch, synthetic, f"{setting}-ddp", model, batch, lr, args.epochs, [0], DDP)
             found = agreement(scratch, setting)
             ddp, seeds = np.abs(found["ddp"]), np.abs(found["seeds"])

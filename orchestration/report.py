@@ -22,7 +22,7 @@ from orchestration.figures import ablation_name, cell_name, cells_of
 from orchestration.published import OURS
 from orchestration.results import published_table
 from orchestration.selection import CHOSEN, kept, searched_cells, setting_label
-from orchestration.stats import fold_interval, paired_comparison
+from orchestration.stats import fold_comparison, fold_interval
 from ser_models.cli import Parser, leave
 
 PM = "\u00a0±\u00a0"   # non-breaking: a mean and its spread never wrap apart
@@ -88,15 +88,26 @@ def p_value(p: float) -> str:
 
 
 def comparisons_blocks(folds: pd.DataFrame) -> list:
+    """Every pair of cells, the fold as the unit (stats.fold_comparison); nothing when no pair shares 2 folds."""
     rows = []
     for a, b in itertools.combinations(cells_of(folds), 2):
-        result = paired_comparison(folds, a, b, "test_ua")
-        if result["n_pairs"] >= 2:
-            rows.append({"A": cell_name(*a), "B": cell_name(*b), "pairs": result["n_pairs"],
-                         "mean A-B (UA)": f"{result['mean_diff']:+.3f}",
-                         "95% CI": f"{result['ci_low']:+.3f} .. {result['ci_high']:+.3f}",
-                         "paired t p": p_value(result["p_ttest"]), "bootstrap p": p_value(result["p_bootstrap"])})
-    return [Heading("Paired comparisons (same folds and seeds, test UA)"), Table(pd.DataFrame(rows))] if rows else []
+        result = fold_comparison(folds, a, b, "test_ua")
+        if result["n_folds"] >= 2:
+            rows.append({"A": cell_name(*a), "B": cell_name(*b), "folds": result["n_folds"],
+                         "seeds": result["n_seeds"], "mean A-B (UA)": f"{result['mean_diff']:+.3f}",
+                         "95% CI (folds)": f"{result['ci_low']:+.3f} .. {result['ci_high']:+.3f}",
+                         "t p": p_value(result["p_ttest"]), "sign-flip p": p_value(result["p_sign_flip"]),
+                         "seed sd": result["seed_sd"]})
+    if not rows:
+        return []
+    folds_n = max(row["folds"] for row in rows)
+    return [Heading("Paired comparisons (test UA, the fold as the unit)"),
+            Text(f"Per fold, A - B averaged over the seeds both finished; the interval and the paired t test are "
+                 f"over the folds' differences (df = folds - 1), the sign-flip test over their 2^folds sign patterns "
+                 f"(with {folds_n} folds its smallest p is {2 / 2 ** folds_n:.4g}); seed sd: the spread of the "
+                 "seeds' mean difference. A fold's seeds share its test speakers: they are not independent "
+                 "samples, so no test here counts them as such."),
+            Table(pd.DataFrame(rows))]
 
 
 def write_report(sweep_dir: str) -> str:

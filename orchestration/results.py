@@ -20,7 +20,7 @@ import pandas as pd
 from orchestration.aggregate import SCHEMAS, Incomplete, aggregate, read_table, sweep_record
 from orchestration.published import OURS, published
 from orchestration.selection import CHOSEN, headline, kept, searched_cells, setting_label
-from orchestration.stats import paired_comparison
+from orchestration.stats import fold_comparison, paired_comparison
 from orchestration.verify import report, verify
 from ser_models.cli import Parser, leave
 
@@ -120,6 +120,21 @@ def published_table(sweep_dir: str) -> pd.DataFrame:
     return frame
 
 
+def comparison_line(folds: pd.DataFrame, a: tuple, b: tuple, metric: str, unit: str) -> str:
+    if unit == "fold":
+        r = fold_comparison(folds, a, b, metric)
+        seeds = "" if pd.isna(r["seed_sd"]) else f"; the seeds' mean difference varies by sd {r['seed_sd']:.4f}"
+        return (f"{r['a']} - {r['b']} on {metric} over {r['n_folds']} folds (each the mean of {r['n_seeds']} "
+                f"seed(s)): {r['mean_diff']:+.4f} (95% CI {r['ci_low']:+.4f} .. {r['ci_high']:+.4f}, paired t-test "
+                f"p = {r['p_ttest']:.4f} with {r['n_folds'] - 1} df, sign-flip p = {r['p_sign_flip']:.4f}{seeds})")
+    r = paired_comparison(folds, a, b, metric)
+    bootstrap = ("bootstrap needs >= 10 pairs" if pd.isna(r["p_bootstrap"]) else
+                 f"bootstrap 95% CI {r['boot_low']:+.4f} .. {r['boot_high']:+.4f}, p = {r['p_bootstrap']:.4f}")
+    return (f"{r['a']} - {r['b']} on {metric} over {r['n_pairs']} fold x seed runs, counted as independent though a "
+            f"fold's seeds share its test speakers: {r['mean_diff']:+.4f} (95% CI {r['ci_low']:+.4f} .. "
+            f"{r['ci_high']:+.4f}, paired t-test p = {r['p_ttest']:.4f}; {bootstrap})")
+
+
 def shown(args) -> pd.DataFrame:
     """What `results show` prints: a summary per cell and setting unless a table, columns or groups are asked."""
     table = "folds" if args.folds else args.table
@@ -175,6 +190,9 @@ def main(argv=None) -> int:
     compare.add_argument("a", help="model/ablation")
     compare.add_argument("b", help="model/ablation")
     compare.add_argument("--metric", default="test_ua")
+    compare.add_argument("--unit", default="fold", choices=["fold", "run"],
+                         help="fold (default): seeds averaged within a fold, df = folds - 1; run: every fold x seed "
+                              "run as a pair (as before; a fold's seeds are not independent)")
     pub = sub.add_parser("published")
     pub.add_argument("sweep_dir")
     pub.add_argument("--format", default="table", choices=["table", "csv", "json", "markdown"])
@@ -195,13 +213,8 @@ def main(argv=None) -> int:
             print(render(shown(args), args.format))
         elif args.command == "compare":
             folds = kept(read_table(args.sweep_dir, "folds"))   # a searched cell: the settings its folds kept
-            result = paired_comparison(folds, tuple(args.a.split("/")), tuple(args.b.split("/")), args.metric)
-            bootstrap = ("bootstrap needs >= 10 pairs" if pd.isna(result["p_bootstrap"]) else
-                         f"bootstrap 95% CI {result['boot_low']:+.4f} .. {result['boot_high']:+.4f}, "
-                         f"p = {result['p_bootstrap']:.4f}")
-            print(f"{result['a']} - {result['b']} on {args.metric} over {result['n_pairs']} paired folds/seeds: "
-                  f"{result['mean_diff']:+.4f} (95% CI {result['ci_low']:+.4f} .. {result['ci_high']:+.4f}, "
-                  f"paired t-test p = {result['p_ttest']:.4f}; {bootstrap})")
+            print(comparison_line(folds, tuple(args.a.split("/")), tuple(args.b.split("/")), args.metric,
+                                  args.unit))
         else:
             frame = published_table(args.sweep_dir)
             print(render(frame, args.format))

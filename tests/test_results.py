@@ -144,7 +144,10 @@ def test_query_cli(sweep_dir, capsys):
     assert [json.loads(cell) for cell in parsed["test_confusion"]] == [c.tolist() for c in
                                                                       folds["test_confusion"].map(np.stack)]
     assert results_main(["compare", str(sweep_dir), "fg_cme/no_excite", "lstm_attn_text/full"]) == 0
-    assert "over 2 paired folds/seeds" in capsys.readouterr().out
+    said = capsys.readouterr().out
+    assert "over 2 folds (each the mean of 1 seed(s))" in said and "with 1 df" in said and "sign-flip p" in said
+    assert results_main(["compare", str(sweep_dir), "fg_cme/no_excite", "lstm_attn_text/full", "--unit", "run"]) == 0
+    assert "over 2 fold x seed runs, counted as independent" in capsys.readouterr().out
 
 
 def test_duckdb_reads_the_tables(sweep_dir):
@@ -179,6 +182,29 @@ def test_the_readmes_query_examples_run_on_a_real_sweep(sweep_dir, library):
     else:
         means = frame.set_index(["model", "ablation"]).iloc[:, 0].to_dict()
         assert means == pytest.approx(finished.groupby(["model", "ablation"])["test_ua"].mean().to_dict())
+
+
+def test_fold_level_comparison_takes_the_fold_as_the_unit():
+    from orchestration.stats import fold_comparison
+
+    folds = pd.DataFrame({"model": ["a"] * 5 + ["b"] * 5, "ablation": "full", "status": "finished",
+                          "fold": list(range(5)) * 2, "seed": 0,
+                          "test_ua": [0.70, 0.72, 0.68, 0.75, 0.71, 0.65, 0.66, 0.64, 0.70, 0.66]})
+    one = fold_comparison(folds, ("a", "full"), ("b", "full"))
+    # the same five differences as the run-level test below: t = 15.8 with 4 df; every difference positive, so
+    # only the all-plus and all-minus of the 32 sign patterns are as extreme: p = 2/32
+    assert one["n_folds"] == 5 and one["p_ttest"] == pytest.approx(9.35e-5, rel=0.01)
+    assert one["p_sign_flip"] == pytest.approx(0.0625) and np.isnan(one["seed_sd"])
+    # a second seed: still 5 folds, each the mean of its 2 seeds; 10 runs are not 10 independent samples
+    second = folds.assign(seed=1, test_ua=folds["test_ua"] + np.where(folds["model"] == "a", 0.02, 0.0))
+    two = fold_comparison(pd.concat([folds, second]), ("a", "full"), ("b", "full"))
+    assert two["n_folds"] == 5 and two["n_seeds"] == 2 and two["mean_diff"] == pytest.approx(0.06)
+    assert two["seed_sd"] == pytest.approx(np.std([0.05, 0.07], ddof=1))
+    assert two["ci_low"] == pytest.approx(0.06 - 2.776 * 0.00707 / np.sqrt(5), abs=2e-4)
+    # one fold the other way: 4 of 32 patterns reach |mean| >= the observed
+    mixed = folds.copy()
+    mixed.loc[(mixed["model"] == "b") & (mixed["fold"] == 4), "test_ua"] = 0.72
+    assert fold_comparison(mixed, ("a", "full"), ("b", "full"))["p_sign_flip"] == pytest.approx(4 / 32)
 
 
 def test_paired_comparison_statistics():
