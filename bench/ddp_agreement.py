@@ -17,7 +17,6 @@ the DDP difference side by side with the difference two seeds make (the ratio):
 from __future__ import annotations
 
 import argparse
-import subprocess
 import sys
 import tempfile
 from pathlib import Path

@@ -113,7 +113,7 @@ def copy(argv: list[str], name: str = "copy") -> int:
     from pathlib import Path
 
     from orchestration.config import shipped_configs
-    from orchestration.schema import did_you_mean
+    from ser_models.cli import did_you_mean
 
     parser = Parser(prog="emosweep copy", description=copy.__doc__)
     parser.add_argument("config", help="a shipped sweep file's name (emosweep configs)")

@@ -14,12 +14,11 @@ from pathlib import Path
 
 import yaml
 
+from ser_models.cli import did_you_mean
 from ser_models.data.corpus import CorpusError, get_kind
 
 from . import schema
 
-SELECT_ON = schema.BY_PATH["train.select_on"].choices
-PRECISIONS = schema.BY_PATH["train.precision"].choices
 TRAIN_DEFAULTS = schema.defaults("train")
 RESOURCE_DEFAULTS = schema.defaults("resources")
 
@@ -154,7 +153,7 @@ def parse_ensembles(source: str, ensembles: dict, cells: list[tuple[str, str]], 
         for member in members:
             if "/".join(parse_member(member)) not in names:
                 _fail(source, f"{where}: {member!r} is not a cell of this sweep"
-                      f"{schema.did_you_mean('/'.join(parse_member(member)), names)}",
+                      f"{did_you_mean('/'.join(parse_member(member)), names)}",
                       f"use one of {sorted(names)} (model/ablation, as in models:)")
     return {str(name): [str(m) for m in members] for name, members in ensembles.items()}
 
@@ -215,7 +214,7 @@ def find_sweep_file(given: str | Path) -> Path:
     name = path.stem if path.suffix in (".yaml", ".yml") else path.name
     if name in shipped and len(path.parts) <= 2 and (len(path.parts) == 1 or path.parts[0] == "configs"):
         return shipped[name]
-    raise SweepError(f"{path}: sweep file not found{schema.did_you_mean(name, shipped)}. Fix: give the path of a "
+    raise SweepError(f"{path}: sweep file not found{did_you_mean(name, shipped)}. Fix: give the path of a "
                      f"YAML sweep file, or a shipped one by name: {', '.join(shipped)} (emosweep configs lists them, "
                      f"emosweep copy NAME writes one here to edit)")
 
@@ -417,4 +416,4 @@ def _validate_search(sweep: Sweep) -> None:
             known = set(TRAIN_DEFAULTS) | set(get_spec(model).defaults)
             if name not in known:
                 _fail(sweep.source, f"search.space.{name}: not a training setting nor a hyperparameter of model "
-                      f"{model!r}{schema.did_you_mean(name, known)}", f"search one of {sorted(known)}")
+                      f"{model!r}{did_you_mean(name, known)}", f"search one of {sorted(known)}")

@@ -17,7 +17,6 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from cycler import cycler  # noqa: E402
-from matplotlib.text import Text as TextArtist  # noqa: E402
 
 PAGE_WIDTH_IN = 7.0     # a two-column paper's text width (IEEE 7.16 in): no figure is wider, so none is shrunk
 MIN_FONT_PT = 8

@@ -14,11 +14,12 @@ options by the corpus, `models.<name>.options` by the model's builder,
 """
 from __future__ import annotations
 
-import difflib
 import json
 import math
 from dataclasses import dataclass
 from typing import Any
+
+from ser_models.cli import did_you_mean
 
 NUMBER = (int, float)
 
@@ -148,11 +149,6 @@ SECTIONS = ("train", "resources", "search", "tracking")
 
 def defaults(section: str) -> dict:
     return {key.name: key.default for key in KEYS if key.section == section and not key.required}
-
-
-def did_you_mean(name: str, known) -> str:
-    close = difflib.get_close_matches(name, list(known), n=1, cutoff=0.6)
-    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 def problems(data: dict) -> list[tuple[str, str, str]]:

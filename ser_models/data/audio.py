@@ -6,7 +6,6 @@ Resampling uses scipy's polyphase filter so this module needs no torchaudio.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 
@@ -25,13 +24,6 @@ class AudioError(Exception):
     def __init__(self, path: str | Path, reason: str, fix: str):
         self.path, self.reason, self.fix = str(path), reason, fix
         super().__init__(f"{path}: {reason}. Fix: {fix}")
-
-
-@dataclass(frozen=True)
-class Quarantined:
-    path: str
-    utt_id: str
-    reason: str
 
 
 def load_audio(path: str | Path, target_sr: int = TARGET_SR) -> np.ndarray:

@@ -8,7 +8,6 @@ corpus names: folds, features, sweeps and the CLI ask the registry.
 """
 from __future__ import annotations
 
-import difflib
 import functools
 import importlib
 import pkgutil
@@ -18,6 +17,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from ..cli import did_you_mean
 from .folds import Fold, make_folds
 from .schema import canonical_emotion
 
@@ -73,10 +73,8 @@ def corpora() -> dict[str, CorpusKind]:
 def get_kind(name: str) -> CorpusKind:
     known = corpora()
     if name not in known:
-        close = difflib.get_close_matches(str(name), known, n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise CorpusError(f"unknown corpus {name!r}{hint}. Fix: use one of {sorted(known)}, or add a module to "
-                          "ser_models/data/corpora/ (docs/corpora.md)")
+        raise CorpusError(f"unknown corpus {name!r}{did_you_mean(name, known)}. Fix: use one of {sorted(known)}, "
+                          "or add a module to ser_models/data/corpora/ (docs/corpora.md)")
     return known[name]
 
 
@@ -122,7 +120,7 @@ def load_corpus(name: str, root: str | Path | None = None, classes: str | int | 
     unknown = sorted(set(options) - set(kind.options))
     if unknown:
         raise CorpusError(f"corpus.{unknown[0]} is not an option of corpus {name!r}"
-                          f"{_did_you_mean(unknown[0], kind.options)}. Fix: remove or correct it "
+                          f"{did_you_mean(unknown[0], kind.options)}. Fix: remove or correct it "
                           f"(options of {name!r}: {sorted(kind.options) or 'none'}; docs/corpora.md)")
     if kind.needs_root:
         root = _require(root, name)
@@ -181,11 +179,6 @@ def label_task(table: pd.DataFrame, class_map: dict | None, wanted: list[str] | 
                           f"Fix: choose classes among them")
     table["label"] = table["emotion"].where(table["emotion"].isin(wanted)).astype("string")
     return table, list(wanted)
-
-
-def _did_you_mean(name: str, known) -> str:
-    close = difflib.get_close_matches(name, list(known), n=1)
-    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 def _require(root, name) -> Path:

@@ -6,19 +6,17 @@ valence, arousal, dominance. Relative paths are relative to the manifest.
 """
 from __future__ import annotations
 
-import difflib
 from pathlib import Path
 
 import pandas as pd
 
+from ...cli import did_you_mean
 from ..alignment import parse_textgrid
 from ..audio import audio_info
 from ..corpus import CorpusError, CorpusKind, register
 from ..schema import EMOTION_NAMES, canonical_emotion, make_table
 
 REQUIRED = ("path", "label", "speaker")
-OPTIONAL = ("utt_id", "text", "session", "gender", "textgrid", "dialog", "turn", "start_s",
-            "valence", "arousal", "dominance")
 
 
 class ManifestError(CorpusError):
@@ -90,8 +88,7 @@ def emotions(frame: pd.DataFrame, path: Path, labels: dict | None, classes: list
     unknown = ~raw.isin(mapping) & ~named.isin(known)
     if unknown.any():
         first = raw[unknown].iloc[0]
-        close = difflib.get_close_matches(first.lower(), sorted(known), n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        hint = did_you_mean(first.lower(), sorted(known))
         counts = raw[unknown].value_counts().to_dict()
         raise ManifestError(f"{path}: unknown label(s) {counts} at {locate(frame.index[unknown])}{hint}. "
                             "Fix: correct them, or declare them: list them in corpus.classes, or map the "
