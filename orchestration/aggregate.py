@@ -40,6 +40,7 @@ from pyarrow import fs
 from . import storage
 from .ensemble import fusions
 from .identity import identity, identity_key
+from .record import sweep_record
 from .selection import CHOSEN, mark_chosen
 from .verify import Gap, epoch_gaps, report, trial_name
 
@@ -649,7 +650,3 @@ def collect(sweep_dir: str, with_ded: bool = True) -> dict:
     return tables
 
 
-def sweep_record(sweep_dir: str) -> dict | None:
-    """What the sweep stored about itself in sweep.json (its file, resolved corpus and folds)."""
-    text = storage.read_text(storage.join(storage.normalize(sweep_dir), "sweep.json"))
-    return json.loads(text) if text else None

@@ -104,7 +104,7 @@ def configs(argv: list[str], name: str = "configs") -> int:
     width = max(map(len, shipped))
     for config, path in shipped.items():
         print(f"{config:{width}s}  {describe(path)}")
-    print(f"\nrun one: emosweep run NAME [KEY=VALUE ...]; edit one: emosweep copy NAME [DEST]")
+    print("\nrun one: emosweep run NAME [KEY=VALUE ...]; edit one: emosweep copy NAME [DEST]")
     return 0
 
 

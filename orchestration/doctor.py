@@ -103,7 +103,7 @@ def check(sweep, address: str | None, verbose: bool) -> int:
     from orchestration import storage
     from orchestration.capacity import format_resources
     from orchestration.config import SweepError, validate
-    from orchestration.sweep import cluster_shapes, start_ray
+    from orchestration.cluster import cluster_shapes, start_ray
 
     problems = []
     try:

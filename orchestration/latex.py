@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import pandas as pd
 
-from orchestration.aggregate import read_table, sweep_record
+from orchestration.aggregate import read_table
+from orchestration.record import sweep_record
 from orchestration.figures import ablation_name
 from orchestration.report import cell_rows
 from orchestration.selection import headline

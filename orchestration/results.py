@@ -17,7 +17,8 @@ import sys
 import numpy as np
 import pandas as pd
 
-from orchestration.aggregate import SCHEMAS, Incomplete, aggregate, read_table, sweep_record
+from orchestration.aggregate import SCHEMAS, Incomplete, aggregate, read_table
+from orchestration.record import sweep_record
 from orchestration.published import OURS, published
 from orchestration.selection import CHOSEN, headline, kept, searched_cells, setting_label
 from orchestration.stats import fold_comparison, paired_comparison

@@ -35,6 +35,9 @@ class Key:
     minimum: float | None = None
     maximum: float | None = None      # a sane upper bound: 10^21 epochs is a typo, not a plan
     above: float | None = None        # an exclusive minimum: a learning rate of 0 trains nothing
+    # False: changing it changes no trial's numbers (where results go, how many run at once, which cells run):
+    # a finished sweep whose file changes only such keys reruns nothing (orchestration/record.py)
+    changes_results: bool = True
 
     @property
     def section(self) -> str:
@@ -46,7 +49,8 @@ class Key:
 
 
 KEYS = [
-    Key("name", (str,), None, "the sweep's name: its folder under storage (letters, digits, - and _)", required=True),
+    Key("name", (str,), None, "the sweep's name: its folder under storage (letters, digits, - and _)", required=True,
+        changes_results=False),
     Key("corpus", (str, dict), None, "a corpus name, or {name, root, classes, options...} (docs/corpora.md)",
         required=True),
     Key("test_corpora", (list, type(None)), None, "cross-corpus: other corpora every trial's chosen checkpoint "
@@ -54,11 +58,14 @@ KEYS = [
         "corpus's (a preset, a list, or a mapping {their emotion: class}); validation stays on the training corpus"),
     Key("folds", (str, type(None)), None, "fold strategy: sessions, actors-5, speakers-K, loso-speaker "
         "(default: the corpus's own)"),
-    Key("fold_indices", (list, type(None)), None, "run only these folds (default: all)"),
-    Key("models", (dict,), None, "model -> list of ablations, or {ablations: [...], options: {...}}", required=True),
-    Key("seeds", (list, int), [0], "seeds; every (model, ablation, fold) runs once per seed"),
-    Key("storage", (str,), "results", "where the sweep lives: a path, NFS path or s3://... (--storage overrides)"),
-    Key("cache", (str, type(None)), None, "feature cache folder (default ~/.cache/emosweep/features)"),
+    Key("fold_indices", (list, type(None)), None, "run only these folds (default: all)", changes_results=False),
+    Key("models", (dict,), None, "model -> list of ablations, or {ablations: [...], options: {...}}", required=True,
+        changes_results=False),   # its cells; a model's options do change results (record.settings_digest)
+    Key("seeds", (list, int), [0], "seeds; every (model, ablation, fold) runs once per seed", changes_results=False),
+    Key("storage", (str,), "results", "where the sweep lives: a path, NFS path or s3://... (--storage overrides)",
+        changes_results=False),
+    Key("cache", (str, type(None)), None, "feature cache folder (default ~/.cache/emosweep/features)",
+        changes_results=False),
     Key("vectors", (str,), "glove-6b-50d", "word vectors: glove-6b-50d or a path to a vectors file"),
     Key("train", (dict, type(None)), None, "training settings (below)"),
     Key("search", (dict, type(None)), None, "an Optuna search (below); null runs the fixed settings once"),
@@ -66,9 +73,9 @@ KEYS = [
     Key("ensembles", (dict, type(None)), None, "late fusion, scored when the tables are built: name -> two or "
         "more of the sweep's cells as model/ablation; per fold and seed their test probabilities are averaged with "
         "equal weights. Members and weights are fixed here and each member chose its epoch on validation, so "
-        "nothing is picked on test; adding one to a finished sweep reruns nothing"),
+        "nothing is picked on test; adding one to a finished sweep reruns nothing", changes_results=False),
     Key("tracking", (dict, type(None)), None, "experiment trackers that watch the sweep (below); they change no "
-        "number, so adding one to a finished sweep reruns nothing"),
+        "number, so adding one to a finished sweep reruns nothing", changes_results=False),
 
     Key("train.epochs", (int,), 20, "epochs per trial", minimum=1, maximum=100_000),
     Key("train.batch_size", (int,), 32, "global batch (DDP workers each take batch_size / workers_per_trial)",
@@ -106,8 +113,9 @@ KEYS = [
     Key("train.select_on", (str,), "val_ua", "the validation metric that picks the epoch (never a test metric)",
         choices=("val_ua", "val_wa", "val_macro_f1", "val_loss")),
     Key("train.retries", (int,), 2, "how often a failed trial is retried from its checkpoint", minimum=0,
-        maximum=100),
-    Key("train.num_workers", (int,), 0, "DataLoader worker processes per trial", minimum=0, maximum=256),
+        maximum=100, changes_results=False),
+    Key("train.num_workers", (int,), 0, "DataLoader worker processes per trial", minimum=0, maximum=256,
+        changes_results=False),
     Key("train.test_oracle", (bool,), False, "also record the test-oracle column (epoch picked on test; only to "
         "compare with papers that did so)"),
     Key("train.precision", (str,), "auto", "auto: bf16 autocast on a GPU that supports it, fp32 elsewhere",
@@ -121,21 +129,24 @@ KEYS = [
     Key("resources.gpus_per_worker", NUMBER, 0.0, "GPUs per trial process or DDP worker (a fraction packs trials "
         "onto one GPU)", minimum=0, maximum=64),
     Key("resources.max_concurrent_trials", (int, type(None)), None, "at most this many trials at once "
-        "(default: as many as fit)", minimum=1, maximum=1_000_000),
+        "(default: as many as fit)", minimum=1, maximum=1_000_000, changes_results=False),
     Key("resources.wait_timeout_s", NUMBER, 3600, "stop (resumably, exit 3) after waiting this long with no "
-        "trial training", minimum=0, maximum=30 * 86400),
+        "trial training", minimum=0, maximum=30 * 86400, changes_results=False),
     Key("resources.dashboard", (bool,), False, "start Ray's dashboard (127.0.0.1:8265) with the Ray instance a "
-        "sweep starts itself; off saves about 1 s of each start. A cluster the sweep joins keeps its own"),
+        "sweep starts itself; off saves about 1 s of each start. A cluster the sweep joins keeps its own",
+        changes_results=False),
 
     Key("tracking.tensorboard", (bool,), False, "write TensorBoard event files: one run per trial (per-epoch "
-        "scalars, final honest and test-oracle metrics as hparams) and the report's figures (extra: tracking)"),
+        "scalars, final honest and test-oracle metrics as hparams) and the report's figures (extra: tracking)",
+        changes_results=False),
     Key("tracking.tensorboard_dir", (str, type(None)), None, "where the event files go (default: "
-        "<storage>/<name>/tensorboard; a local folder when storage is remote)"),
+        "<storage>/<name>/tensorboard; a local folder when storage is remote)", changes_results=False),
     Key("tracking.mlflow", (bool,), False, "log to MLflow: one parent run per sweep, one nested run per trial "
-        "(params, per-epoch metrics, final metrics, figures as artifacts; extra: tracking)"),
+        "(params, per-epoch metrics, final metrics, figures as artifacts; extra: tracking)", changes_results=False),
     Key("tracking.mlflow_uri", (str, type(None)), None, "an MLflow tracking URI (default: the local store "
-        "sqlite:///<storage>/<name>/mlflow.db; needed when storage is remote)"),
-    Key("tracking.mlflow_experiment", (str, type(None)), None, "the MLflow experiment (default: the sweep's name)"),
+        "sqlite:///<storage>/<name>/mlflow.db; needed when storage is remote)", changes_results=False),
+    Key("tracking.mlflow_experiment", (str, type(None)), None, "the MLflow experiment (default: the sweep's name)",
+        changes_results=False),
 
     Key("search.sampler", (str,), "tpe", "Optuna sampler", choices=("tpe", "random")),
     Key("search.samples", (int,), 1, "suggestions per (model, ablation); each runs on every fold and seed",

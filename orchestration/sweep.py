@@ -10,7 +10,6 @@ Parquet tables are written to <storage>/<name>/tables/.
 from __future__ import annotations
 
 import gc
-import hashlib
 import json
 import os
 import shlex
@@ -19,15 +18,15 @@ import threading
 import time
 from pathlib import Path
 
-import yaml
 
 from orchestration import storage
+from orchestration.cluster import check_listening, cluster_shapes, report_autoscaler, start_ray
+from orchestration.record import STORAGE_ACCESS, git_commit, record_sweep, recorded_change, settings_digest
 from orchestration.config import (OVERRIDES_HELP, SWEEP_HELP, SweepError, load_sweep, split_overrides, train_for,
                                   validate)
 from orchestration.selection import CHOSEN, setting_label
 from ser_models.cli import Parser, leave
 
-REPO = Path(__file__).resolve().parents[1]     # a checkout's root: its git commit is recorded with each sweep
 os.environ.setdefault("RAY_TRAIN_ENABLE_V2_MIGRATION_WARNINGS", "0")
 os.environ.setdefault("RAY_DEDUP_LOGS", "0")
 # snapshots forced by per-epoch checkpoints are what make resume exact; the warning about them is noise here
@@ -39,73 +38,6 @@ os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
 # traceback (a lost node's ActorUnavailableError) repeat it as noise; error.txt keeps the traceback
 os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
 os.environ.setdefault("TUNE_PRINT_ALL_TRIAL_ERRORS", "0")
-
-
-EMBEDDED_RESOURCES = {"TRAIN_DRIVER": 64}  # the embedded instance's: DDP trial drivers hold this, never a CPU
-
-
-def init_ray(ray, address: str | None, **options):
-    """ray.init; through Ray Client, retried twice when the head fails to spawn this client's server process.
-
-    The proxier forks that process from a threaded gRPC server; under load the child at times dies at birth
-    ("Starting Ray client server failed", or an "Initialization failure from server" naming a zombie
-    process, ray-project/ray#63408). The next attempt gets a fresh one.
-    """
-    for attempt in range(3):
-        try:
-            return ray.init(address=address, **options)
-        except ConnectionError as err:
-            if not str(address or "").startswith("ray://") or not spawn_failure(err) or attempt == 2:
-                raise
-            print(f"[sweep] the cluster's Ray Client server did not start (attempt {attempt + 1}); trying again",
-                  flush=True)
-            time.sleep(3)
-
-
-def spawn_failure(err: ConnectionError) -> bool:
-    return any(sign in str(err) for sign in ("client server failed", "Initialization failure from server"))
-
-
-def start_ray(address: str | None, verbose: bool, dashboard: bool = False):
-    """Join the cluster Ray finds (--address, RAY_ADDRESS, a `ray start` on this machine), else start one.
-
-    `ray.init()` does the finding; nothing local-only is passed, because passing
-    resources while joining is an error. A node that Ray starts itself reads
-    RAY_OVERRIDE_RESOURCES (the autoscaler's own mechanism), which is how the
-    embedded instance gets TRAIN_DRIVER; a joined cluster ignores it, and include_dashboard too.
-    """
-    import ray
-
-    if ray.is_initialized():
-        return ray
-    address = address or os.environ.get("RAY_ADDRESS")
-    check_listening(address)
-    ours = "RAY_OVERRIDE_RESOURCES" not in os.environ
-    if ours:
-        os.environ["RAY_OVERRIDE_RESOURCES"] = json.dumps(EMBEDDED_RESOURCES)
-    try:
-        # through Ray Client the Tune loop and its progress lines run on the head: their output must come back
-        client = str(address or "").startswith("ray://")
-        local = {} if client else {"include_dashboard": dashboard}   # Ray Client accepts no node options
-        context = init_ray(ray, address, log_to_driver=verbose or client, configure_logging=verbose, **local)
-    except Exception as err:  # noqa: BLE001 - Ray raises ConnectionError, RuntimeError, ValueError, auth errors
-        raise SweepError(
-            f"cannot connect to the Ray cluster at {address or 'this machine'}: {type(err).__name__}: {err}. "
-            "Fix: check the address (ray status shows it on the head), that the cluster runs the same Ray "
-            "version as this environment, and, for a cluster with token authentication, export "
-            "RAY_AUTH_MODE=token with the cluster's ~/.ray/auth_token; or unset RAY_ADDRESS to run locally"
-        ) from None
-    finally:
-        if ours:
-            del os.environ["RAY_OVERRIDE_RESOURCES"]
-    resources = ray.cluster_resources()
-    nodes = [node for node in ray.nodes() if node.get("Alive")]
-    print(f"[sweep] Ray {ray.get_runtime_context().gcs_address}: {len(nodes)} node(s), "
-          f"{resources.get('CPU', 0):g} CPUs, {resources.get('GPU', 0):g} GPUs"
-          + (f", TRAIN_DRIVER {resources['TRAIN_DRIVER']:g}" if "TRAIN_DRIVER" in resources else "")
-          + (f"; dashboard http://{context.dashboard_url}" if getattr(context, "dashboard_url", None) else ""),
-          flush=True)
-    return ray
 
 
 def stop_on_sigterm() -> None:
@@ -126,39 +58,6 @@ def stop_on_sigterm() -> None:
     signal.signal(signal.SIGTERM, as_ctrl_c)
 
 
-def check_listening(address: str | None) -> None:
-    """Fail in seconds, not after Ray's minutes of reconnecting, when nothing listens at a host:port address."""
-    import socket
-
-    if not address or address == "auto":
-        return
-    host, _, port = address.removeprefix("ray://").rpartition(":")
-    if not port.isdigit():
-        return
-    try:
-        socket.create_connection((host or "127.0.0.1", int(port)), timeout=10).close()
-    except OSError as err:
-        raise SweepError(f"nothing answers at the Ray address {address} ({err}). Fix: start the cluster (ray up, or "
-                         f"ray start --head), check the address (`ray status` on the head prints it), or unset "
-                         f"RAY_ADDRESS / drop --address to run on this machine") from None
-
-
-def cluster_shapes(ray) -> list:
-    """Live nodes plus the worker node types the autoscaler may add (orchestration/capacity.py)."""
-    from orchestration.capacity import autoscaler_shapes, live_shapes
-
-    return live_shapes(ray.nodes()) + autoscaler_shapes()
-
-
-def report_autoscaler(shapes) -> None:
-    from orchestration.capacity import format_resources
-
-    addable = [shape for shape in shapes if not shape.live]
-    if addable:
-        print("[sweep] the autoscaler can add: " + ", ".join(
-            f"{shape.name} up to {shape.count} x {format_resources(shape.resources)}" for shape in addable), flush=True)
-
-
 def base_config(sweep, root: str) -> dict:
     """Constants merged into every trial's config."""
     return {"sweep": sweep.name, "corpus": sweep.corpus, "test_corpora": sweep.test_corpora, "folds": sweep.folds,
@@ -166,37 +65,6 @@ def base_config(sweep, root: str) -> dict:
             "train_explicit": sweep.train_explicit, "settings": settings_digest(sweep.raw)[:12],
             "resources": sweep.resources, "cache": sweep.cache, "vectors": sweep.vectors,
             "git_commit": git_commit()}
-
-
-def git_commit() -> str | None:
-    """The checkout's commit: git if it runs here, else read from .git (cluster images may lack git,
-    or refuse a checkout owned by another user)."""
-    import subprocess
-
-    try:
-        found = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True,
-                               timeout=10).stdout.strip()
-        if found:
-            return found
-    except (OSError, subprocess.SubprocessError):
-        pass
-    return read_git_head(REPO / ".git")
-
-
-def read_git_head(git_dir: Path) -> str | None:
-    try:
-        head = (git_dir / "HEAD").read_text().strip()
-        if not head.startswith("ref: "):
-            return head or None
-        ref = head[5:]
-        if (git_dir / ref).exists():
-            return (git_dir / ref).read_text().strip()
-        for line in (git_dir / "packed-refs").read_text().splitlines():
-            if line.endswith(f" {ref}"):
-                return line.split()[0]
-    except OSError:
-        pass
-    return None
 
 
 def prepare_features(sweep, corpus):
@@ -221,10 +89,6 @@ def prepare_features(sweep, corpus):
     return task
 
 
-STORAGE_ACCESS = ("for S3 give credentials (AWS_* variables or an instance profile) and, for MinIO or moto, "
-                  "AWS_ENDPOINT_URL")
-
-
 def check_storage(sweep, root: str, probe: bool = True) -> None:
     """probe: write and delete a file there (run); else only look (check, which must leave nothing behind)."""
     try:
@@ -232,80 +96,6 @@ def check_storage(sweep, root: str, probe: bool = True) -> None:
     except OSError as err:
         raise SweepError(f"{sweep.source}: storage {root} is not writable: {err}. Fix: point storage (or --storage) "
                          f"at a folder you can write, or an existing bucket; {STORAGE_ACCESS}") from None
-
-
-def settings_digest(raw: dict) -> str:
-    """What decides a trial's numbers, without the list of cells: models may gain or lose ablations, and
-    seeds and fold_indices may change, between runs of one sweep (only the new cells then run)."""
-    models = {name: entry["options"] for name, entry in (raw.get("models") or {}).items()
-              if isinstance(entry, dict) and entry.get("options")}
-    settings = {k: v for k, v in raw.items() if k not in ("models", "seeds", "fold_indices", "name", "storage",
-                                                          "cache", "resources", "train", "tracking",
-                                                          "ensembles")}
-    # of resources and train, what changes no number: how many trials run at once, how long to wait, retries,
-    # the dashboard
-    settings["resources"] = {k: v for k, v in (raw.get("resources") or {}).items()
-                             if k not in ("max_concurrent_trials", "wait_timeout_s", "dashboard")}
-    settings["train"] = {k: v for k, v in (raw.get("train") or {}).items() if k not in ("retries", "num_workers")}
-    return hashlib.sha256(json.dumps({**settings, "model_options": models}, sort_keys=True,
-                                     default=str).encode()).hexdigest()
-
-
-def recorded_change(sweep, sweep_dir: str) -> str | None:
-    """What changed since <sweep_dir>/sweep.json recorded the sweep file (None: nothing, or a new sweep);
-    a change the finished trials cannot be told apart under is refused."""
-    marker = storage.join(sweep_dir, "sweep.json")
-    try:
-        text = storage.read_text(marker)
-    except OSError as err:
-        raise SweepError(f"cannot read {marker}: {err}. Fix: check the storage location; {STORAGE_ACCESS}") from None
-    if text is None:
-        return None
-    stored = stored_record(text, marker)
-    if "settings_digest" not in stored and stored.get("digest") != full_digest(sweep.raw):
-        raise SweepError(f"{sweep.source}: the sweep file changed since {sweep_dir} was started, and its "
-                         "sweep.json predates per-trial settings, so the finished trials cannot be told apart. "
-                         f"Fix: give the sweep a new name, or delete {sweep_dir} to start it over")
-    digest = settings_digest(sweep.raw)
-    if stored.get("settings_digest", digest) != digest:
-        return (f"settings that decide the numbers changed since the last run ({changed_keys(stored, sweep)}): "
-                "every trial runs anew; the earlier rows stay in the tables with status superseded")
-    if stored.get("sweep") != sweep.raw:
-        return "the sweep file's cells changed since the last run: finished trials are kept, new ones run"
-    return None
-
-
-def record_sweep(sweep, sweep_dir: str) -> None:
-    record = {"settings_digest": settings_digest(sweep.raw), "sweep": sweep.raw, "corpus": sweep.corpus,
-              "folds": sweep.folds, "git_commit": git_commit()}
-    storage.write_text(storage.join(sweep_dir, "sweep.json"), json.dumps(record, indent=2, default=str))
-    # the file with the command line's overrides applied: what ran, readable, and runnable as it stands
-    effective = f"# the sweep as run: {sweep.source}\n# emosweep run on this file runs (or resumes) the same sweep\n"
-    storage.write_text(storage.join(sweep_dir, "sweep.yaml"), effective + yaml.safe_dump(sweep.raw, sort_keys=False))
-
-
-def full_digest(raw: dict) -> str:
-    """The digest that sweep.json records written before cells could change hold."""
-    return hashlib.sha256(json.dumps(raw, sort_keys=True, default=str).encode()).hexdigest()
-
-
-def changed_keys(stored: dict, sweep) -> str:
-    before, now = stored.get("sweep") or {}, sweep.raw
-    keys = sorted(k for k in set(before) | set(now) if before.get(k) != now.get(k)
-                  and k not in ("models", "seeds", "fold_indices", "name", "storage"))
-    return ", ".join(keys) or "model options"
-
-
-def stored_record(text: str, marker: str) -> dict:
-    try:
-        record = json.loads(text)
-        if "settings_digest" not in record and "digest" not in record:
-            raise KeyError("digest")
-        return record
-    except (json.JSONDecodeError, KeyError, TypeError, AttributeError):
-        raise SweepError(f"{marker} is damaged (not the JSON record of a sweep file). Fix: delete it; the next run "
-                         "records the current sweep file there (check first that it is the one the sweep started "
-                         "with)") from None
 
 
 def earlier_trials(experiment: str, select_on: str, settings: str) -> tuple[dict, set]:

@@ -6,7 +6,7 @@ import yaml
 
 from orchestration.cli import main
 from orchestration.config import SweepError, load_sweep, shipped_configs, split_overrides
-from orchestration.sweep import settings_digest
+from orchestration.record import settings_digest
 
 from .conftest import REPO
 from .sweeps import write_sweep

@@ -162,7 +162,7 @@ def test_a_torn_lease_blocks_only_while_it_may_still_be_being_written(tmp_path):
 
 def test_a_damaged_sweep_record_is_refused_with_the_fix(tmp_path, synthetic_root):
     from orchestration.config import SweepError, load_sweep
-    from orchestration.sweep import record_sweep, recorded_change
+    from orchestration.record import record_sweep, recorded_change
 
     sweep = load_sweep(write_sweep(tmp_path, synthetic_root))
     sweep_dir = tmp_path / "results" / "t"

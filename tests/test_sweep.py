@@ -37,11 +37,32 @@ def test_grid_sweep(grid_sweep):  # the sweep itself runs in the shared fixture
 
 
 def test_the_dashboard_changes_no_number_so_turning_it_on_reruns_nothing():
-    from orchestration.sweep import settings_digest
+    from orchestration.record import settings_digest
 
     base = {"name": "t", "corpus": "synthetic", "models": {"fg_cme": ["full"]}, "resources": {"cpus_per_worker": 1}}
     assert settings_digest(base) == settings_digest({**base, "resources": {"cpus_per_worker": 1, "dashboard": True}})
     assert settings_digest(base) != settings_digest({**base, "resources": {"cpus_per_worker": 2}})
+
+
+def test_the_digest_follows_the_schema_and_keeps_the_value_earlier_versions_recorded():
+    from orchestration import schema
+    from orchestration.record import settings_digest
+
+    base = {"name": "golden", "corpus": {"name": "synthetic", "sessions": 5}, "folds": "sessions",
+            "models": {"fg_cme": {"ablations": ["full"], "options": {"hidden": 64}}, "lstm_attn_text": ["full"]},
+            "seeds": [0, 1], "train": {"epochs": 3, "lr": 0.002, "retries": 1},
+            "resources": {"mode": "inprocess", "max_concurrent_trials": 2}, "storage": "results",
+            "tracking": {"mlflow": True}}
+    # what the list-based digest of emosweep before the schema field gave: sweep.json records hold it, and a
+    # digest that moved would rerun every finished trial of every existing sweep
+    assert settings_digest(base) == "56664feb95b83b15833bc7f8511004c468f9964e89637227882c8964ffb69f5d"
+    for key in schema.KEYS:   # every key the schema marks as deciding nothing leaves the digest alone; others move it
+        section, _, name = key.path.rpartition(".")
+        value = {"changed": 1} if dict in key.types else "changed"
+        value = {**base["models"], "cma": ["full"]} if key.path == "models" else value   # a cell more, same options
+        changed = {**base, section: {**(base.get(section) or {}), name: value}} if section else {**base, name: value}
+        assert (settings_digest(changed) != settings_digest(base)) == key.changes_results, key.path
+    assert settings_digest(base) != settings_digest({**base, "models": {"fg_cme": {"options": {"hidden": 32}}}})
 
 
 def test_optuna_sweep_runs_each_suggestion_on_every_fold(tmp_path, synthetic_root):
@@ -153,7 +174,7 @@ def test_malformed_yaml(tmp_path, capsys):
 
 def test_only_a_client_server_dying_at_birth_is_retried():
     """The two ways Ray's proxier reports a client server that died as it spawned; a refusal is not retried."""
-    from orchestration.sweep import spawn_failure
+    from orchestration.cluster import spawn_failure
 
     assert spawn_failure(ConnectionError("ray client connection timeout: Starting Ray client server failed."))
     assert spawn_failure(ConnectionAbortedError("Initialization failure from server:\n... psutil.ZombieProcess"))

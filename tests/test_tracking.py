@@ -101,7 +101,7 @@ def test_running_again_adds_to_the_same_runs_and_trains_nothing(tracked):
 
 
 def test_tracking_changes_no_number_so_adding_it_reruns_nothing():
-    from orchestration.sweep import settings_digest
+    from orchestration.record import settings_digest
 
     base = {"name": "t", "corpus": "synthetic", "models": {"fg_cme": ["full"]}}
     assert settings_digest(base) == settings_digest({**base, "tracking": {"mlflow": True}})
