@@ -22,7 +22,6 @@ from __future__ import annotations
 import json
 import os
 import posixpath
-import re
 import shutil
 import signal
 import sys
@@ -41,6 +40,7 @@ from . import storage
 from .ensemble import fusions
 from .identity import identity, identity_key
 from .record import sweep_record
+from .trial_folders import DamagedFile, outcome, read_trial, trial_dirs, trial_started
 from .selection import CHOSEN, mark_chosen
 from .verify import Gap, epoch_gaps, report, trial_name
 
@@ -90,74 +90,9 @@ PARTITIONED = ("folds", "epochs", "predictions")
 STALE_VERSION_S = 3600  # a table version nobody published within an hour was left by a killed aggregation
 
 
-# ------------------------------------------------------------------ reading Tune's files
-
-def _read_text(filesystem, path: str) -> str | None:
-    try:
-        with filesystem.open_input_stream(path) as stream:
-            return stream.read().decode()
-    except (FileNotFoundError, OSError):
-        return None
-
-
-def trial_dirs(experiment: str):
-    filesystem, root = fs.FileSystem.from_uri(experiment)
-    try:
-        infos = filesystem.get_file_info(fs.FileSelector(root))
-    except FileNotFoundError:   # a sweep's first run: nothing yet
-        return
-    for info in sorted(infos, key=lambda i: i.path):
-        if info.type == fs.FileType.Directory and _read_text(filesystem, posixpath.join(info.path, "params.json")):
-            yield filesystem, info.path
-
-
-class DamagedFile(UserWarning):
-    """A storage file that could not be read whole; the message names it and the fix."""
-
-
-def read_trial(filesystem, path: str) -> tuple[dict, list[dict], str | None]:
-    result_file = posixpath.join(path, "result.json")
-    results = []
-    for number, line in enumerate((_read_text(filesystem, result_file) or "").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            results.append(json.loads(line))
-        except json.JSONDecodeError:  # a driver killed while appending leaves a torn last line
-            warnings.warn(f"{result_file}: line {number} is not valid JSON and was skipped (a write cut short); "
-                          "the trial's other epochs are kept", DamagedFile, stacklevel=2)
-    params = posixpath.join(path, "params.json")
-    try:
-        config = json.loads(_read_text(filesystem, params))
-    except json.JSONDecodeError:
-        config = next((r["config"] for r in reversed(results) if isinstance(r.get("config"), dict)), None)
-        if config is None:
-            raise ValueError(f"{params}: not valid JSON, and no result line repeats the trial's config. Fix: "
-                             "restore it from a copy") from None
-        warnings.warn(f"{params}: not valid JSON; the trial's config was read from its results instead",
-                      DamagedFile, stacklevel=2)
-    return config, results, _read_text(filesystem, posixpath.join(path, "error.txt"))
-
-
 def _key(sweep: str, trial_id: str, config: dict) -> dict:
     return {"sweep": sweep, "trial_id": trial_id, "model": config["model"], "ablation": config["ablation"],
             "fold": int(config["fold"]), "seed": int(config["seed"])}
-
-
-def trial_started(path: str) -> str:
-    """Tune ends a trial directory's name with its creation time: sortable."""
-    match = re.search(r"(\d{4}-\d{2}-\d{2}_\d{2}-\d{2}-\d{2})/?$", path)
-    return match.group(1) if match else ""
-
-
-def outcome(results: list[dict], error: str | None) -> tuple[dict | None, str, int]:
-    """(final report, status, attempts) of one trial directory.
-
-    Tune appends one "Failure # N" entry to error.txt per failed attempt.
-    """
-    final = next((r for r in reversed(results) if r.get("final") and "test_ua" in r), None)
-    status = "finished" if final else ("error" if error else "incomplete")
-    return final, status, max(1, (error or "").count("Failure # ") + (status != "error"))
 
 
 def current_settings(experiment: str) -> str | None:

@@ -181,7 +181,7 @@ def earlier_state(config: dict, notes: list[str]) -> dict | None:
     """The newest intact checkpoint any run of the sweep left for this trial's identity (none for `fresh`)."""
     from pyarrow import fs
 
-    from .aggregate import read_trial, trial_dirs, trial_started
+    from .trial_folders import read_trial, trial_dirs, trial_started
     from .identity import identity
 
     if config.get("fresh") or not config.get("storage_path"):
