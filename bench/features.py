@@ -30,7 +30,8 @@ def main() -> None:
     args = parser.parse_args()
     table = load_corpus(args.corpus, args.root, args.classes).task
     audio_hours = table["duration"].sum() / 3600
-    print(f"{args.corpus}: {len(table)} utterances, {audio_hours:.2f} h of audio, workers={args.workers or 'all cores'}")
+    print(f"{args.corpus}: {len(table)} utterances, {audio_hours:.2f} h of audio, "
+          f"workers={args.workers or 'all cores'}")
     print(f"{'feature':15s} {'extract s':>10s} {'x realtime':>10s} {'cache MB':>9s} {'load s':>8s} {'dims':>12s}")
     with tempfile.TemporaryDirectory() as cache:
         for name in args.features:

@@ -29,7 +29,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--models", nargs="*", default=None)
     args = parser.parse_args()
-    print(f"device={args.device} batch={args.batch} utterances of {args.seconds} s, torch threads={torch.get_num_threads()}")
+    print(f"device={args.device} batch={args.batch} utterances of {args.seconds} s, "
+          f"torch threads={torch.get_num_threads()}")
     print(f"{'model':16s} {'params':>11s} {'fwd+bwd ms/batch':>17s} {'peak MB':>8s}")
     for name in args.models or sorted(all_models()):
         torch.manual_seed(0)

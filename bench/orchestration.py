@@ -101,7 +101,7 @@ PHASES = ("data", "ray_start", "trials", "tables", "report", "ray_stop")
 
 
 def phases(stdout: str) -> dict[str, float]:
-    line = next((l for l in stdout.splitlines() if l.startswith("[sweep] timing:")), "")
+    line = next((text for text in stdout.splitlines() if text.startswith("[sweep] timing:")), "")
     return {name: float(value) for name, value in re.findall(r"(\w+) ([\d.]+) s", line)}
 
 
@@ -112,7 +112,8 @@ def trial_costs(sweep_dir: Path) -> dict[str, float]:
     trials = read_table(str(sweep_dir), "trials").set_index("trial_id")
     epochs = read_table(str(sweep_dir), "epochs").groupby("trial_id")["epoch_seconds"].sum()
     inside = trials["time_total_s"] - epochs.reindex(trials.index)
-    return {"n_trials": len(trials), "epoch_seconds": float(epochs.sum()), "trial_seconds": float(trials["time_total_s"].sum()),
+    return {"n_trials": len(trials), "epoch_seconds": float(epochs.sum()),
+            "trial_seconds": float(trials["time_total_s"].sum()),
             "in_trial_fixed_first": float(inside.iloc[0]) if len(inside) else float("nan"),
             "in_trial_fixed_rest_mean": float(inside.iloc[1:].mean()) if len(inside) > 1 else float("nan")}
 

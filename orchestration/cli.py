@@ -92,7 +92,8 @@ def doctor(argv: list[str], name: str = "doctor") -> int:
     args = parser.parse_args(argv)
     path, overrides = split_overrides(args.sweep, args.overrides)
     return sweep_main(["--check", path, *overrides, *(["--address", args.address] if args.address else []),
-                       *(["--storage", args.storage] if args.storage else []), *(["--verbose"] if args.verbose else [])])
+                       *(["--storage", args.storage] if args.storage else []),
+                       *(["--verbose"] if args.verbose else [])])
 
 
 def configs(argv: list[str], name: str = "configs") -> int:

@@ -101,7 +101,8 @@ def parse_sweep(data: dict, source: str = "<embedded>") -> Sweep:
             options[model] = dict(entry.get("options", {}))
         else:
             _fail(source, f"models.{model} must be a list of ablations or a mapping", "e.g. fg_cme: [full]")
-        distinct(source, f"models.{model}", [str(ablation) for ablation in ablations], f"list at least one, e.g. {model}: [full] (python -m ser_models list)")
+        distinct(source, f"models.{model}", [str(ablation) for ablation in ablations],
+                 f"list at least one, e.g. {model}: [full] (python -m ser_models list)")
         cells += [(model, str(ablation)) for ablation in ablations]
     train = {**TRAIN_DEFAULTS, **(data.get("train") or {})}
     resources = {**RESOURCE_DEFAULTS, **(data.get("resources") or {})}

@@ -55,7 +55,8 @@ def markdown(blocks: list) -> str:
 STYLE = """body{font-family:system-ui,sans-serif;max-width:72rem;margin:2rem auto;padding:0 1rem;color:#222}
 table{border-collapse:collapse;margin:1rem 0;font-size:.85rem}th,td{border:1px solid #ccc;padding:.2rem .4rem}
 th{background:#f3f3f3}th,td{white-space:nowrap}td{text-align:right}td:first-child,td:nth-child(2){text-align:left}
-img{max-width:100%}figure svg{width:100%;max-width:56rem;height:auto}figure{margin:1rem 0}code{background:#f3f3f3;padding:0 .2rem}"""
+img{max-width:100%}figure svg{width:100%;max-width:56rem;height:auto}figure{margin:1rem 0}
+code{background:#f3f3f3;padding:0 .2rem}"""
 
 
 def inline(text: str) -> str:

@@ -227,8 +227,8 @@ def test_a_sweep_through_ray_client(tmp_path, synthetic_root):
         done = subprocess.run([sys.executable, str(REPO / "orchestration" / "sweep.py"), str(path), "--address",
                                f"ray://127.0.0.1:{cluster.client_port}"], cwd=REPO, env=env, capture_output=True,
                               text=True, timeout=600)
-        server_logs = "".join(f"\n{log.name}:\n{log.read_text()[-2000:]}"
-                              for log in Path(cluster.env["RAY_TMPDIR"]).glob("**/logs/ray_client_server*.[eo][ru][rt]"))
+        logs = Path(cluster.env["RAY_TMPDIR"]).glob("**/logs/ray_client_server*.[eo][ru][rt]")
+        server_logs = "".join(f"\n{log.name}:\n{log.read_text()[-2000:]}" for log in logs)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:] + server_logs
     assert "2 node(s)" in done.stdout and "[sweep] 2/2 trials done" in done.stdout
     assert len(table(tmp_path)) == 2

@@ -29,7 +29,8 @@ def test_fg_cme_batches_from_cached_features(synthetic_corpus, tmp_path):
 
 
 def test_list_command_prints_every_model():
-    out = subprocess.run([sys.executable, "-m", "ser_models", "list"], capture_output=True, text=True, check=True).stdout
+    out = subprocess.run([sys.executable, "-m", "ser_models", "list"], capture_output=True, text=True,
+                         check=True).stdout
     for name in ("sdl", "sll", "ds_lstm", "cma", "fg_cme", "cnn_lstm", "mha", "attn_fusion", "utt_concat"):
         assert f"\n{name} " in out
     assert "3,732,296" in out and "no_excite_semantic" in out

@@ -118,7 +118,8 @@ def test_three_sigkills_at_different_moments_give_the_uninterrupted_tables(tmp_p
                     for d in (killed_dir, tmp_path / "ref"))
     assert len(ours) == 6 and not ours.duplicated(["model", "ablation", "fold", "seed"]).any()
     assert ours.drop(columns="test_confusion").equals(theirs.drop(columns="test_confusion"))  # bit-identical
-    assert [list(map(list, c)) for c in ours["test_confusion"]] == [list(map(list, c)) for c in theirs["test_confusion"]]
+    assert [list(map(list, c)) for c in ours["test_confusion"]] == \
+        [list(map(list, c)) for c in theirs["test_confusion"]]
     assert (table(killed_dir)["resumed_from"] > 0).any()
 
 

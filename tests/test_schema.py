@@ -18,8 +18,9 @@ BASE = {"name": "s", "corpus": "synthetic", "models": {"fg_cme": ["full"]}}
     ({"train": {"lr": "fast"}}, "train.lr: must be an integer or a number, got 'fast'"),
     ({"train": {"epochs": 2.5}}, "train.epochs: must be an integer, got 2.5"),
     ({"train": {"test_oracle": "yes"}}, "train.test_oracle: must be true or false, got 'yes'"),
-    ({"train": {"select_on": "val_uaa"}}, "train.select_on: 'val_uaa' is not one of ['val_ua', 'val_wa', 'val_macro_f1', 'val_loss'] "
-                                          "(did you mean 'val_ua'?)"),
+    ({"train": {"select_on": "val_uaa"}},
+     "train.select_on: 'val_uaa' is not one of ['val_ua', 'val_wa', 'val_macro_f1', 'val_loss'] "
+     "(did you mean 'val_ua'?)"),
     ({"resources": {"mode": "dpp"}}, "resources.mode: 'dpp' is not one of ['inprocess', 'ddp'] (did you mean 'ddp'?)"),
     ({"resources": {"workers_per_trial": 0}}, "resources.workers_per_trial: must be at least 1, got 0"),
     ({"search": {"samples": 2}}, "search.space: missing"),

@@ -87,7 +87,9 @@ def test_bundled_glove_embeddings():
     matrix, missing = embedding_matrix(vocab, vectors)
     assert matrix.shape == (len(vocab), 50) and missing == ["qwzxv"]
     king, queen, here = (matrix[vocab.index[w]] for w in ("king", "queen", "here"))
-    cosine = lambda a, b: a @ b / np.linalg.norm(a) / np.linalg.norm(b)
+    def cosine(a, b):
+        return a @ b / np.linalg.norm(a) / np.linalg.norm(b)
+
     assert cosine(king, queen) > cosine(king, here)  # real vectors, not noise
     assert not matrix[0].any() and not matrix[vocab.index["qwzxv"]].any()
     assert vocab.encode(["king", "nope"]) == [vocab.index["king"], 1]

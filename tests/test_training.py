@@ -58,8 +58,10 @@ def test_loop_resumes_from_its_checkpoint(synthetic_root, tmp_path, monkeypatch)
 
 
 def test_same_seed_same_result(synthetic_root, tmp_path):
-    first = train_loop(trial_config(synthetic_root, tmp_path, model="cnn_lstm", epochs=2), LocalSession(tmp_path / "a"))
-    second = train_loop(trial_config(synthetic_root, tmp_path, model="cnn_lstm", epochs=2), LocalSession(tmp_path / "b"))
+    first = train_loop(trial_config(synthetic_root, tmp_path, model="cnn_lstm", epochs=2),
+                       LocalSession(tmp_path / "a"))
+    second = train_loop(trial_config(synthetic_root, tmp_path, model="cnn_lstm", epochs=2),
+                        LocalSession(tmp_path / "b"))
     assert first["test_confusion"] == second["test_confusion"] and first["objective"] == second["objective"]
 
 

@@ -12,7 +12,8 @@ TEXT = {"vocab_size": 2, "embedding_dim": 50, "freeze_embeddings": False}
 
 
 def _embedding(cfg):
-    return WordEmbedding(cfg["vocab_size"], cfg["embedding_dim"], cfg.get("embeddings"), freeze=cfg["freeze_embeddings"])
+    return WordEmbedding(cfg["vocab_size"], cfg["embedding_dim"], cfg.get("embeddings"),
+                         freeze=cfg["freeze_embeddings"])
 
 
 def _fbank(batch):
