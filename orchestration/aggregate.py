@@ -5,7 +5,8 @@ Tables (under <sweep>/tables/, each with an explicit schema):
   epochs       learning curves: one row per trial and epoch
   predictions  one row per test utterance per trial, with class probabilities
   trials       status, error text, attempts, durations, resources, node, package versions, git commit
-  summary      per (model, ablation, hparams): mean and std over folds and seeds, pooled and test-oracle columns;
+  summary      per (model, ablation, hparams): mean and std over folds and seeds, pooled and test-oracle columns
+               (best test UA and WA over epochs, each on its own; and FG_CME's rule: one epoch by 0.9 WA + 0.1 UA);
                a searched cell also has the row of the settings its folds chose on validation (selection.py)
   cross        cross-corpus tests: one row per trial and test corpus (train_corpus, test_corpus), the same
                checkpoint the trial's own test split was scored with; the in-corpus rows are in folds
@@ -77,7 +78,8 @@ SUMMARY = pa.schema([
     + [(f"{split}_{m}_{stat}", pa.float64()) for split in ("test", "val") for m in ("wa", "ua", "macro_f1")
        for stat in ("mean", "std")]
     + [("pooled_test_wa", pa.float64()), ("pooled_test_ua", pa.float64())]
-    + [(f"test_oracle_{m}_{stat}", pa.float64()) for m in ("wa", "ua") for stat in ("mean", "std")])
+    + [(f"test_oracle_{m}_{stat}", pa.float64()) for m in ("wa", "ua") for stat in ("mean", "std")]
+    + [(f"test_oracle_ref_{m}_{stat}", pa.float64()) for m in ("wa", "ua") for stat in ("mean", "std")])
 CROSS = pa.schema(KEY + [
     ("group", pa.string()), ("hparams", pa.string()), ("status", pa.string()), ("train_corpus", pa.string()),
     ("test_corpus", pa.string()), ("selected_epoch", pa.int64()), ("n_test", pa.int64())]
@@ -336,11 +338,21 @@ def summary_metrics(group: pd.DataFrame, epochs: pd.DataFrame, predictions: pd.D
     if len(curves) and curves["oracle_test_ua"].notna().any():
         # what released code reports: the best test value over epochs, per trial (WA and UA separately)
         best = curves.groupby("trial_id")[["oracle_test_wa", "oracle_test_ua"]].max()
+        one_epoch = oracle_by_rule(curves)
         for metric in ("wa", "ua"):
-            row[f"test_oracle_{metric}_mean"] = best[f"oracle_test_{metric}"].mean()
-            row[f"test_oracle_{metric}_std"] = (best[f"oracle_test_{metric}"].std(ddof=1) if len(best) > 1
-                                                else float("nan"))
+            for name, values in ((f"test_oracle_{metric}", best[f"oracle_test_{metric}"]),
+                                 (f"test_oracle_ref_{metric}", one_epoch[f"oracle_test_{metric}"])):
+                row[f"{name}_mean"] = values.mean()
+                row[f"{name}_std"] = values.std(ddof=1) if len(values) > 1 else float("nan")
     return row
+
+
+def oracle_by_rule(curves: pd.DataFrame) -> pd.DataFrame:
+    """Per trial, the epoch FG_CME's released code keeps: the one that maximises 0.9 WA + 0.1 UA on TEST (a
+    test-oracle choice, shown only beside that paper's numbers); its oracle_test_wa and oracle_test_ua."""
+    scored = curves.assign(score=0.9 * curves["oracle_test_wa"] + 0.1 * curves["oracle_test_ua"])
+    scored = scored.dropna(subset=["score"])
+    return scored.loc[scored.groupby("trial_id")["score"].idxmax()].set_index("trial_id")
 
 
 UTTERANCE_FACTS = ["utt_id", "speaker", "session", "dialog", "turn", "start_s", "emotion", "label"]

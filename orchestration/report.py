@@ -178,8 +178,12 @@ def published_blocks(comparison: pd.DataFrame) -> list:
     """The comparison with each paper's protocol as a numbered note under the table, so no cell wraps."""
     notes = list(dict.fromkeys(comparison["paper_protocol"].fillna("")))
     table = comparison.drop(columns=["ours_UA_std", "paper_protocol"]).assign(
+        ablation=comparison["ablation"].map(ablation_name),
         protocol=[f"[{notes.index(p) + 1}]" for p in comparison["paper_protocol"].fillna("")])
-    return [Table(table), *(Text(f"[{i}] {note}") for i, note in enumerate(notes, 1) if note)]
+    return [Table(table), *(Text(f"[{i}] {note}") for i, note in enumerate(notes, 1) if note),
+            Text("test_oracle_UA: per trial, the best test UA over epochs (UA and WA each at its own best epoch); "
+                 "test_oracle_rule_UA: per trial, the one epoch FG_CME's released code keeps, the one that "
+                 "maximises 0.9·WA + 0.1·UA on test. Both look at the test fold: neither is a result.")]
 
 
 def cross_corpus_blocks(folds: pd.DataFrame, cross: pd.DataFrame, figure) -> list:

@@ -184,6 +184,28 @@ def test_the_readmes_query_examples_run_on_a_real_sweep(sweep_dir, library):
         assert means == pytest.approx(finished.groupby(["model", "ablation"])["test_ua"].mean().to_dict())
 
 
+def test_the_papers_oracle_rule_keeps_one_epoch_by_09_wa_plus_01_ua():
+    from orchestration.aggregate import oracle_by_rule
+
+    curves = pd.DataFrame({"trial_id": ["t"] * 3 + ["u"] * 2, "epoch": [0, 1, 2, 0, 1],
+                           "oracle_test_wa": [0.60, 0.70, 0.66, 0.5, 0.5],
+                           "oracle_test_ua": [0.55, 0.50, 0.80, 0.4, 0.6]})
+    kept_epochs = oracle_by_rule(curves)
+    # t: 0.9 WA + 0.1 UA = 0.595, 0.680, 0.674 -> epoch 1, whose UA (0.50) is far from the best UA (0.80)
+    assert kept_epochs.loc["t", "epoch"] == 1 and kept_epochs.loc["t", "oracle_test_ua"] == 0.50
+    assert kept_epochs.loc["u", "epoch"] == 1
+
+
+def test_published_table_shows_both_oracle_rules(sweep_dir):
+    from orchestration.results import published_table
+
+    table = published_table(str(sweep_dir)).set_index(["model", "ablation"])
+    row = table.loc[("fg_cme", "no_excite")]
+    assert row["test_oracle_rule_UA"] <= row["test_oracle_UA"] + 1e-12       # one epoch for both metrics
+    summary = read_table(str(sweep_dir), "summary").set_index(["model", "ablation"]).loc[("fg_cme", "no_excite")]
+    assert summary["test_oracle_ref_ua_mean"] == pytest.approx(row["test_oracle_rule_UA"])
+
+
 def test_fold_level_comparison_takes_the_fold_as_the_unit():
     from orchestration.stats import fold_comparison
 
@@ -252,6 +274,16 @@ def test_report_reads_well_in_a_browser(sweep_dir):
     measured = layout_problems(sweep_dir / "report.html")
     assert measured["figures"] == (sweep_dir / "report.md").read_text().count("![") and measured["cells"] > 20
     assert measured["problems"] == []
+
+
+@pytest.mark.parametrize("report", sorted(str(p.relative_to(REPO)) for p in REPO.glob("results/reports/*/report.html")))
+def test_the_committed_reports_read_well_in_a_browser(report):
+    from .browser import CHROMIUM, layout_problems
+
+    if CHROMIUM is None:
+        pytest.skip("Chromium is not installed (Debian: apt-get install chromium)")
+    measured = layout_problems(REPO / report)
+    assert measured["figures"] >= 4 and measured["problems"] == []
 
 
 def test_the_summary_as_a_latex_table(sweep_dir):
