@@ -42,7 +42,7 @@ def check(argv: list[str], name: str = "check") -> int:
         sweep = load_sweep(*split_overrides(args.sweep, args.overrides))
         if args.storage:
             sweep.storage = args.storage
-        corpus, _, change = preflight(sweep, probe=False)   # the checks run makes before work, all of them
+        corpus, _, change, plan = preflight(sweep, probe=False)   # the checks run makes before work, all of them
     except (SweepError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_PROBLEM
@@ -71,10 +71,23 @@ def check(argv: list[str], name: str = "check") -> int:
                                           "early_stop_patience", "class_weights", "select_on")}
         mine = sorted(set(sweep.train_explicit) & set(recipe))
         print(f"train {model}: {shown}" + (f" (the sweep file overrides its recipe's {mine})" if mine else ""))
+    print(feature_line(plan))
     if change:
         print(f"note: {change}")
     print(f"ok: run it with: emosweep run{' ' + ' '.join(argv) if argv else ''}")
     return 0
+
+
+def feature_line(plan) -> str:
+    """What the plan's features weigh; today every node holds all of them (the Task travels whole)."""
+    from ser_models.data.sizing import human
+
+    if not plan.sizes:
+        return "features: none (text only)"
+    each = ", ".join(f"{name} {human(size)}" + (" (cached)" if name in plan.cached else "")
+                     for name, size in plan.sizes.items())
+    return (f"features: {each}; {human(sum(plan.sizes.values()))} in all, {human(plan.to_extract)} to extract into "
+            f"{plan.cache_dir}. Every node holds all of them in memory while trials run (the task travels whole)")
 
 
 def doctor(argv: list[str], name: str = "doctor") -> int:

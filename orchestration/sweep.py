@@ -178,9 +178,11 @@ EXIT_DONE, EXIT_PROBLEM, EXIT_RESUMABLE, EXIT_FAILED_TRIALS = 0, 2, 3, 4
 
 def preflight(sweep, probe: bool = True):
     """Every problem `run` can find before any work, for `run` and for `emosweep check` (probe=False: it only
-    looks at storage). Returns the corpus, the storage root and what changed since the last run, if anything."""
-    from orchestration.task import corpus_from_config, cross_tables
+    looks at storage). Returns the corpus, the storage root, what changed since the last run (if anything) and
+    the features' plan (their bytes, which are cached)."""
+    from orchestration.task import corpus_from_config, cross_tables, feature_plan
     from ser_models.data.corpus import CorpusError
+    from ser_models.registry import model_inputs
 
     validate(sweep)
     root = storage.normalize(sweep.storage)
@@ -191,16 +193,30 @@ def preflight(sweep, probe: bool = True):
         raise SweepError(f"{sweep.source}: cannot load corpus: {err}") from None
     validate(sweep, corpus)
     try:
-        cross_tables(corpus, sweep.test_corpora)
+        cross = cross_tables(corpus, sweep.test_corpora)
     except (FileNotFoundError, CorpusError) as err:   # a test corpus that cannot be read or mapped
         raise SweepError(f"{sweep.source}: {err}") from None
-    return corpus, root, recorded_change(sweep, storage.join(root, sweep.name))
+    plan = feature_plan(corpus, cross, {i for cell in sweep.cells for i in model_inputs(*cell)}, sweep.cache)
+    check_cache_room(sweep, plan)
+    return corpus, root, recorded_change(sweep, storage.join(root, sweep.name)), plan
+
+
+def check_cache_room(sweep, plan) -> None:
+    """Refuse before extraction starts when the cache's disk cannot hold what extraction will write."""
+    from ser_models.data.sizing import free_bytes, human
+
+    free = free_bytes(plan.cache_dir)
+    if plan.to_extract > 0.95 * free:
+        each = ", ".join(f"{name} {human(size)}" for name, size in plan.sizes.items() if name not in plan.cached)
+        raise SweepError(f"{sweep.source}: the features to extract ({each}; {human(plan.to_extract)} in all) do not "
+                         f"fit in the cache {plan.cache_dir}: {human(free)} free there. Fix: point cache: (or "
+                         f"EMOSWEEP_CACHE) at a disk with {human(plan.to_extract * 1.1)} free")
 
 
 def run(sweep, restart_errored: bool = False, address: str | None = None, verbose: bool = False) -> int:
     from orchestration.lock import DriverLock, SweepLocked
 
-    corpus, root, change = preflight(sweep)
+    corpus, root, change, _ = preflight(sweep)
     check_listening(address or os.environ.get("RAY_ADDRESS"))   # before anything is written to the sweep
     lock = DriverLock(storage.join(root, sweep.name))
     try:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import json
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -54,6 +55,37 @@ def features_for(inputs) -> list[str]:
     if "word_spans" in names and "fbank40" not in names:
         names.append("fbank40")  # alignments live on the fbank frame grid
     return names
+
+
+@dataclass
+class FeaturePlan:
+    sizes: dict[str, int]        # feature -> bytes for every utterance extraction reads
+    cached: set[str]             # features already in the cache (nothing to extract)
+    cache_dir: str
+
+    @property
+    def to_extract(self) -> int:
+        return sum(size for name, size in self.sizes.items() if name not in self.cached)
+
+
+def feature_plan(corpus: Corpus, cross: dict[str, pd.DataFrame], inputs, cache_dir: str | None) -> FeaturePlan:
+    """What extraction will read and write, from file headers and the cache's keys, before any audio is decoded."""
+    from ser_models.data.cache import corpus_fingerprint, feature_key
+    from ser_models.data.sizing import feature_bytes
+
+    every = extraction_table(corpus, cross)
+    names = features_for(inputs)
+    folder = Path(cache_dir or DEFAULT_CACHE)
+    fingerprint = corpus_fingerprint(every) if names else ""
+    cached = {name for name in names if (folder / name / feature_key(name, fingerprint) / "meta.json").exists()}
+    return FeaturePlan(feature_bytes(every, names), cached, str(folder))
+
+
+def extraction_table(corpus: Corpus, cross: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    """Every utterance whose features a sweep needs: the task's, the test corpora's, and the dialog turns DED
+    decodes around them."""
+    context = corpus.table[corpus.table["label"].isna()] if corpus.has_dialogs else corpus.table.iloc[:0]
+    return pd.concat([corpus.task, *cross.values(), context], ignore_index=True)
 
 
 def prepare_task(corpus_cfg: dict, folds: str | None, inputs, cache_dir: str | None = None,
@@ -115,7 +147,7 @@ def _prepare(key: str) -> Task:
     task_table = corpus.task
     cross = cross_tables(corpus, test_corpora)
     context = corpus.table[corpus.table["label"].isna()] if corpus.has_dialogs else corpus.table.iloc[:0]
-    every = pd.concat([task_table, *cross.values(), context], ignore_index=True)
+    every = extraction_table(corpus, cross)
     report = extract(every, features_for(inputs), cache_dir or DEFAULT_CACHE, progress=progress)
     usable = report.usable if report.stores else set(every["utt_id"])
     cross = {name: frame[frame["utt_id"].isin(usable)].reset_index(drop=True) for name, frame in cross.items()}

@@ -200,21 +200,6 @@ def test_a_killed_trial_process_is_retried_from_its_checkpoint(tmp_path, synthet
     assert trials.loc[0, "attempts"] == 2 and folds.loc[0, "resumed_from"] > 0
 
 
-@pytest.fixture
-def small_disk(tmp_path):
-    """A real 64 MB filesystem (tmpfs), to fill up."""
-    mount_point = tmp_path / "disk"
-    mount_point.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(mount_point)],
-                          capture_output=True, text=True)
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here ({done.stderr.strip()}): the disk-full test needs root")
-    try:
-        yield mount_point
-    finally:
-        subprocess.run(["umount", "-l", str(mount_point)], capture_output=True)
-
-
 @pytest.mark.slow
 def test_a_full_disk_stops_resumably_and_the_same_command_finishes_after_space_is_freed(
         small_disk, tmp_path, synthetic_root):
