@@ -132,6 +132,9 @@ KEYS = [
         "(default: as many as fit)", minimum=1, maximum=1_000_000, changes_results=False),
     Key("resources.wait_timeout_s", NUMBER, 3600, "stop (resumably, exit 3) after waiting this long with no "
         "trial training", minimum=0, maximum=30 * 86400, changes_results=False),
+    Key("resources.extract", (str,), "driver", "where features are extracted: driver (threads on the driver's "
+        "machine) or cluster (Ray Data tasks on every node's CPUs; every node must read the corpus audio at the same "
+        "path). The same features either way", choices=("driver", "cluster"), changes_results=False),
     Key("resources.dashboard", (bool,), False, "start Ray's dashboard (127.0.0.1:8265) with the Ray instance a "
         "sweep starts itself; off saves about 1 s of each start. A cluster the sweep joins keeps its own",
         changes_results=False),

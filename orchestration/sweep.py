@@ -74,8 +74,11 @@ def prepare_features(sweep, corpus):
     from ser_models.registry import model_inputs
 
     inputs = sorted({i for model, ablation in sweep.cells for i in model_inputs(model, ablation)})
+    engine = "ray" if sweep.resources["extract"] == "cluster" else "threads"
     task = prepare_task(sweep.corpus, sweep.folds, inputs, sweep.cache, sweep.vectors, progress=True,
-                        test_corpora=sweep.test_corpora)
+                        test_corpora=sweep.test_corpora, engine=engine)
+    if task.report.nodes:
+        print(f"[sweep] features extracted on {len(task.report.nodes)} node(s) with Ray Data")
     print(f"[sweep] corpus {corpus.name}: {len(task.table)} usable utterances in {len(task.folds)} speaker-disjoint "
           f"folds, classes {task.classes}; features {sorted(task.report.stores)} ready"
           + (f", {task.oov_words} words without vectors" if task.vocab else ""))
@@ -238,14 +241,19 @@ def run_locked(sweep, corpus, root: str, restart_errored: bool, address: str | N
     from ser_models.data.corpus import CorpusError
 
     phases = Phases()
+    # the cluster extracts: Ray first (it is started once, for extraction and trials)
+    ray = start_ray(address, verbose, sweep.resources["dashboard"]) if sweep.resources["extract"] == "cluster" \
+        else None
     try:
         task = prepare_features(sweep, corpus)
     except (FileNotFoundError, CorpusError) as err:   # an audio folder that vanished since the check
+        if ray is not None:
+            ray.shutdown()
         raise SweepError(f"{sweep.source}: {err}") from None
     store_corpus_facts(storage.join(root, sweep.name), corpus.table, task.folds)
     folds = sweep.fold_indices if sweep.fold_indices is not None else list(range(len(task.folds)))
     phases.done("data")
-    ray = start_ray(address, verbose, sweep.resources["dashboard"])
+    ray = ray or start_ray(address, verbose, sweep.resources["dashboard"])
     stop_on_sigterm()
     try:
         shapes = cluster_shapes(ray)

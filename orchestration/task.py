@@ -89,8 +89,9 @@ def extraction_table(corpus: Corpus, cross: dict[str, pd.DataFrame]) -> pd.DataF
 
 
 def prepare_task(corpus_cfg: dict, folds: str | None, inputs, cache_dir: str | None = None,
-                 vectors: str = "glove-6b-50d", progress: bool = False, test_corpora=()) -> Task:
-    key = json.dumps([corpus_cfg, folds, sorted(inputs), cache_dir, vectors, progress, list(test_corpora)],
+                 vectors: str = "glove-6b-50d", progress: bool = False, test_corpora=(),
+                 engine: str = "threads") -> Task:
+    key = json.dumps([corpus_cfg, folds, sorted(inputs), cache_dir, vectors, progress, list(test_corpora), engine],
                      sort_keys=True, default=str)
     return _prepare(key)
 
@@ -142,13 +143,13 @@ def task_for(config: dict, inputs) -> Task:
 
 @functools.lru_cache(maxsize=4)
 def _prepare(key: str) -> Task:
-    corpus_cfg, folds, inputs, cache_dir, vectors, progress, test_corpora = json.loads(key)
+    corpus_cfg, folds, inputs, cache_dir, vectors, progress, test_corpora, engine = json.loads(key)
     corpus = corpus_from_config(corpus_cfg)
     task_table = corpus.task
     cross = cross_tables(corpus, test_corpora)
     context = corpus.table[corpus.table["label"].isna()] if corpus.has_dialogs else corpus.table.iloc[:0]
     every = extraction_table(corpus, cross)
-    report = extract(every, features_for(inputs), cache_dir or DEFAULT_CACHE, progress=progress)
+    report = extract(every, features_for(inputs), cache_dir or DEFAULT_CACHE, progress=progress, engine=engine)
     usable = report.usable if report.stores else set(every["utt_id"])
     cross = {name: frame[frame["utt_id"].isin(usable)].reset_index(drop=True) for name, frame in cross.items()}
     # folds are built on the full task so a quarantined file never moves a speaker between folds

@@ -109,6 +109,28 @@ def test_ddp_across_two_nodes_agrees_with_inprocess_and_queued_trials_free_their
     assert "0.0/2.0 CPU" in status and "placement group" not in status, status
 
 
+def test_the_cluster_extracts_features_on_every_node_and_they_are_the_drivers(start_cluster, tmp_path,
+                                                                            synthetic_root, synthetic_corpus):
+    """resources.extract: cluster: Ray Data actors on both nodes; the cache holds what the driver path writes."""
+    import numpy as np
+
+    from ser_models.data.cache import extract
+
+    env, port, _ = start_cluster('{"TRAIN_DRIVER": 64}')
+    path = write_sweep(tmp_path, synthetic_root, models={"fg_cme": ["full"]}, fold_indices=[0],
+                       train={"epochs": 1, "batch_size": 8, "lr": 3e-3}, resources={"extract": "cluster"})
+    done = sweep_on(env, path)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "[sweep] features extracted on 2 node(s) with Ray Data" in done.stdout      # both nodes did part
+    assert set(table(tmp_path)["status"]) == {"finished"}
+    cluster = extract(synthetic_corpus.table, ["fbank40", "word_spans"], tmp_path / "cache", progress=False)
+    assert cluster.computed == []                                                        # all found in the cache
+    driver = extract(synthetic_corpus.table, ["fbank40", "word_spans"], tmp_path / "driver-cache", progress=False)
+    for name, store in driver.stores.items():
+        assert sorted(store.utt_ids) == sorted(cluster.stores[name].utt_ids)
+        assert all(np.array_equal(store[u], cluster.stores[name][u]) for u in store.utt_ids), name
+
+
 def test_a_worker_node_lost_mid_trial_continues_from_its_checkpoint(start_cluster, tmp_path, synthetic_root):
     import json
 

@@ -47,3 +47,18 @@ def test_a_cache_that_cannot_hold_the_features_is_refused_before_extraction(smal
         assert "do not fit in the cache" in done.stderr and "Fix: point cache: (or EMOSWEEP_CACHE)" in done.stderr
         assert "spec257" in done.stderr
     assert not (small_disk / "cache").exists() and not (tmp_path / "results" / "t").exists()   # nothing started
+
+
+def test_a_node_without_the_corpus_is_an_error_that_names_it_not_a_quarantine(tmp_path):
+    """What a Ray Data extraction actor does with a file the driver saw and its node cannot read."""
+    import pickle
+
+    from ser_models.data.distributed import ExtractChunks
+
+    actor = object.__new__(type("ExtractChunks", (ExtractChunks,), {"names": ("fbank40",)}))
+    actor.node = "node-b"
+    rows = [{"utt_id": "u1", "path": str(tmp_path / "elsewhere.wav"), "text": "", "align_words": None,
+             "align_start": None, "align_end": None}]
+    with pytest.raises(FileNotFoundError, match=r"node node-b cannot read .*elsewhere\.wav, which the driver can: "
+                                                r"every node needs the corpus audio at the same path\. Fix: mount"):
+        actor({"rows": [pickle.dumps(rows)]})

@@ -99,6 +99,7 @@ class FeatureStore:
 class ExtractionReport:
     stores: dict[str, FeatureStore]
     computed: list[str] = field(default_factory=list)     # features extracted in this call
+    nodes: set[str] = field(default_factory=set)          # Ray nodes that extracted them (engine "ray")
     loaded: list[str] = field(default_factory=list)       # features found in the cache
     quarantine: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=["utt_id", "path", "reason"]))
     quarantine_path: Path | None = None
@@ -181,8 +182,12 @@ class _Writer:
 
 
 def extract(table: pd.DataFrame, names: list[str], cache_dir: str | Path = DEFAULT_CACHE,
-            workers: int | None = None, progress: bool = True, chunk: int = 16) -> ExtractionReport:
-    """Return memory-mapped stores for `names`, computing only those not cached yet."""
+            workers: int | None = None, progress: bool = True, chunk: int = 16,
+            engine: str = "threads") -> ExtractionReport:
+    """Return memory-mapped stores for `names`, computing only those not cached yet.
+
+    engine: "threads" on this machine, or "ray": Ray Data tasks on the connected cluster's CPUs
+    (distributed.py); both write the same cache, so the stores are the same either way."""
     started = time.perf_counter()
     cache_dir = Path(cache_dir)
     fingerprint = corpus_fingerprint(table)
@@ -197,7 +202,7 @@ def extract(table: pd.DataFrame, names: list[str], cache_dir: str | Path = DEFAU
             todo.append(name)
     quarantine_path = cache_dir / "quarantine" / f"{fingerprint[:20]}.csv"
     if todo:
-        _compute(table, todo, finals, report, workers, progress, chunk, quarantine_path)
+        _compute(table, todo, finals, report, workers, progress, chunk, quarantine_path, engine)
     if quarantine_path.exists():
         report.quarantine = pd.read_csv(quarantine_path)
         report.quarantine_path = quarantine_path
@@ -243,7 +248,7 @@ def warn_cropped(table: pd.DataFrame, names: list[str]) -> None:
                   "utterances (one manifest row each) if their end matters", file=sys.stderr)
 
 
-def _compute(table, todo, finals, report, workers, progress, chunk, quarantine_path):
+def _compute(table, todo, finals, report, workers, progress, chunk, quarantine_path, engine="threads"):
     rows = table[["utt_id", "path", "text", "align_words", "align_start", "align_end"]].to_dict("records")
     chunks = [rows[i: i + chunk] for i in range(0, len(rows), chunk)]
     writers = {name: _Writer(finals[name], name) for name in todo}
@@ -261,7 +266,15 @@ def _compute(table, todo, finals, report, workers, progress, chunk, quarantine_p
                     writers[name].add(utt_id, array)
         bar.update(len(results))
 
-    if workers <= 1:
+    if engine == "ray":
+        from .distributed import extract_on_ray
+
+        absent = [row for row in rows if not os.path.exists(row["path"])]
+        if absent:   # missing on the driver too: quarantined as the threads would, never sent out
+            consume(_extract_chunk(absent, todo))
+        present = [row for row in rows if os.path.exists(row["path"])]
+        report.nodes = extract_on_ray([present[i: i + chunk] for i in range(0, len(present), chunk)], todo, consume)
+    elif workers <= 1:
         for part in chunks:
             consume(_extract_chunk(part, todo))
     else:
