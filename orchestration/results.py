@@ -211,6 +211,9 @@ def main(argv=None) -> int:
     compare.add_argument("a", help="model/ablation")
     compare.add_argument("b", help="model/ablation")
     compare.add_argument("--metric", default="test_ua")
+    compare.add_argument("--against", metavar="OTHER_SWEEP_DIR",
+                         help="read B from another sweep run on the same folds and seeds (e.g. the same study "
+                              "without speaker normalisation)")
     compare.add_argument("--unit", default="fold", choices=["fold", "run"],
                          help="fold (default): seeds averaged within a fold, df = folds - 1; run: every fold x seed "
                               "run as a pair (as before; a fold's seeds are not independent)")
@@ -234,8 +237,13 @@ def main(argv=None) -> int:
             print(render(shown(args), args.format))
         elif args.command == "compare":
             folds = kept(read_table(args.sweep_dir, "folds"))   # a searched cell: the settings its folds kept
-            print(comparison_line(folds, tuple(args.a.split("/")), tuple(args.b.split("/")), args.metric,
-                                  args.unit))
+            a, b = tuple(args.a.split("/", 1)), tuple(args.b.split("/", 1))
+            if args.against:   # B's rows from the other sweep, named apart so that A and B never mix
+                prefix = args.against.rstrip("/").rsplit("/", 1)[-1] + ":"
+                other = kept(read_table(args.against, "folds"))
+                folds = pd.concat([folds, other.assign(model=prefix + other["model"])], ignore_index=True)
+                b = (prefix + b[0], b[1])
+            print(comparison_line(folds, a, b, args.metric, args.unit))
         else:
             frame = published_table(args.sweep_dir)
             print(render(frame, args.format))

@@ -184,6 +184,16 @@ def test_the_readmes_query_examples_run_on_a_real_sweep(sweep_dir, library):
         assert means == pytest.approx(finished.groupby(["model", "ablation"])["test_ua"].mean().to_dict())
 
 
+def test_compare_across_two_sweeps_reproduces_the_studys_fold_level_claim(capsys):
+    """STUDY.md: speaker normalisation adds +0.051 UA to FG_CME, a fold-level CI through 0 (p = 0.145, 4 df)."""
+    reports = REPO / "results" / "reports"
+    assert results_main(["compare", str(reports / "ravdess-study-spknorm"), "fg_cme/full", "fg_cme/full",
+                         "--against", str(reports / "ravdess-study")]) == 0
+    said = capsys.readouterr().out
+    assert "fg_cme/full - ravdess-study:fg_cme/full on test_ua over 5 folds (each the mean of 3 seed(s)): +0.0512" \
+        in said and "95% CI -0.0275 .. +0.1300, paired t-test p = 0.1452 with 4 df, sign-flip p = 0.0625" in said
+
+
 def test_the_papers_oracle_rule_keeps_one_epoch_by_09_wa_plus_01_ua():
     from orchestration.aggregate import oracle_by_rule
 
