@@ -240,22 +240,22 @@ def run_locked(sweep, corpus, root: str, restart_errored: bool, address: str | N
     from orchestration.tracking import trackers
     from ser_models.data.corpus import CorpusError
 
+    import ray
+
     phases = Phases()
-    # the cluster extracts: Ray first (it is started once, for extraction and trials)
-    ray = start_ray(address, verbose, sweep.resources["dashboard"]) if sweep.resources["extract"] == "cluster" \
-        else None
     try:
-        task = prepare_features(sweep, corpus)
-    except (FileNotFoundError, CorpusError) as err:   # an audio folder that vanished since the check
-        if ray is not None:
-            ray.shutdown()
-        raise SweepError(f"{sweep.source}: {err}") from None
-    store_corpus_facts(storage.join(root, sweep.name), corpus.table, task.folds)
-    folds = sweep.fold_indices if sweep.fold_indices is not None else list(range(len(task.folds)))
-    phases.done("data")
-    ray = ray or start_ray(address, verbose, sweep.resources["dashboard"])
-    stop_on_sigterm()
-    try:
+        # the cluster extracts: Ray first (it is started once, for extraction and trials)
+        if sweep.resources["extract"] == "cluster":
+            start_ray(address, verbose, sweep.resources["dashboard"])
+        try:
+            task = prepare_features(sweep, corpus)
+        except (FileNotFoundError, CorpusError) as err:   # an audio folder that vanished since the check
+            raise SweepError(f"{sweep.source}: {err}") from None
+        store_corpus_facts(storage.join(root, sweep.name), corpus.table, task.folds)
+        folds = sweep.fold_indices if sweep.fold_indices is not None else list(range(len(task.folds)))
+        phases.done("data")
+        start_ray(address, verbose, sweep.resources["dashboard"])   # joins or starts it, once
+        stop_on_sigterm()
         shapes = cluster_shapes(ray)
         report_autoscaler(shapes)
         validate(sweep, corpus, cluster=shapes)
@@ -267,8 +267,10 @@ def run_locked(sweep, corpus, root: str, restart_errored: bool, address: str | N
         gc.freeze()   # what exists before the fit is not Tune's: the collection after it skips it (0.27 -> 0.10 s)
         limit, total = fit(sweep, folds, root, experiment, restart_errored, task_ref, shapes, tracking)
     except BaseException:
+        # Ctrl-C or an error at any point once Ray may be starting: a process that exits with Ray's threads still
+        # attached can die of a segmentation fault at interpreter teardown (exit -11 instead of 3, seen once)
         gc.unfreeze()
-        ray.shutdown()   # a caller that runs main() again must not find this instance still attached
+        ray.shutdown()   # also: a caller that runs main() again must not find this instance still attached
         raise
     phases.done("trials")
     # Tune's objects (actor and placement-group handles of trials that never started) are freed while Ray
