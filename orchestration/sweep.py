@@ -9,6 +9,11 @@ Parquet tables are written to <storage>/<name>/tables/.
 """
 from __future__ import annotations
 
+if __name__ == "__main__":   # first: a Ctrl-C during the imports below must not leave a module half made
+    from ser_models.interrupt import defer
+
+    defer()
+
 import gc
 import json
 import os
@@ -26,6 +31,7 @@ from orchestration.config import (OVERRIDES_HELP, SWEEP_HELP, SweepError, load_s
                                   validate)
 from orchestration.selection import CHOSEN, setting_label
 from ser_models.cli import Parser, leave
+from ser_models.interrupt import defer, deferred, stop_point
 
 os.environ.setdefault("RAY_TRAIN_ENABLE_V2_MIGRATION_WARNINGS", "0")
 os.environ.setdefault("RAY_DEDUP_LOGS", "0")
@@ -38,24 +44,6 @@ os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
 # traceback (a lost node's ActorUnavailableError) repeat it as noise; error.txt keeps the traceback
 os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
 os.environ.setdefault("TUNE_PRINT_ALL_TRIAL_ERRORS", "0")
-
-
-def stop_on_sigterm() -> None:
-    """SIGTERM (what Slurm, Kubernetes, systemd and `timeout` send) stops the sweep as Ctrl-C does: resumably,
-    exit 3, with the Ray it started stopped. Installed again once Ray runs: ray.init installs a handler of its
-    own that aborts the process with a native stack dump and leaves Ray's processes behind."""
-    import signal
-
-    if threading.current_thread() is not threading.main_thread():
-        return
-
-    def as_ctrl_c(signum, frame):
-        handler = signal.getsignal(signal.SIGINT)    # Tune's own while trials run: they stop resumably
-        if not callable(handler):
-            raise KeyboardInterrupt
-        handler(signal.SIGINT, frame)
-
-    signal.signal(signal.SIGTERM, as_ctrl_c)
 
 
 def base_config(sweep, root: str) -> dict:
@@ -247,6 +235,7 @@ def run_locked(sweep, corpus, root: str, restart_errored: bool, address: str | N
         # the cluster extracts: Ray first (it is started once, for extraction and trials)
         if sweep.resources["extract"] == "cluster":
             start_ray(address, verbose, sweep.resources["dashboard"])
+            defer()
         try:
             task = prepare_features(sweep, corpus)
         except (FileNotFoundError, CorpusError) as err:   # an audio folder that vanished since the check
@@ -254,8 +243,10 @@ def run_locked(sweep, corpus, root: str, restart_errored: bool, address: str | N
         store_corpus_facts(storage.join(root, sweep.name), corpus.table, task.folds)
         folds = sweep.fold_indices if sweep.fold_indices is not None else list(range(len(task.folds)))
         phases.done("data")
+        stop_point()
         start_ray(address, verbose, sweep.resources["dashboard"])   # joins or starts it, once
-        stop_on_sigterm()
+        defer()
+        stop_point()
         shapes = cluster_shapes(ray)
         report_autoscaler(shapes)
         validate(sweep, corpus, cluster=shapes)
@@ -264,15 +255,17 @@ def run_locked(sweep, corpus, root: str, restart_errored: bool, address: str | N
         experiment = storage.join(root, sweep.name, "experiment")
         tracking = trackers(sweep.tracking, storage.join(root, sweep.name), sweep.name,
                             settings_digest(sweep.raw)[:12])
+        stop_point()
         gc.freeze()   # what exists before the fit is not Tune's: the collection after it skips it (0.27 -> 0.10 s)
         limit, total = fit(sweep, folds, root, experiment, restart_errored, task_ref, shapes, tracking)
     except BaseException:
-        # Ctrl-C or an error at any point once Ray may be starting: a process that exits with Ray's threads still
-        # attached can die of a segmentation fault at interpreter teardown (exit -11 instead of 3, seen once)
+        # Ctrl-C or an error at any point once Ray may be starting: Ray must not stay attached to a process that
+        # exits (it can die of a segmentation fault at interpreter teardown) or that runs main() again
         gc.unfreeze()
-        ray.shutdown()   # also: a caller that runs main() again must not find this instance still attached
+        ray.shutdown()
         raise
     phases.done("trials")
+    defer()   # Tune's handler outlives its fit: a Ctrl-C from here on is ours, honoured once the tables are written
     # Tune's objects (actor and placement-group handles of trials that never started) are freed while Ray
     # still runs: freed after shutdown, their handles abort the process (exit 1 instead of 3, seen once)
     gc.collect()
@@ -426,9 +419,11 @@ def finish(sweep, root, phases: Phases, tracking: list) -> tuple[dict, bool]:
                   f"WA {row.test_wa_mean:.3f} +- {row.test_wa_std:.3f}  (n={row.n})"
                   + (f"  {setting}" if row.hparams == CHOSEN else
                      f"  {setting}; kept in {row.val_chosen_folds}/{row.n_folds} folds" if setting else ""))
+        stop_point()   # the tables are written: a stop asked for meanwhile skips only the report and tracking
         write_report_safely(sweep_dir)
         phases.done("report")
     for tracker in tracking:
+        stop_point()
         publish_safely(tracker, tables, sweep_dir, sweep_facts(sweep, folds))
         for line in tracker.where():
             print(f"[sweep] tracking: {line}")
@@ -477,26 +472,26 @@ def main(argv=None) -> int:
                              "object store reachable from every node; exit 2 on any problem")
     arguments = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(arguments)
-    stop_on_sigterm()
-    try:
-        path, overrides = split_overrides(args.sweep, args.overrides)
-        sweep = load_sweep(path, overrides)
-        sweep.arguments = [arg for arg in arguments if arg != "--restart-errored"]
-        if args.storage:
-            sweep.storage = args.storage
-        if args.check:
-            from orchestration.doctor import check
+    with deferred():
+        try:
+            path, overrides = split_overrides(args.sweep, args.overrides)
+            sweep = load_sweep(path, overrides)
+            sweep.arguments = [arg for arg in arguments if arg != "--restart-errored"]
+            if args.storage:
+                sweep.storage = args.storage
+            if args.check:
+                from orchestration.doctor import check
 
-            return check(sweep, args.address, args.verbose)
-        return run(sweep, args.restart_errored, args.address, args.verbose)
-    except (SweepError, FileNotFoundError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return EXIT_PROBLEM
-    except KeyboardInterrupt:   # Ctrl-C or SIGTERM outside the trials (extracting features, writing tables)
-        print(f"[sweep] interrupted before the sweep's end; nothing finished is lost. Next: run the same command "
-              f"to resume: {resume_command(arguments)}", flush=True)
-        return EXIT_RESUMABLE
-
+                return check(sweep, args.address, args.verbose)
+            stop_point()
+            return run(sweep, args.restart_errored, args.address, args.verbose)
+        except (SweepError, FileNotFoundError) as err:
+            print(f"error: {err}", file=sys.stderr)
+            return EXIT_PROBLEM
+        except KeyboardInterrupt:   # a stop point honoured a Ctrl-C or SIGTERM outside the trials
+            print(f"[sweep] interrupted before the sweep's end; nothing finished is lost. Next: run the same "
+                  f"command to resume: {resume_command(arguments)}", flush=True)
+            return EXIT_RESUMABLE
 
 if __name__ == "__main__":
     leave(main())

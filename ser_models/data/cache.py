@@ -27,6 +27,8 @@ import pyarrow.parquet as pq
 import torch
 from tqdm import tqdm
 
+from ser_models.interrupt import stop_point
+
 CODE_VERSION = "1"   # bump when any extractor's numbers change
 WORD_SPANS = "word_spans"  # [words, 2] start/end seconds: given alignment or the fallback
 DEFAULT_CACHE = Path(os.environ.get("EMOSWEEP_CACHE", Path.home() / ".cache" / "emosweep" / "features"))
@@ -168,6 +170,10 @@ class _Writer:
         self.frames.append(len(array))
         self.total += len(array)
 
+    def discard(self) -> None:
+        self.handle.close()
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
     def commit(self, meta: dict) -> FeatureStore:
         self.handle.close()
         pq.write_table(pa.table({"utt_id": self.ids, "offset": pa.array(self.offsets, pa.int64()),
@@ -250,7 +256,6 @@ def warn_cropped(table: pd.DataFrame, names: list[str]) -> None:
 
 def _compute(table, todo, finals, report, workers, progress, chunk, quarantine_path, engine="threads"):
     rows = table[["utt_id", "path", "text", "align_words", "align_start", "align_end"]].to_dict("records")
-    chunks = [rows[i: i + chunk] for i in range(0, len(rows), chunk)]
     writers = {name: _Writer(finals[name], name) for name in todo}
     bad = []
     workers = workers if workers is not None else (os.cpu_count() or 1)
@@ -265,7 +270,25 @@ def _compute(table, todo, finals, report, workers, progress, chunk, quarantine_p
                 for name, array in outcome.items():
                     writers[name].add(utt_id, array)
         bar.update(len(results))
+        stop_point()   # a Ctrl-C of a sweep's driver stops extraction here: nothing committed, nothing half written
 
+    try:
+        _run(rows, chunk, todo, consume, workers, engine, report)
+    except BaseException:   # stopped or failed: no temporary feature folder is left behind
+        for writer in writers.values():
+            writer.discard()
+        raise
+    finally:
+        bar.close()
+    for name in todo:
+        report.stores[name] = writers[name].commit({"feature": name, "code_version": CODE_VERSION})
+        report.computed.append(name)
+    quarantine_path.parent.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame(bad, columns=["utt_id", "path", "reason"]).to_csv(quarantine_path, index=False)
+
+
+def _run(rows, chunk, todo, consume, workers, engine, report) -> None:
+    """Extract chunks of `chunk` rows with the engine asked for, handing each one's results to `consume`."""
     if engine == "ray":
         from .distributed import extract_on_ray
 
@@ -274,7 +297,9 @@ def _compute(table, todo, finals, report, workers, progress, chunk, quarantine_p
             consume(_extract_chunk(absent, todo))
         present = [row for row in rows if os.path.exists(row["path"])]
         report.nodes = extract_on_ray([present[i: i + chunk] for i in range(0, len(present), chunk)], todo, consume)
-    elif workers <= 1:
+        return
+    chunks = [rows[i: i + chunk] for i in range(0, len(rows), chunk)]
+    if workers <= 1:
         for part in chunks:
             consume(_extract_chunk(part, todo))
     else:
@@ -282,15 +307,10 @@ def _compute(table, todo, finals, report, workers, progress, chunk, quarantine_p
         # (2.1x on 2 cores), and a process pool would re-import the caller's __main__.
         threads = torch.get_num_threads()
         torch.set_num_threads(1)
+        pool = ThreadPoolExecutor(workers)
         try:
-            with ThreadPoolExecutor(workers) as pool:
-                for future in as_completed([pool.submit(_extract_chunk, part, todo) for part in chunks]):
-                    consume(future.result())
+            for future in as_completed([pool.submit(_extract_chunk, part, todo) for part in chunks]):
+                consume(future.result())
         finally:
+            pool.shutdown(cancel_futures=True)   # stopped early: the chunks not started are dropped, not run
             torch.set_num_threads(threads)
-    bar.close()
-    for name in todo:
-        report.stores[name] = writers[name].commit({"feature": name, "code_version": CODE_VERSION})
-        report.computed.append(name)
-    quarantine_path.parent.mkdir(parents=True, exist_ok=True)
-    pd.DataFrame(bad, columns=["utt_id", "path", "reason"]).to_csv(quarantine_path, index=False)
