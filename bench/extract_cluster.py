@@ -1,6 +1,7 @@
 """Feature extraction on the cluster (`resources.extract: cluster`, Ray Data) against the driver's threads.
 
     .venv/bin/python bench/extract_cluster.py [--features fbank40 spec257] [--corpus ravdess|synthetic]
+    .venv/bin/python bench/extract_cluster.py --features ssl_layers --encoder FOLDER   # an SSL encoder's layers
 
 On a real `ray start` cluster on this machine (tests/local_cluster.py), with a fresh cache each time:
   1. the driver path (threads) limited to 1 CPU: the baseline;
@@ -28,22 +29,27 @@ from tests.local_cluster import local_cluster  # noqa: E402
 TIMED = """
 import sys, time, json
 from orchestration.task import corpus_from_config
+from orchestration.task import configured_features
 from ser_models.data.cache import extract
 import ray
 corpus = corpus_from_config(json.loads(sys.argv[1]))
 engine, cache, names = sys.argv[2], sys.argv[3], sys.argv[4].split(",")
+configured = configured_features(json.loads(sys.argv[5]))
+table = corpus.task.head(int(sys.argv[6])) if int(sys.argv[6]) else corpus.task
 if engine == "ray":
     ray.init(logging_level="ERROR", log_to_driver=False)
 started = time.perf_counter()
-report = extract(corpus.task, names, cache, progress=False, engine=engine, workers=1)
-print("SECONDS", time.perf_counter() - started, len(report.nodes), len(corpus.task))
+report = extract(table, names, cache, progress=False, engine=engine, workers=1, configured=configured)
+print("SECONDS", time.perf_counter() - started, len(report.nodes), len(table))
 """
 
 
-def timed(corpus: dict, engine: str, cache: Path, names: list[str], env: dict | None = None) -> tuple[float, int, int]:
+def timed(corpus: dict, engine: str, cache: Path, names: list[str], env: dict | None = None,
+          encoder: dict | None = None, limit: int = 0) -> tuple[float, int, int]:
     import json
 
-    done = subprocess.run([sys.executable, "-c", TIMED, json.dumps(corpus), engine, str(cache), ",".join(names)],
+    done = subprocess.run([sys.executable, "-c", TIMED, json.dumps(corpus), engine, str(cache), ",".join(names),
+                           json.dumps(encoder), str(limit)],
                           cwd=REPO, env=env, capture_output=True, text=True, timeout=1800)
     line = next((text for text in done.stdout.splitlines() if text.startswith("SECONDS")), None)
     if line is None:
@@ -56,7 +62,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--features", nargs="+", default=["fbank40", "spec257"])
     parser.add_argument("--corpus", choices=["ravdess", "synthetic"], default=None)
+    parser.add_argument("--encoder", help="a checkpoint folder for the ssl_layers feature")
+    parser.add_argument("--utterances", type=int, default=0, help="only the first N of the task (0: all)")
     args = parser.parse_args()
+    encoder = {"model": args.encoder} if args.encoder else None
     with tempfile.TemporaryDirectory() as scratch:
         scratch = Path(scratch)
         data = shared_data_dir()
@@ -69,12 +78,13 @@ def main() -> None:
             generate(scratch / "synthetic", config)
             corpus = {"name": "synthetic", "root": str(scratch / "synthetic"), **config.__dict__}
         rows = []
-        threads, _, utterances = timed(corpus, "threads", scratch / "cache-threads", args.features)
-        rows.append(("driver threads, 1 CPU", threads, 1))
+        threads, _, utterances = timed(corpus, "threads", scratch / "cache-threads", args.features,
+                                       encoder=encoder, limit=args.utterances)
+        rows.append(("driver, 1 worker", threads, 1))
         for label, workers in (("Ray Data, 1 node x 1 CPU", []), ("Ray Data, 2 nodes x 1 CPU", [1])):
             with local_cluster(None, head_cpus=1, worker_cpus=workers) as cluster:
                 seconds, nodes, _ = timed(corpus, "ray", scratch / f"cache-{len(workers)}", args.features,
-                                          cluster.env)
+                                          cluster.env, encoder, args.utterances)
             rows.append((label, seconds, nodes))
     print(f"{corpus['name']}: {utterances} utterances, features {', '.join(args.features)}")
     print(f"{'path':28s} {'seconds':>8s} {'nodes':>6s} {'utt/s':>7s} {'vs threads':>11s}")

@@ -49,6 +49,7 @@ class Sweep:
     test_corpora: list[dict] = field(default_factory=list)   # cross-corpus test sets
     ensembles: dict[str, list[str]] = field(default_factory=dict)   # name -> member cells, fused at aggregation
     arguments: list[str] = field(default_factory=list)   # the command line's: "run the same command" repeats them
+    encoder: dict | None = None                  # the ssl_layers feature's checkpoint (schema: encoder.*)
 
 
 def _fail(source, message, fix):
@@ -124,7 +125,8 @@ def parse_sweep(data: dict, source: str = "<embedded>") -> Sweep:
                  fold_indices=data.get("fold_indices"), raw=copy.deepcopy(data),
                  train_explicit=dict(data.get("train") or {}),
                  tracking={**schema.defaults("tracking"), **(data.get("tracking") or {})},
-                 test_corpora=test_corpora, ensembles=ensembles)
+                 test_corpora=test_corpora, ensembles=ensembles,
+                 encoder={**schema.defaults("encoder"), **data["encoder"]} if data.get("encoder") else None)
 
 
 def distinct(source: str, key: str, values: list, example: str) -> None:
@@ -361,6 +363,7 @@ def _validate_extras(sweep: Sweep) -> None:
     from ser_models.data.text import vectors_problem
     from ser_models.registry import model_inputs
 
+    _validate_encoder(sweep)
     for model, ablation in sweep.cells:
         for name in model_inputs(model, ablation):
             fix = missing_extra(name)
@@ -371,6 +374,26 @@ def _validate_extras(sweep: Sweep) -> None:
     problem = vectors_problem(sweep.vectors) if readers else None
     if problem:
         _fail(sweep.source, f"vectors: {problem[0]}, and {readers[0]} reads words through them", problem[1])
+
+
+def _validate_encoder(sweep: Sweep) -> None:
+    """An ssl_* model needs the encoder: section, the section needs a reader, and its checkpoint must load here."""
+    from ser_models.data.encoders import EncoderError, encoder_feature
+    from ser_models.registry import model_inputs
+
+    readers = [f"{model}/{ablation}" for model, ablation in sweep.cells
+               if "ssl_layers" in model_inputs(model, ablation)]
+    if readers and not sweep.encoder:
+        _fail(sweep.source, f"{readers[0]} reads the ssl_layers feature, which the encoder: section sets up",
+              "add encoder: {model: <a checkpoint folder or hub id>}, e.g. model: microsoft/wavlm-base-plus")
+    if sweep.encoder and not readers:
+        _fail(sweep.source, "encoder: is set but no model reads its layers", "add an ssl_* model (emosweep models), "
+              "or drop the encoder: section")
+    if sweep.encoder:
+        try:
+            encoder_feature(**sweep.encoder)
+        except EncoderError as err:
+            _fail(sweep.source, str(err), "")
 
 
 def _validate_train(src: str, model: str, train: dict, res: dict) -> None:

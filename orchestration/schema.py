@@ -76,6 +76,8 @@ KEYS = [
         "nothing is picked on test; adding one to a finished sweep reruns nothing", changes_results=False),
     Key("tracking", (dict, type(None)), None, "experiment trackers that watch the sweep (below); they change no "
         "number, so adding one to a finished sweep reruns nothing", changes_results=False),
+    Key("encoder", (dict, type(None)), None, "a self-supervised speech encoder whose hidden layers the ssl_* "
+        "models read (below; extra: ssl)"),
 
     Key("train.epochs", (int,), 20, "epochs per trial", minimum=1, maximum=100_000),
     Key("train.batch_size", (int,), 32, "global batch (DDP workers each take batch_size / workers_per_trial)",
@@ -156,9 +158,19 @@ KEYS = [
         minimum=1, maximum=100_000),
     Key("search.space", (dict,), None, "hyperparameter -> [low, high] or [low, high, log] or a list of choices",
         required=True),
+
+    Key("encoder.model", (str,), None, "a local folder written by save_pretrained (or `hf download`), or a "
+        "Hugging Face hub id (microsoft/wavlm-base-plus, facebook/hubert-base-ls960, facebook/wav2vec2-base, "
+        "openai/whisper-large-v3); offline, a hub id needs the hub cache filled", required=True),
+    Key("encoder.revision", (str,), "main", "the hub revision (a branch, tag or commit); a local folder is what "
+        "it is (the cache key holds a digest of its weight files either way)"),
+    Key("encoder.pooling", (str,), "mean", "pool each layer over the utterance's frames: mean, or mean_std "
+        "(mean and standard deviation, twice the dims)", choices=("mean", "mean_std")),
+    Key("encoder.chunk_seconds", NUMBER, 30, "wav2vec2, HuBERT, WavLM: longer utterances are encoded in windows "
+        "of this many seconds (Whisper: always 30 s windows)", minimum=1, maximum=600),
 ]
 BY_PATH = {key.path: key for key in KEYS}
-SECTIONS = ("train", "resources", "search", "tracking")
+SECTIONS = ("train", "resources", "search", "tracking", "encoder")
 
 
 def defaults(section: str) -> dict:
@@ -226,8 +238,8 @@ def reference_markdown() -> str:
              "quote values with spaces for the shell). The same checks apply, an override that changes results "
              "starts new trials as an edit does, and the sweep folder keeps the file as it ran (`sweep.yaml`). "
              "`FILE` may be a shipped sweep file's name (`emosweep configs` lists them; `emosweep copy NAME` writes "
-             "one here to edit). Relative paths in a sweep file (`corpus.root`, `cache`, `storage`) are relative "
-             "to the folder the command runs in.", "",
+             "one here to edit). Relative paths in a sweep file (`corpus.root`, `cache`, `storage`, "
+             "`encoder.model`) are relative to the folder the command runs in.", "",
              "| key | type | default | allowed | meaning |", "|---|---|---|---|---|"]
     for key in KEYS:
         default = "required" if key.required else f"`{json.dumps(key.default)}`"

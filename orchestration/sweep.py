@@ -51,7 +51,7 @@ def base_config(sweep, root: str) -> dict:
     return {"sweep": sweep.name, "corpus": sweep.corpus, "test_corpora": sweep.test_corpora, "folds": sweep.folds,
             "train": sweep.train,
             "train_explicit": sweep.train_explicit, "settings": settings_digest(sweep.raw)[:12],
-            "resources": sweep.resources, "cache": sweep.cache, "vectors": sweep.vectors,
+            "resources": sweep.resources, "cache": sweep.cache, "vectors": sweep.vectors, "encoder": sweep.encoder,
             "git_commit": git_commit()}
 
 
@@ -64,7 +64,7 @@ def prepare_features(sweep, corpus):
     inputs = sorted({i for model, ablation in sweep.cells for i in model_inputs(model, ablation)})
     engine = "ray" if sweep.resources["extract"] == "cluster" else "threads"
     task = prepare_task(sweep.corpus, sweep.folds, inputs, sweep.cache, sweep.vectors, progress=True,
-                        test_corpora=sweep.test_corpora, engine=engine)
+                        test_corpora=sweep.test_corpora, engine=engine, encoder=sweep.encoder)
     if task.report.nodes:
         print(f"[sweep] features extracted on {len(task.report.nodes)} node(s) with Ray Data")
     print(f"[sweep] corpus {corpus.name}: {len(task.table)} usable utterances in {len(task.folds)} speaker-disjoint "
@@ -187,7 +187,8 @@ def preflight(sweep, probe: bool = True):
         cross = cross_tables(corpus, sweep.test_corpora)
     except (FileNotFoundError, CorpusError) as err:   # a test corpus that cannot be read or mapped
         raise SweepError(f"{sweep.source}: {err}") from None
-    plan = feature_plan(corpus, cross, {i for cell in sweep.cells for i in model_inputs(*cell)}, sweep.cache)
+    plan = feature_plan(corpus, cross, {i for cell in sweep.cells for i in model_inputs(*cell)}, sweep.cache,
+                        sweep.encoder)
     check_cache_room(sweep, plan)
     return corpus, root, recorded_change(sweep, storage.join(root, sweep.name)), plan
 

@@ -68,17 +68,29 @@ class FeaturePlan:
         return sum(size for name, size in self.sizes.items() if name not in self.cached)
 
 
-def feature_plan(corpus: Corpus, cross: dict[str, pd.DataFrame], inputs, cache_dir: str | None) -> FeaturePlan:
+def feature_plan(corpus: Corpus, cross: dict[str, pd.DataFrame], inputs, cache_dir: str | None,
+                 encoder: dict | None = None) -> FeaturePlan:
     """What extraction will read and write, from file headers and the cache's keys, before any audio is decoded."""
     from ser_models.data.cache import corpus_fingerprint, feature_key
     from ser_models.data.sizing import feature_bytes
 
     every = extraction_table(corpus, cross)
     names = features_for(inputs)
+    configured = configured_features(encoder)
     folder = Path(cache_dir or DEFAULT_CACHE)
     fingerprint = corpus_fingerprint(every) if names else ""
-    cached = {name for name in names if (folder / name / feature_key(name, fingerprint) / "meta.json").exists()}
-    return FeaturePlan(feature_bytes(every, names), cached, str(folder))
+    cached = {name for name in names
+              if (folder / name / feature_key(name, fingerprint, configured) / "meta.json").exists()}
+    return FeaturePlan(feature_bytes(every, names, configured), cached, str(folder))
+
+
+def configured_features(encoder: dict | None) -> dict:
+    """The extractors a sweep file sets up: its encoder: section's checkpoint as the ssl_layers feature."""
+    if not encoder:
+        return {}
+    from ser_models.data.encoders import encoder_feature
+
+    return {"ssl_layers": encoder_feature(**encoder)}
 
 
 def extraction_table(corpus: Corpus, cross: dict[str, pd.DataFrame]) -> pd.DataFrame:
@@ -90,9 +102,9 @@ def extraction_table(corpus: Corpus, cross: dict[str, pd.DataFrame]) -> pd.DataF
 
 def prepare_task(corpus_cfg: dict, folds: str | None, inputs, cache_dir: str | None = None,
                  vectors: str = "glove-6b-50d", progress: bool = False, test_corpora=(),
-                 engine: str = "threads") -> Task:
-    key = json.dumps([corpus_cfg, folds, sorted(inputs), cache_dir, vectors, progress, list(test_corpora), engine],
-                     sort_keys=True, default=str)
+                 engine: str = "threads", encoder: dict | None = None) -> Task:
+    key = json.dumps([corpus_cfg, folds, sorted(inputs), cache_dir, vectors, progress, list(test_corpora), engine,
+                      encoder], sort_keys=True, default=str)
     return _prepare(key)
 
 
@@ -138,18 +150,19 @@ def task_for(config: dict, inputs) -> Task:
     if config.get("task_ref") is not None:
         return shared_task(config["task_ref"])
     return prepare_task(config["corpus"], config.get("folds"), inputs, config.get("cache"), config.get("vectors"),
-                        test_corpora=config.get("test_corpora") or ())
+                        test_corpora=config.get("test_corpora") or (), encoder=config.get("encoder"))
 
 
 @functools.lru_cache(maxsize=4)
 def _prepare(key: str) -> Task:
-    corpus_cfg, folds, inputs, cache_dir, vectors, progress, test_corpora, engine = json.loads(key)
+    corpus_cfg, folds, inputs, cache_dir, vectors, progress, test_corpora, engine, encoder = json.loads(key)
     corpus = corpus_from_config(corpus_cfg)
     task_table = corpus.task
     cross = cross_tables(corpus, test_corpora)
     context = corpus.table[corpus.table["label"].isna()] if corpus.has_dialogs else corpus.table.iloc[:0]
     every = extraction_table(corpus, cross)
-    report = extract(every, features_for(inputs), cache_dir or DEFAULT_CACHE, progress=progress, engine=engine)
+    report = extract(every, features_for(inputs), cache_dir or DEFAULT_CACHE, progress=progress, engine=engine,
+                     configured=configured_features(encoder))
     usable = report.usable if report.stores else set(every["utt_id"])
     cross = {name: frame[frame["utt_id"].isin(usable)].reset_index(drop=True) for name, frame in cross.items()}
     # folds are built on the full task so a quarantined file never moves a speaker between folds

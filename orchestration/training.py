@@ -408,6 +408,10 @@ def build_for_task(config: dict, task):
     options.update({k: v for k, v in (config.get("hparams") or {}).items() if k in get_spec(model_name).defaults})
     if task.vocab is not None and "words" in model_inputs(model_name, ablation):
         options.update(vocab_size=len(task.vocab), embeddings=task.embeddings, embedding_dim=task.embeddings.shape[1])
+    if "input_shapes" in get_spec(model_name).defaults:   # a head sized by its features (an encoder's layers)
+        stores = task.report.stores
+        options["input_shapes"] = {name: stores[name][stores[name].utt_ids[0]].shape
+                                   for name in model_inputs(model_name, ablation) if name in stores}
     return build_model(model_name, ablation, num_classes=len(task.classes), **options)
 
 

@@ -225,3 +225,21 @@ def alignment_mean_max_pool(frames: torch.Tensor, alignment: torch.Tensor, chunk
         block = alignment[:, start: start + step].unsqueeze(-1)            # [B, w, T, 1]
         maxima.append((frames.unsqueeze(1) * block - 1e6 * (1 - block)).amax(2))
     return torch.cat([mean, torch.cat(maxima, 1)], dim=-1)
+
+
+class Standardize(nn.Module):
+    """Per-dimension standardisation with the fold's training statistics, kept as buffers: checkpoints carry
+    them. `dims` an int, or a shape ([layers, hidden] for an encoder's pooled layers)."""
+
+    def __init__(self, dims: int | tuple[int, ...]):
+        super().__init__()
+        self.register_buffer("mean", torch.zeros(dims))
+        self.register_buffer("std", torch.ones(dims))
+
+    @torch.no_grad()
+    def fit(self, features: torch.Tensor) -> None:
+        self.mean.copy_(features.mean(0))
+        self.std.copy_(features.std(0, unbiased=False).clamp_min(1e-6))   # a constant functional stays 0
+
+    def forward(self, x):
+        return (x - self.mean) / self.std

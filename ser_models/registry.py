@@ -22,6 +22,8 @@ INPUTS = {
     "mel1024_fixed": "log mel, n_fft 1024, 256 mels, resized to 120 frames",
     "spec257": "257-bin log power spectrogram, 25/10 ms",
     "egemaps": "openSMILE eGeMAPSv02 functionals: 88 values per utterance (extra: egemaps)",
+    "ssl_layers": "every hidden layer of the sweep's encoder (wav2vec2, HuBERT, WavLM, Whisper), pooled over the "
+                  "utterance: [layers + 1, dims] (extra: ssl)",
     "words": "word ids of the transcript (needs transcripts)",
     "word_spans": "word start/end times (needs transcripts; .wdseg/TextGrid or the fallback)",
 }
@@ -61,6 +63,8 @@ class ModelSpec:
     # the paper's training recipe (train: keys of a sweep file); a sweep's own train: keys override it
     recipe: dict = field(default_factory=dict)
     recipe_source: str = ""
+    # options the registry's listing builds it with, where a sweep supplies sizes (an encoder's layers)
+    listing: dict = field(default_factory=dict)
 
     def config(self, ablation: str = "full", **overrides) -> dict:
         if ablation not in self.ablations:

@@ -7,7 +7,7 @@ import torch
 from ser_models.data.dataset import collate
 
 VOCAB = 30
-FIXED = {"mel512_fixed": (230, 128), "mel1024_fixed": (120, 256), "egemaps": (1, 88)}
+FIXED = {"mel512_fixed": (230, 128), "mel1024_fixed": (120, 256), "egemaps": (1, 88), "ssl_layers": (3, 64)}
 FRAME_DIMS = {"fbank40": 40, "mfcc39": 39, "spec257": 257}
 
 

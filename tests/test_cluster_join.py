@@ -131,6 +131,36 @@ def test_the_cluster_extracts_features_on_every_node_and_they_are_the_drivers(st
         assert all(np.array_equal(store[u], cluster.stores[name][u]) for u in store.utt_ids), name
 
 
+def test_an_encoders_layers_are_extracted_on_both_nodes_as_the_driver_extracts_them(start_cluster, tmp_path,
+                                                                                      synthetic_root,
+                                                                                      synthetic_corpus):
+    """The encoder travels to Ray Data's actors as a folder and a weights digest; each node loads it once."""
+    import numpy as np
+
+    pytest.importorskip("transformers")
+    from orchestration.task import configured_features
+    from ser_models.data.cache import extract
+
+    from .test_ssl import save_tiny
+
+    encoder = {"model": str(save_tiny(tmp_path / "wavlm", "wavlm"))}
+    env, port, _ = start_cluster('{"TRAIN_DRIVER": 64}')
+    path = write_sweep(tmp_path, synthetic_root, models={"ssl_probe": ["full"]}, encoder=encoder, fold_indices=[0],
+                       train={"epochs": 2, "batch_size": 8, "lr": 3e-3}, resources={"extract": "cluster"})
+    done = sweep_on(env, path)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "[sweep] features extracted on 2 node(s) with Ray Data" in done.stdout
+    configured = configured_features({"pooling": "mean", "chunk_seconds": 30, "revision": "main", **encoder})
+    cluster = extract(synthetic_corpus.table, ["ssl_layers"], tmp_path / "cache", progress=False,
+                      configured=configured)
+    assert cluster.computed == []
+    driver = extract(synthetic_corpus.table, ["ssl_layers"], tmp_path / "driver-cache", progress=False,
+                     configured=configured)
+    store, theirs = driver.stores["ssl_layers"], cluster.stores["ssl_layers"]
+    assert sorted(store.utt_ids) == sorted(theirs.utt_ids)
+    assert max(np.abs(store[u] - theirs[u]).max() for u in store.utt_ids) < 1e-4
+
+
 def test_a_worker_node_lost_mid_trial_continues_from_its_checkpoint(start_cluster, tmp_path, synthetic_root):
     import json
 

@@ -4,13 +4,15 @@ import torch
 
 from ser_models.registry import INPUTS, IncompatibleInputs, all_models, build_model, check_corpus_supports, model_inputs
 
-from .model_inputs import VOCAB, batch_for, pad_more
+from .model_inputs import FIXED, VOCAB, batch_for, pad_more
 
 PAIRS = [(name, ablation) for name, spec in all_models().items() for ablation in spec.ablations]
 
 
 def small(name: str) -> dict:
-    return {"vocab_size": VOCAB} if "vocab_size" in all_models()[name].defaults else {}
+    defaults = all_models()[name].defaults
+    return ({"vocab_size": VOCAB} if "vocab_size" in defaults else {}) | (
+        {"input_shapes": FIXED} if "input_shapes" in defaults else {})
 
 
 @pytest.mark.parametrize("name, ablation", PAIRS)
@@ -162,10 +164,11 @@ def test_masked_batch_norm_counts_only_valid_frames():
 def test_model_inputs_are_declared_once_and_each_has_a_source():
     from orchestration.task import FEATURE_INPUTS
     from ser_models.data.cache import WORD_SPANS
-    from ser_models.data.features import EXTRACTORS
+    from ser_models.data.features import CONFIGURED, EXTRACTORS
     from ser_models.registry import INPUTS, all_models, model_inputs
 
-    assert FEATURE_INPUTS == set(INPUTS) - {"words"} and FEATURE_INPUTS <= set(EXTRACTORS) | {WORD_SPANS}
+    assert FEATURE_INPUTS == set(INPUTS) - {"words"}
+    assert FEATURE_INPUTS <= set(EXTRACTORS) | {WORD_SPANS} | set(CONFIGURED)
     used = {i for name, spec in all_models().items() for ablation in spec.ablations
             for i in model_inputs(name, ablation)}
     assert used <= set(INPUTS)

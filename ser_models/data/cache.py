@@ -46,11 +46,11 @@ def corpus_fingerprint(table: pd.DataFrame) -> str:
     return digest.hexdigest()
 
 
-def feature_key(name: str, fingerprint: str) -> str:
+def feature_key(name: str, fingerprint: str, configured: dict | None = None) -> str:
     from .features import describe
 
     config = {"code": CODE_VERSION, "fingerprint": fingerprint,
-              "extractor": {"name": WORD_SPANS} if name == WORD_SPANS else describe(name)}
+              "extractor": {"name": WORD_SPANS} if name == WORD_SPANS else describe(name, configured)}
     return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:20]
 
 
@@ -114,11 +114,11 @@ class ExtractionReport:
         return set.intersection(*(set(s.utt_ids) for s in stores)) if stores else set()
 
 
-def _extract_chunk(rows: list[dict], names: list[str]) -> list[tuple[str, dict | str]]:
-    """Worker: decode each file once and run every requested extractor on it."""
+def _extract_chunk(rows: list[dict], extractors: dict) -> list[tuple[str, dict | str]]:
+    """Worker: decode each file once and run every requested extractor (name -> extractor; None for the word
+    spans) on it."""
     from .alignment import fallback_alignment
     from .audio import AudioError, load_audio
-    from .features import get_extractor
     from .text import utterance_words
 
     out = []
@@ -129,7 +129,7 @@ def _extract_chunk(rows: list[dict], names: list[str]) -> list[tuple[str, dict |
             out.append((row["utt_id"], f"{err.reason}. Fix: {err.fix}"))
             continue
         features = {}
-        for name in names:
+        for name, extractor in extractors.items():
             if name == WORD_SPANS:
                 if row.get("align_start") is not None:
                     spans = np.stack([row["align_start"], row["align_end"]], axis=1) if row["align_start"] else None
@@ -139,7 +139,7 @@ def _extract_chunk(rows: list[dict], names: list[str]) -> list[tuple[str, dict |
                 features[name] = np.zeros((0, 2), np.float32) if spans is None else spans.astype(np.float32)
             else:
                 try:
-                    features[name] = get_extractor(name)(wave).numpy()
+                    features[name] = extractor(wave).numpy()
                 except Exception as err:  # noqa: BLE001 - one odd file is quarantined, never fatal
                     features = f"{name} extraction failed ({type(err).__name__}: {str(err)[:160]}). Fix: check " \
                                "the file (length, channels), or drop it from the corpus"
@@ -189,15 +189,16 @@ class _Writer:
 
 def extract(table: pd.DataFrame, names: list[str], cache_dir: str | Path = DEFAULT_CACHE,
             workers: int | None = None, progress: bool = True, chunk: int = 16,
-            engine: str = "threads") -> ExtractionReport:
+            engine: str = "threads", configured: dict | None = None) -> ExtractionReport:
     """Return memory-mapped stores for `names`, computing only those not cached yet.
 
     engine: "threads" on this machine, or "ray": Ray Data tasks on the connected cluster's CPUs
-    (distributed.py); both write the same cache, so the stores are the same either way."""
+    (distributed.py); both write the same cache, so the stores are the same either way.
+    configured: the extractors a sweep file sets up (features.CONFIGURED: its encoder), by name."""
     started = time.perf_counter()
     cache_dir = Path(cache_dir)
     fingerprint = corpus_fingerprint(table)
-    finals = {name: cache_dir / name / feature_key(name, fingerprint) for name in names}
+    finals = {name: cache_dir / name / feature_key(name, fingerprint, configured) for name in names}
     report = ExtractionReport(stores={})
     todo = []
     for name, final in finals.items():
@@ -208,6 +209,9 @@ def extract(table: pd.DataFrame, names: list[str], cache_dir: str | Path = DEFAU
             todo.append(name)
     quarantine_path = cache_dir / "quarantine" / f"{fingerprint[:20]}.csv"
     if todo:
+        from .features import resolve
+
+        todo = {name: None if name == WORD_SPANS else resolve(name, configured) for name in todo}
         _compute(table, todo, finals, report, workers, progress, chunk, quarantine_path, engine)
     if quarantine_path.exists():
         report.quarantine = pd.read_csv(quarantine_path)

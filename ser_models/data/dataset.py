@@ -21,6 +21,8 @@ def speaker_statistics(table, stores: dict, inputs) -> dict:
     Label-free, from each speaker's own utterances (test speakers' too, as per-speaker normalisation in SER
     does: it needs their audio, never their labels).
     """
+    from .features import CONFIGURED
+
     stats = {}
     for name in inputs:
         if name in ("words", "word_spans") or name not in stores:
@@ -29,7 +31,8 @@ def speaker_statistics(table, stores: dict, inputs) -> dict:
             frames = [np.asarray(stores[name][u]) for u in utterances]
             if frames[0].ndim != 2:
                 break                              # waveforms and fixed vectors: left as they are
-            stacked = np.concatenate(frames).astype(np.float64)
+            # an encoder's rows are its layers, not frames: statistics per (layer, dimension)
+            stacked = (np.stack if name in CONFIGURED else np.concatenate)(frames).astype(np.float64)
             stats[name, speaker] = (stacked.mean(0).astype(np.float32),
                                     np.maximum(stacked.std(0), 1e-5).astype(np.float32))
     return stats

@@ -16,9 +16,9 @@ from typing import Callable
 
 class ExtractChunks:
     """A Ray Data actor: one chunk of utterance rows in, one (utt_id, features or bad-audio reason) per row out.
-    `names` is set on a subclass (for_features): constructor arguments would sit in the object store."""
+    `extractors` (name -> extractor) is set on a subclass: constructor arguments would sit in the object store."""
 
-    names: tuple[str, ...] = ()
+    extractors: dict = {}
 
     def __init__(self):
         import ray
@@ -39,13 +39,13 @@ class ExtractChunks:
                     f"node {self.node} cannot read {unreadable[0]}, which the driver can: every node needs the "
                     "corpus audio at the same path. Fix: mount it on every node (shared storage), or set "
                     "resources.extract: driver")
-            for utt_id, outcome in _extract_chunk(rows, list(self.names)):
+            for utt_id, outcome in _extract_chunk(rows, self.extractors):
                 ids.append(utt_id)
                 outcomes.append(pickle.dumps(outcome, protocol=pickle.HIGHEST_PROTOCOL))
         return {"utt_id": ids, "outcome": outcomes, "node": [self.node] * len(ids)}
 
 
-def extract_on_ray(chunks: list[list[dict]], names: list[str], consume: Callable[[list], None]) -> set[str]:
+def extract_on_ray(chunks: list[list[dict]], extractors: dict, consume: Callable[[list], None]) -> set[str]:
     """Run the chunks on the connected Ray cluster; `consume` gets [(utt_id, outcome)] as results stream back.
     Returns the ids of the nodes that did the work."""
     import ray
@@ -55,7 +55,7 @@ def extract_on_ray(chunks: list[list[dict]], names: list[str], consume: Callable
     ray.data.DataContext.get_current().enable_progress_bars = False
     actors = min(max(1, int(ray.cluster_resources().get("CPU", 1))), len(chunks))
     dataset = ray.data.from_items([{"rows": pickle.dumps(chunk)} for chunk in chunks], override_num_blocks=len(chunks))
-    extractor = type("ExtractChunks", (ExtractChunks,), {"names": tuple(names)})
+    extractor = type("ExtractChunks", (ExtractChunks,), {"extractors": dict(extractors)})
     results = dataset.map_batches(extractor, batch_size=1, compute=ray.data.ActorPoolStrategy(size=actors),
                                   num_cpus=1, batch_format="numpy")
     nodes = set()

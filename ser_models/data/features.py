@@ -178,10 +178,23 @@ EXTRACTORS = {
 }
 
 
+# features whose extractor a sweep file sets up (name -> its section): one encoder checkpoint of many
+CONFIGURED = {"ssl_layers": "encoder"}
+
+
 def get_extractor(name: str):
     if name not in EXTRACTORS:
         raise KeyError(f"unknown feature {name!r}; available: {sorted(EXTRACTORS)}")
     return EXTRACTORS[name]
+
+
+def resolve(name: str, configured: dict | None = None):
+    """The extractor of `name`: the sweep's own for a CONFIGURED feature, else the fixed one."""
+    if name in CONFIGURED:
+        if not (configured or {}).get(name):
+            raise KeyError(f"feature {name!r} needs the sweep file's {CONFIGURED[name]}: section")
+        return configured[name]
+    return get_extractor(name)
 
 
 def kept_seconds(name: str) -> float | None:
@@ -194,6 +207,7 @@ def kept_seconds(name: str) -> float | None:
     return None
 
 
-def describe(name: str) -> dict:
-    extractor = get_extractor(name)
-    return {"name": name, "class": type(extractor).__name__, **asdict(extractor)}
+def describe(name: str, configured: dict | None = None) -> dict:
+    extractor = resolve(name, configured)
+    fields = extractor.identity() if hasattr(extractor, "identity") else asdict(extractor)
+    return {"name": name, "class": type(extractor).__name__, **fields}

@@ -13,13 +13,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .features import SAMPLE_RATE, get_extractor, kept_seconds
+from .features import SAMPLE_RATE, kept_seconds, resolve
 
 
 @functools.lru_cache(maxsize=None)
-def bytes_per_second(name: str) -> tuple[float, float]:
+def bytes_per_second(extractor) -> tuple[float, float]:
     """(intercept, slope) of one utterance's float32 bytes against its duration in seconds."""
-    extractor = get_extractor(name)
+    if hasattr(extractor, "shape"):     # a fixed size per utterance, known without running it (an encoder)
+        return 4 * float(np.prod(extractor.shape)), 0.0
     one, three = (int(np.asarray(extractor(np.zeros(int(s * SAMPLE_RATE), np.float32))).size) * 4 for s in (1, 3))
     slope = (three - one) / 2
     return one - slope, slope
@@ -37,7 +38,7 @@ def durations(table: pd.DataFrame) -> np.ndarray:
     return known.astype(float).to_numpy()
 
 
-def feature_bytes(table: pd.DataFrame, names: list[str]) -> dict[str, int]:
+def feature_bytes(table: pd.DataFrame, names: list[str], configured: dict | None = None) -> dict[str, int]:
     """Bytes each feature (an extractor's name) takes for every utterance of the table."""
     from .cache import WORD_SPANS
 
@@ -47,7 +48,7 @@ def feature_bytes(table: pd.DataFrame, names: list[str]) -> dict[str, int]:
         if name == WORD_SPANS:    # a start and an end (float32) per word
             sizes[name] = 8 * int(table["text"].fillna("").astype(str).str.split().str.len().sum())
             continue
-        intercept, slope = bytes_per_second(name)
+        intercept, slope = bytes_per_second(resolve(name, configured))
         kept = kept_seconds(name)
         # an unreadable file (nan seconds) is quarantined at extraction: it takes no room
         sizes[name] = int(np.nansum(intercept + slope * (np.minimum(seconds, kept) if kept else seconds)))

@@ -13,27 +13,13 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..blocks import Standardize
 from ..registry import ModelSpec, SERModel, register
 
 DIMS = 88
 RECIPE = {"optimizer": "adam", "lr": 1e-3, "batch_size": 32, "epochs": 50, "early_stop_patience": 10}
 SVM_RECIPE = {**RECIPE, "lr": 1e-2, "weight_decay": 1e-3}
 SOURCE = "[RECON] a floor, not a seed paper: Adam, batch 32, up to 50 epochs, early stop after 10 on validation"
-
-
-class Standardize(nn.Module):
-    def __init__(self, dims: int):
-        super().__init__()
-        self.register_buffer("mean", torch.zeros(dims))
-        self.register_buffer("std", torch.ones(dims))
-
-    @torch.no_grad()
-    def fit(self, features: torch.Tensor) -> None:
-        self.mean.copy_(features.mean(0))
-        self.std.copy_(features.std(0, unbiased=False).clamp_min(1e-6))   # a constant functional stays 0
-
-    def forward(self, x):
-        return (x - self.mean) / self.std
 
 
 class EgemapsModel(SERModel):

@@ -1,0 +1,181 @@
+"""Self-supervised speech encoders as a feature: every hidden layer of wav2vec2, HuBERT, WavLM or Whisper's
+encoder, pooled over an utterance's frames, through Hugging Face `transformers` (extra: ssl).
+
+One utterance gives one frame per layer: [layers + 1, hidden] (the CNN or embedding output, then each
+transformer layer), mean-pooled, or [layers + 1, 2 x hidden] with pooling mean_std. The encoder is frozen and
+runs in eval mode (no dropout), so a feature is a pure function of the audio and the weights: the cache key
+holds a digest of the weight files, and another checkpoint (or revision) never reads stale features.
+
+Chunking: wav2vec2, HuBERT and WavLM take any length, but their attention is quadratic in it, so an utterance
+longer than chunk_seconds is cut into chunk_seconds windows; the pooled statistics are the frame-weighted mean
+of the windows' (the same as pooling all frames at once, up to the frames lost at window edges). Whisper's
+encoder always sees 30 s windows (its positional table is fixed; the feature extractor pads): each window is
+pooled over the frames that cover audio only (50 per second), never over the padding.
+"""
+from __future__ import annotations
+
+import functools
+import hashlib
+import math
+import os
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+SAMPLE_RATE = 16_000
+WEIGHT_FILES = ("*.safetensors", "*.bin")
+WHISPER_FRAMES_PER_SECOND = 50       # 100 mel frames per second, halved by the encoder's strided convolution
+_LOADED: dict[str, tuple] = {}
+_LOADING = threading.Lock()
+
+
+class EncoderError(ValueError):
+    """A model that cannot be found or loaded here; the message ends with the fix."""
+
+
+@dataclass(frozen=True)
+class SSLLayers:
+    """The `ssl_layers` feature of one encoder checkpoint (a local folder) and pooling."""
+    folder: str
+    weights: str                  # digest of config.json and the weight files: the cache key's guard
+    pooling: str = "mean"         # mean, or mean_std
+    chunk_seconds: float = 30.0
+
+    def identity(self) -> dict:
+        """What the cache key holds: the weights and settings, not the folder (a copied checkpoint reuses it)."""
+        return {"weights": self.weights, "pooling": self.pooling, "chunk_seconds": self.chunk_seconds}
+
+    def __call__(self, wave) -> torch.Tensor:
+        return self.batch([wave])[0]
+
+    def batch(self, waves) -> list[torch.Tensor]:
+        """One [layers + 1, dims] tensor per waveform; each runs alone (no padding, so no masks to trust)."""
+        model, processor, whisper = load_encoder(self.folder)
+        device = next(model.parameters()).device
+        return [self._one(model, processor, whisper, np.asarray(wave, np.float32), device) for wave in waves]
+
+    def _one(self, model, processor, whisper: bool, wave: np.ndarray, device) -> torch.Tensor:
+        step = int((30.0 if whisper else self.chunk_seconds) * SAMPLE_RATE)
+        total = first = second = None
+        for start in range(0, max(1, len(wave)), step):
+            piece = wave[start: start + step]
+            states = _hidden_states(model, processor, whisper, piece, device)     # [layers + 1, frames, hidden]
+            if whisper:
+                states = states[:, : max(1, math.ceil(len(piece) / SAMPLE_RATE * WHISPER_FRAMES_PER_SECOND))]
+            frames = states.shape[1]
+            total = frames + (total or 0)
+            first = states.sum(1) + (first if first is not None else 0)
+            second = (states ** 2).sum(1) + (second if second is not None else 0)
+        mean = first / total
+        if self.pooling == "mean":
+            return mean
+        return torch.cat([mean, (second / total - mean ** 2).clamp_min(0).sqrt()], dim=-1)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """[layers + 1, dims] per utterance, from the config alone (no weights loaded)."""
+        config = _config(self.folder)
+        hidden = getattr(config, "d_model", None) or config.hidden_size
+        layers = getattr(config, "encoder_layers", None) or config.num_hidden_layers
+        return layers + 1, hidden * (2 if self.pooling == "mean_std" else 1)
+
+
+@torch.no_grad()
+def _hidden_states(model, processor, whisper: bool, piece: np.ndarray, device) -> torch.Tensor:
+    inputs = processor(piece, sampling_rate=SAMPLE_RATE, return_tensors="pt")
+    values = (inputs["input_features"] if whisper else inputs["input_values"]).to(device)
+    bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+        output = model(values, output_hidden_states=True)
+    return torch.stack(output.hidden_states)[:, 0].float().cpu()
+
+
+def _config(folder: str):
+    from transformers import AutoConfig
+
+    return AutoConfig.from_pretrained(folder)
+
+
+def load_encoder(folder: str):
+    """(model, feature extractor, is_whisper), once per process: trials of a pool reuse it."""
+    with _LOADING:
+        if folder not in _LOADED:
+            from transformers import AutoFeatureExtractor, AutoModel
+            from transformers.utils import logging as hf_logging
+
+            hf_logging.disable_progress_bar()   # one bar per loading process is noise beside extraction's own
+            model = AutoModel.from_pretrained(folder)
+            whisper = bool(getattr(model.config, "is_encoder_decoder", False))
+            model = (model.get_encoder() if whisper else model).eval()
+            model.to("cuda" if torch.cuda.is_available() else "cpu")
+            _LOADED[folder] = model, AutoFeatureExtractor.from_pretrained(folder), whisper
+        return _LOADED[folder]
+
+
+def encoder_feature(model: str, revision: str = "main", pooling: str = "mean", chunk_seconds: float = 30.0
+                    ) -> SSLLayers:
+    """The feature for a sweep's encoder section: `model` a local folder or a Hugging Face hub id."""
+    folder = local_folder(model, revision)
+    return SSLLayers(str(folder), weights_digest(folder), pooling, float(chunk_seconds))
+
+
+def is_local(model: str) -> bool:
+    return model.startswith(("/", "./", "../", "~")) or Path(model).expanduser().is_dir()
+
+
+def local_folder(model: str, revision: str) -> Path:
+    """The checkpoint's folder: the path given, or the hub cache's snapshot (downloaded unless offline)."""
+    try:
+        import transformers  # noqa: F401 - the loading code needs it; say so before anything else
+    except ImportError:
+        raise EncoderError(f"encoder.model {model!r} needs Hugging Face transformers, which is not installed "
+                           "here. Fix: pip install 'emosweep[ssl]' (on every node of a cluster)") from None
+    if is_local(model):
+        folder = Path(model).expanduser().resolve()
+        if not (folder / "config.json").is_file():
+            raise EncoderError(f"encoder.model {model!r}: no config.json in {folder}. Fix: point encoder.model at "
+                               "a folder written by save_pretrained (or by `hf download`)")
+        return folder
+    from huggingface_hub import snapshot_download
+
+    offline = os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes")
+    try:
+        return Path(snapshot_download(model, revision=revision, local_files_only=True))
+    except Exception:  # noqa: BLE001 - not in the hub cache: download it if this machine may
+        if not offline:
+            try:
+                return Path(snapshot_download(model, revision=revision))
+            except Exception as err:  # noqa: BLE001
+                reason = f"it could not be downloaded ({type(err).__name__})"
+        else:
+            reason = "HF_HUB_OFFLINE is set and it is not in the hub cache"
+    raise EncoderError(f"encoder.model {model!r} (revision {revision}): {reason}. Fix: on a machine with the "
+                       f"internet run: hf download {model} --revision {revision} --local-dir <folder>, copy "
+                       "<folder> here and set encoder.model: <folder>")
+
+
+def weights_digest(folder: Path) -> str:
+    """sha256 of config.json and every weight file's bytes: the same name with other weights is another key.
+    Computed once per process and set of files (a base model's 380 MB take about a second)."""
+    files = sorted(path for pattern in WEIGHT_FILES for path in folder.glob(pattern))
+    stamps = tuple((str(path), path.stat().st_size, path.stat().st_mtime_ns)
+                   for path in [folder / "config.json", *files])
+    return _digest(folder, stamps)
+
+
+@functools.lru_cache(maxsize=16)
+def _digest(folder: Path, stamps: tuple) -> str:
+    digest = hashlib.sha256((folder / "config.json").read_bytes())
+    files = [Path(name) for name, _, _ in stamps[1:]]
+    if not files:
+        raise EncoderError(f"encoder.model {folder}: no weight file (*.safetensors or *.bin). Fix: download the "
+                           "checkpoint's weights into it")
+    for path in files:
+        digest.update(path.name.encode())
+        with open(path, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 22), b""):
+                digest.update(block)
+    return digest.hexdigest()[:20]

@@ -1,0 +1,170 @@
+"""Self-supervised encoders through the real loading code, on tiny random checkpoints written by save_pretrained
+(no weights can be downloaded here): every family, the cache key, the hub cache offline, errors, a whole sweep."""
+import os
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+
+pytest.importorskip("transformers")
+
+from .conftest import REPO  # noqa: E402
+from .sweeps import run_sweep, table, write_sweep  # noqa: E402
+
+SMALL = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, conv_dim=(32,) * 7)
+
+
+def save_tiny(folder, family: str, seed: int = 0):
+    import torch
+    from transformers import (HubertConfig, HubertModel, Wav2Vec2Config, Wav2Vec2FeatureExtractor, Wav2Vec2Model,
+                              WavLMConfig, WavLMModel, WhisperConfig, WhisperFeatureExtractor, WhisperModel)
+
+    torch.manual_seed(seed)
+    if family == "whisper":
+        config = WhisperConfig(d_model=32, encoder_layers=2, encoder_attention_heads=2, encoder_ffn_dim=64,
+                               decoder_layers=1, decoder_attention_heads=2, decoder_ffn_dim=64, num_mel_bins=80,
+                               vocab_size=100, max_target_positions=32, pad_token_id=0, bos_token_id=1,
+                               eos_token_id=2, decoder_start_token_id=1)
+        WhisperModel(config).save_pretrained(folder)
+        WhisperFeatureExtractor(feature_size=80).save_pretrained(folder)
+    else:
+        config, model = {"wav2vec2": (Wav2Vec2Config, Wav2Vec2Model), "hubert": (HubertConfig, HubertModel),
+                         "wavlm": (WavLMConfig, WavLMModel)}[family]
+        model(config(**SMALL)).save_pretrained(folder)
+        Wav2Vec2FeatureExtractor().save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_wavlm(tmp_path_factory):
+    return save_tiny(tmp_path_factory.mktemp("wavlm"), "wavlm")
+
+
+def tone(seconds: float, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * 16_000)) / 16_000
+    return (0.3 * np.sin(2 * np.pi * 180 * t) + 0.01 * rng.standard_normal(len(t))).astype(np.float32)
+
+
+@pytest.mark.parametrize("family", ["wav2vec2", "hubert", "wavlm", "whisper"])
+def test_every_family_loads_offline_from_a_folder_and_gives_one_row_per_layer(tmp_path, family, monkeypatch):
+    from ser_models.data.encoders import encoder_feature
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    folder = save_tiny(tmp_path / family, family)
+    mean = encoder_feature(str(folder))
+    both = encoder_feature(str(folder), pooling="mean_std")
+    out = mean(tone(2.0))
+    assert tuple(out.shape) == mean.shape == (3, 32) and both.shape == (3, 64)     # CNN/embedding + 2 layers
+    assert np.isfinite(out.numpy()).all() and out.std() > 0
+    np.testing.assert_allclose(both(tone(2.0))[:, :32].numpy(), out.numpy(), rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(mean(tone(2.0)).numpy(), out.numpy())          # eval mode: no dropout
+    assert tuple(mean(tone(31.0)).shape) == (3, 32)                               # past one 30 s window
+
+
+def test_windows_pool_like_one_pass_up_to_the_frames_at_their_edges(tiny_wavlm):
+    from ser_models.data.encoders import encoder_feature
+
+    wave = tone(12.0)
+    whole = encoder_feature(str(tiny_wavlm), chunk_seconds=30)(wave).numpy()
+    windows = encoder_feature(str(tiny_wavlm), chunk_seconds=4)(wave).numpy()
+    assert np.abs(whole - windows).max() < 0.1 * np.abs(whole).max()
+    assert not np.array_equal(whole, windows)
+
+
+def test_the_cache_key_follows_the_weights_not_the_name(tmp_path, tiny_wavlm):
+    from ser_models.data.cache import feature_key
+    from ser_models.data.encoders import encoder_feature
+
+    other = shutil.copytree(tiny_wavlm, tmp_path / "same-name")
+    key = lambda folder: feature_key("ssl_layers", "corpus", {"ssl_layers": encoder_feature(str(folder))})  # noqa
+    assert key(tiny_wavlm) == key(other)          # where the checkpoint lies is not part of the key
+    first = key(other)
+    save_tiny(other, "wavlm", seed=1)              # other weights saved over the same folder
+    assert key(other) != first
+    assert feature_key("ssl_layers", "corpus", {"ssl_layers": encoder_feature(str(tiny_wavlm), pooling="mean_std")}) \
+        != key(tiny_wavlm)
+
+
+def hub_cache(root, repo: str, snapshots: dict[str, object], main: str):
+    """Hugging Face's hub cache layout, filled by hand: what `hf download` leaves on a machine."""
+    folder = root / f"models--{repo.replace('/', '--')}"
+    (folder / "refs").mkdir(parents=True)
+    (folder / "refs" / "main").write_text(main)
+    for commit, source in snapshots.items():
+        shutil.copytree(source, folder / "snapshots" / commit)
+    return root
+
+
+def test_a_hub_id_resolves_offline_in_the_hub_cache_and_the_revision_changes_the_key(tmp_path, tiny_wavlm):
+    import json
+    import sys
+
+    second = save_tiny(tmp_path / "second", "wavlm", seed=1)
+    commits = {"a" * 40: tiny_wavlm, "b" * 40: second}
+    env = {**os.environ, "HF_HUB_OFFLINE": "1",
+           "HF_HUB_CACHE": str(hub_cache(tmp_path / "hub", "lab/tiny-wavlm", commits, "a" * 40))}
+    program = ("import json, sys; from ser_models.data.cache import feature_key; "
+               "from ser_models.data.encoders import encoder_feature; "
+               "f = encoder_feature('lab/tiny-wavlm', revision=sys.argv[1]); "
+               "print(json.dumps([f.folder, feature_key('ssl_layers', 'c', {'ssl_layers': f})]))")
+    found = {}
+    for revision in ("main", "b" * 40):
+        done = subprocess.run([sys.executable, "-c", program, revision], capture_output=True, text=True, env=env,
+                              timeout=120)
+        assert done.returncode == 0, done.stderr[-2000:]
+        found[revision] = json.loads(done.stdout.strip().splitlines()[-1])
+    assert found["main"][0].endswith("a" * 40) and found["b" * 40][0].endswith("b" * 40)
+    assert found["main"][1] != found["b" * 40][1]
+
+
+def test_a_missing_model_is_exit_2_with_the_download_command(tmp_path, synthetic_root):
+    import sys
+
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(tmp_path / "empty-hub")}
+    for model, expected in [("lab/not-here", "hf download lab/not-here --revision v2 --local-dir"),
+                            (str(tmp_path / "nowhere"), "no config.json in")]:
+        path = write_sweep(tmp_path, synthetic_root, models={"ssl_probe": ["full"]},
+                           encoder={"model": model, "revision": "v2"})
+        done = subprocess.run([sys.executable, "-m", "orchestration.cli", "check", str(path)], capture_output=True,
+                              text=True, env=env, timeout=300, cwd=REPO)
+        assert done.returncode == 2 and expected in done.stderr, done.stderr[-2000:]
+        assert "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize("sections, message", [
+    ({"models": {"ssl_probe": ["full"]}}, "ssl_probe/full reads the ssl_layers feature, which the encoder: "
+                                          "section sets up"),
+    ({"models": {"lstm_attn_text": ["full"]}, "encoder": {"model": "x"}}, "encoder: is set but no model reads"),
+    ({"models": {"ssl_probe": ["full"]}, "encoder": {"modle": "x"}}, "encoder.modle: unknown key (did you mean "
+                                                                     "'model'?)"),
+    ({"models": {"ssl_probe": ["full"]}, "encoder": {"model": "x", "pooling": "max"}}, "encoder.pooling: 'max' "
+                                                                                       "is not one of"),
+])
+def test_encoder_section_mistakes_are_named(sections, message):
+    from orchestration.config import SweepError, parse_sweep, validate
+    from ser_models.data.corpus import load_corpus
+
+    with pytest.raises(SweepError) as caught:
+        sweep = parse_sweep({"name": "t", "corpus": "synthetic", **sections}, "t.yaml")
+        validate(sweep, load_corpus("synthetic", None))
+    assert message in str(caught.value)
+
+
+def test_a_sweep_of_every_probe_learns_the_synthetic_classes_then_resumes_from_the_cache(tmp_path, synthetic_root,
+                                                                                          tiny_wavlm):
+    path = write_sweep(tmp_path, synthetic_root, models={"ssl_probe": ["full", "mlp", "last_layer"]},
+                       encoder={"model": str(tiny_wavlm), "pooling": "mean_std"}, fold_indices=[0, 1],
+                       train={"epochs": 40, "batch_size": 16, "lr": 3e-3, "early_stop_patience": 0})
+    done = run_sweep(path, env={"HF_HUB_OFFLINE": "1"})
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "features ['ssl_layers'] ready" in done.stdout
+    folds = table(tmp_path)
+    assert sorted(set(folds["ablation"])) == ["full", "last_layer", "mlp"] and set(folds["status"]) == {"finished"}
+    assert folds["test_ua"].mean() > 0.45, folds[["ablation", "fold", "test_ua"]]       # chance: 0.25
+    cache = list((tmp_path / "cache" / "ssl_layers").glob("*/meta.json"))
+    assert len(cache) == 1
+    again = run_sweep(path, env={"HF_HUB_OFFLINE": "1"})
+    assert again.returncode == 0 and "features ['ssl_layers'] ready" in again.stdout
+    assert list((tmp_path / "cache" / "ssl_layers").glob("*/meta.json")) == cache
