@@ -49,13 +49,10 @@ class SSLLayers:
         return {"weights": self.weights, "pooling": self.pooling, "chunk_seconds": self.chunk_seconds}
 
     def __call__(self, wave) -> torch.Tensor:
-        return self.batch([wave])[0]
-
-    def batch(self, waves) -> list[torch.Tensor]:
-        """One [layers + 1, dims] tensor per waveform; each runs alone (no padding, so no masks to trust)."""
+        """[layers + 1, dims] for one waveform, encoded alone (no padding, so no masks to trust)."""
         model, processor, whisper = load_encoder(self.folder)
         device = next(model.parameters()).device
-        return [self._one(model, processor, whisper, np.asarray(wave, np.float32), device) for wave in waves]
+        return self._one(model, processor, whisper, np.asarray(wave, np.float32), device)
 
     def _one(self, model, processor, whisper: bool, wave: np.ndarray, device) -> torch.Tensor:
         step = int((30.0 if whisper else self.chunk_seconds) * SAMPLE_RATE)
