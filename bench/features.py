@@ -38,12 +38,11 @@ def main() -> None:
             started = time.perf_counter()
             report = extract(table, [name], cache, workers=args.workers, progress=False)
             extract_s = time.perf_counter() - started
-            directory = report.stores[name].directory
             started = time.perf_counter()
-            store = FeatureStore(directory)
+            store = FeatureStore(report.stores[name].location)
             total = sum(float(np.asarray(store[u]).sum()) for u in store.utt_ids)  # touch every array
             load_s = time.perf_counter() - started
-            size_mb = (directory / "data.f32").stat().st_size / 2**20
+            size_mb = store.nbytes / 2**20
             assert np.isfinite(total)
             print(f"{name:15s} {extract_s:10.2f} {audio_hours * 3600 / extract_s:10.0f} {size_mb:9.1f} "
                   f"{load_s:8.3f} {str(store.dims):>12s}")

@@ -79,15 +79,21 @@ def check(argv: list[str], name: str = "check") -> int:
 
 
 def feature_line(plan) -> str:
-    """What the plan's features weigh; today every node holds all of them (the Task travels whole)."""
+    """What the plan's features weigh, in the cache and on each node."""
+    from ser_models.data.location import is_remote
+    from ser_models.data.shards import NODE_CACHE
     from ser_models.data.sizing import human
 
     if not plan.sizes:
         return "features: none (text only)"
     each = ", ".join(f"{name} {human(size)}" + (" (cached)" if name in plan.cached else "")
                      for name, size in plan.sizes.items())
-    return (f"features: {each}; {human(sum(plan.sizes.values()))} in all, {human(plan.to_extract)} to extract into "
-            f"{plan.cache_dir}. Every node holds all of them in memory while trials run (the task travels whole)")
+    total = human(sum(plan.sizes.values()))
+    per_node = (f"each node copies the shards once to {NODE_CACHE} ({total} of disk per node)" if
+                is_remote(plan.cache_dir) else f"nodes that see {plan.cache_dir} read the shards in place (0 B per "
+                f"node), any other node copies them once to {NODE_CACHE} ({total} of disk)")
+    return (f"features: {each}; {total} in all, {human(plan.to_extract)} to extract into {plan.cache_dir}. Trials "
+            f"read an utterance at a time, so their memory does not grow with the corpus; {per_node}")
 
 
 def doctor(argv: list[str], name: str = "doctor") -> int:

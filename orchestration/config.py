@@ -17,7 +17,7 @@ import yaml
 from ser_models.cli import did_you_mean
 from ser_models.data.corpus import CorpusError, get_kind
 
-from . import schema
+from . import schema, storage
 
 TRAIN_DEFAULTS = schema.defaults("train")
 RESOURCE_DEFAULTS = schema.defaults("resources")
@@ -87,7 +87,7 @@ def parse_sweep(data: dict, source: str = "<embedded>") -> Sweep:
                   "e.g. test_corpora: [{name: ravdess, root: /data/ravdess, classes: \"4\"}]")
         test_corpora.append(absolute_root(dict(entry)))
     cache = data.get("cache")
-    cache = str(Path(os.path.expanduser(str(cache))).resolve()) if cache else None
+    cache = storage.normalize(os.path.expanduser(str(cache))) if cache else None
     cells, options = [], {}
     models = data["models"]
     if not isinstance(models, dict) or not models:
@@ -318,7 +318,8 @@ def validate(sweep: Sweep, corpus=None, cluster: list | None = None) -> None:
     for model in dict.fromkeys(model for model, _ in sweep.cells):
         _validate_train(src, model, train_for(model, sweep.train_explicit), res)
     _validate_extras(sweep)
-    if sweep.cache and Path(sweep.cache).exists() and not Path(sweep.cache).is_dir():
+    if sweep.cache and not storage.is_remote(sweep.cache) and Path(sweep.cache).exists() \
+            and not Path(sweep.cache).is_dir():
         _fail(src, f"cache {sweep.cache} is a file, not a folder", "point cache at a folder (or drop it for "
               "~/.cache/emosweep/features)")
     if float(res["cpus_per_worker"]) <= 0:

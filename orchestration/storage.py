@@ -3,7 +3,9 @@
 Everything the driver, the trials and the report read or write outside Tune's
 own files goes through here, so a sweep behaves the same on a laptop's disk
 and in a bucket. S3-compatible servers (MinIO, moto) are reached with the
-standard AWS_ENDPOINT_URL variable, which pyarrow and boto3 both read.
+standard AWS_ENDPOINT_URL variable, which pyarrow and boto3 both read. The
+file operations themselves are ser_models/data/location.py's, shared with the
+feature cache.
 """
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ import uuid
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
-from pyarrow import fs
+from ser_models.data.location import is_remote, join, read_bytes, resolve, write_bytes  # noqa: F401 - re-exported
 
 
 def normalize(location: str) -> str:
@@ -26,47 +28,14 @@ def normalize(location: str) -> str:
     return str(Path(location).expanduser().resolve())
 
 
-def is_remote(location: str) -> bool:
-    return "://" in location
-
-
-def resolve(location: str) -> tuple[fs.FileSystem, str]:
-    return fs.FileSystem.from_uri(location) if is_remote(location) else (fs.LocalFileSystem(), location)
-
-
-def join(location: str, *parts: str) -> str:
-    return posixpath.join(location, *parts) if is_remote(location) else os.path.join(location, *parts)
-
-
 def read_text(location: str) -> str | None:
     """The file's text, or None when it does not exist."""
-    filesystem, path = resolve(location)
-    try:
-        with filesystem.open_input_stream(path) as stream:
-            return stream.read().decode()
-    except FileNotFoundError:
-        return None
-    except OSError as err:
-        if "not exist" in str(err).lower() or "not found" in str(err).lower():
-            return None
-        raise
+    data = read_bytes(location)
+    return None if data is None else data.decode()
 
 
 def write_text(location: str, text: str) -> None:
     write_bytes(location, text.encode())
-
-
-def write_bytes(location: str, data: bytes) -> None:
-    """Replace the file in one step: a local temp file renamed over it, or one object PUT."""
-    filesystem, path = resolve(location)
-    filesystem.create_dir(posixpath.dirname(path) if is_remote(location) else os.path.dirname(path), recursive=True)
-    if is_remote(location):
-        with filesystem.open_output_stream(path) as stream:
-            stream.write(data)
-        return
-    tmp = f"{path}.tmp-{os.getpid()}"
-    Path(tmp).write_bytes(data)
-    os.replace(tmp, path)
 
 
 def delete_dir(location: str) -> None:

@@ -194,15 +194,24 @@ def preflight(sweep, probe: bool = True):
 
 
 def check_cache_room(sweep, plan) -> None:
-    """Refuse before extraction starts when the cache's disk cannot hold what extraction will write."""
+    """Refuse before extraction starts when the cache's disk cannot hold what extraction will write, or (a cache
+    in a bucket) this node's disk cannot hold its copy of the shards."""
+    from ser_models.data.shards import NODE_CACHE
     from ser_models.data.sizing import free_bytes, human
 
-    free = free_bytes(plan.cache_dir)
-    if plan.to_extract > 0.95 * free:
+    if storage.is_remote(plan.cache_dir):
+        need, folder, what = sum(plan.sizes.values()), str(NODE_CACHE), "this node's copy of the shards"
+        where = f"{folder} (EMOSWEEP_NODE_CACHE)"
+        fix = f"set EMOSWEEP_NODE_CACHE to a folder on a disk with {human(need * 1.1)} free on every node"
+    else:
+        need, folder, what = plan.to_extract, plan.cache_dir, "the features to extract"
+        where = f"the cache {folder}"
+        fix = f"point cache: (or EMOSWEEP_CACHE) at a disk with {human(need * 1.1)} free"
+    free = free_bytes(folder)
+    if need > 0.95 * free:
         each = ", ".join(f"{name} {human(size)}" for name, size in plan.sizes.items() if name not in plan.cached)
-        raise SweepError(f"{sweep.source}: the features to extract ({each}; {human(plan.to_extract)} in all) do not "
-                         f"fit in the cache {plan.cache_dir}: {human(free)} free there. Fix: point cache: (or "
-                         f"EMOSWEEP_CACHE) at a disk with {human(plan.to_extract * 1.1)} free")
+        raise SweepError(f"{sweep.source}: {what} ({each}; {human(need)} in all) do not fit in {where}: "
+                         f"{human(free)} free there. Fix: {fix}")
 
 
 def run(sweep, restart_errored: bool = False, address: str | None = None, verbose: bool = False) -> int:

@@ -2,8 +2,10 @@
 
 The sweep driver calls `prepare_task` once (it fills the feature cache) and
 puts the Task into Ray's object store; trials on any node read it from there
-(`shared_task`), so worker nodes need neither the corpus audio nor the cache,
-and each node receives the features once, not once per trial. Unit tests and
+(`shared_task`). The Task holds tables and references to the cache's shards,
+never feature frames: a trial reads the utterances its batches need from the
+shards (in place on a shared disk, else from its node's one copy; shards.py),
+so worker nodes need no corpus audio and their memory does not grow with it. Unit tests and
 tools without Ray call `prepare_task` directly (memoised per process).
 """
 from __future__ import annotations
@@ -11,7 +13,6 @@ from __future__ import annotations
 import functools
 import json
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -19,6 +20,7 @@ import pandas as pd
 from ser_models.data.cache import DEFAULT_CACHE, ExtractionReport, extract
 from ser_models.data.corpus import Corpus, CorpusError, load_corpus
 from ser_models.data.folds import Fold
+from ser_models.data.location import is_remote
 from ser_models.data.text import Vocabulary, cached_embedding_matrix, utterance_words
 from ser_models.registry import INPUTS
 
@@ -71,17 +73,17 @@ class FeaturePlan:
 def feature_plan(corpus: Corpus, cross: dict[str, pd.DataFrame], inputs, cache_dir: str | None,
                  encoder: dict | None = None) -> FeaturePlan:
     """What extraction will read and write, from file headers and the cache's keys, before any audio is decoded."""
-    from ser_models.data.cache import corpus_fingerprint, feature_key
+    from ser_models.data.cache import corpus_fingerprint, feature_key, feature_location, is_complete
     from ser_models.data.sizing import feature_bytes
 
     every = extraction_table(corpus, cross)
     names = features_for(inputs)
     configured = configured_features(encoder)
-    folder = Path(cache_dir or DEFAULT_CACHE)
+    folder = str(cache_dir or DEFAULT_CACHE)
     fingerprint = corpus_fingerprint(every) if names else ""
     cached = {name for name in names
-              if (folder / name / feature_key(name, fingerprint, configured) / "meta.json").exists()}
-    return FeaturePlan(feature_bytes(every, names, configured), cached, str(folder))
+              if is_complete(feature_location(folder, name, feature_key(name, fingerprint, configured)))}
+    return FeaturePlan(feature_bytes(every, names, configured), cached, folder)
 
 
 def configured_features(encoder: dict | None) -> dict:
@@ -172,6 +174,8 @@ def _prepare(key: str) -> Task:
     oov = 0
     if "words" in inputs:
         vocab = Vocabulary.build(utterance_words(row) for row in task_table.to_dict("records"))
-        embeddings, oov = cached_embedding_matrix(vocab, vectors, cache_dir or DEFAULT_CACHE)
+        # a small matrix made here and shipped with the task: a bucket cache keeps it on this machine's disk
+        local = cache_dir if cache_dir and not is_remote(cache_dir) else DEFAULT_CACHE
+        embeddings, oov = cached_embedding_matrix(vocab, vectors, local)
     context = context[context["utt_id"].isin(usable)].reset_index(drop=True)
     return Task(corpus, table, fold_list, report, vocab, embeddings, oov, cross, context)

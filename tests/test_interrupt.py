@@ -32,7 +32,7 @@ def test_nothing_requested_passes_every_stop_point():
             stop_point()
 
 
-def test_ctrl_c_during_extraction_stops_it_within_seconds_with_no_partial_feature_left(tmp_path, synthetic_root):
+def test_ctrl_c_during_extraction_stops_it_within_seconds_with_no_unpublished_frames_left(tmp_path, synthetic_root):
     """eGeMAPS of 240 utterances takes about 7 s here: stopped 1 s in, the driver is gone long before."""
     from ser_models.data.corpora.synthetic import SyntheticConfig, generate
 
@@ -42,7 +42,7 @@ def test_ctrl_c_during_extraction_stops_it_within_seconds_with_no_partial_featur
     cache = tmp_path / "cache"
     driver = Driver(path)
     deadline = time.monotonic() + 120
-    while not list(cache.glob("*/*.tmp-*")):
+    while not list(cache.glob("*/*/shards/.tmp-*")):
         assert driver.process.poll() is None and time.monotonic() < deadline, driver.output()[-3000:]
         time.sleep(0.05)
     time.sleep(1.0)
@@ -54,7 +54,8 @@ def test_ctrl_c_during_extraction_stops_it_within_seconds_with_no_partial_featur
     assert time.monotonic() - asked < 4, output[-3000:]      # the chunks in flight finish; the rest never start
     assert "stopping at the next safe point" in output and "Traceback" not in output, output[-3000:]
     assert "run the same command to resume" in output.strip().splitlines()[-1]
-    assert not list(cache.glob("*/*.tmp-*")) and not list(cache.glob("egemaps/*")), sorted(cache.rglob("*"))
+    assert not list(cache.glob("*/*/shards/.tmp-*")) and not list(cache.glob("egemaps/*/meta.json")), \
+        sorted(cache.rglob("*"))
     finished = run_sweep(path)
     assert finished.returncode == 0, finished.stdout[-3000:] + finished.stderr[-3000:]
     assert len(list(cache.glob("egemaps/*"))) == 1

@@ -1,19 +1,20 @@
-"""Features computed once, cached by content, memory-mapped by every trial.
+"""Features computed once, cached by content, read by every trial from shards (shards.py).
 
 Cache key = hash(extractor configuration, CODE_VERSION, corpus fingerprint),
 where the fingerprint covers each utterance's id, path, file size and mtime
-(and its alignment). Each feature lives in `<cache>/<feature>/<key>/`:
-`data.f32` (all frames of all utterances, row-major), `index.parquet`
-(utt_id, offset, frames) and `meta.json`. Utterances whose audio cannot be
-used are listed in `quarantine.csv` and left out, so one bad file never stops
-a run.
+(and its alignment). Each feature lives in `<cache>/<feature>/<key>/`, a folder
+or a bucket prefix (`cache: s3://...`): its shards and, once complete, its
+`meta.json`. An extraction that is stopped keeps the shards it published and
+the rerun extracts only the rest. Utterances whose audio cannot be used are
+listed in `<cache>/quarantine/<fingerprint>.csv` and left out, so one bad file
+never stops a run.
 """
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
-import shutil
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
@@ -22,16 +23,25 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
-import pyarrow.parquet as pq
 import torch
 from tqdm import tqdm
 
 from ser_models.interrupt import stop_point
 
-CODE_VERSION = "1"   # bump when any extractor's numbers change
+from .location import exists, join, read_bytes, write_bytes
+from .shards import SHARD_BYTES, FeatureStore, ShardWriter
+
+CODE_VERSION = "2"   # bump when any extractor's numbers or the cache's layout change (2: sharded)
 WORD_SPANS = "word_spans"  # [words, 2] start/end seconds: given alignment or the fallback
 DEFAULT_CACHE = Path(os.environ.get("EMOSWEEP_CACHE", Path.home() / ".cache" / "emosweep" / "features"))
+
+
+def feature_location(cache_dir: str | Path, name: str, key: str) -> str:
+    return join(str(cache_dir), name, key)
+
+
+def is_complete(location: str) -> bool:
+    return exists(join(location, "meta.json"))
 
 
 def corpus_fingerprint(table: pd.DataFrame) -> str:
@@ -57,54 +67,16 @@ def feature_key(name: str, fingerprint: str, configured: dict | None = None) -> 
 QUARANTINE_SHOWN = 10  # the rest are in the list file
 
 
-class FeatureStore:
-    """Read-only, memory-mapped features of one extractor: store[utt_id] -> np.ndarray."""
-
-    def __init__(self, directory: str | Path):
-        self.directory = Path(directory)
-        self.meta = json.loads((self.directory / "meta.json").read_text())
-        index = pq.read_table(self.directory / "index.parquet").to_pydict()
-        self._rows = {u: (o, n) for u, o, n in zip(index["utt_id"], index["offset"], index["frames"])}
-        self.dims = tuple(self.meta["dims"])
-        total = self.meta["total_frames"]
-        self._data = (np.memmap(self.directory / "data.f32", dtype=np.float32, mode="r", shape=(total, *self.dims))
-                      if total else np.zeros((0, *self.dims), np.float32))
-
-    @classmethod
-    def in_memory(cls, meta: dict, rows: dict, data: np.ndarray) -> "FeatureStore":
-        """The same store held in memory (what a store becomes when it travels to another node)."""
-        store = cls.__new__(cls)
-        store.directory, store.meta, store._rows = None, meta, rows
-        store.dims, store._data = tuple(meta["dims"]), data
-        return store
-
-    def __reduce__(self):
-        # the frames themselves travel, never the cache path: a node without the cache can train from them
-        return FeatureStore.in_memory, (self.meta, self._rows, np.ascontiguousarray(self._data).view(np.ndarray))
-
-    def __getitem__(self, utt_id: str) -> np.ndarray:
-        offset, frames = self._rows[utt_id]
-        return self._data[offset: offset + frames]
-
-    def __contains__(self, utt_id: str) -> bool:
-        return utt_id in self._rows
-
-    def __len__(self) -> int:
-        return len(self._rows)
-
-    @property
-    def utt_ids(self) -> list[str]:
-        return list(self._rows)
-
-
 @dataclass
 class ExtractionReport:
     stores: dict[str, FeatureStore]
     computed: list[str] = field(default_factory=list)     # features extracted in this call
     nodes: set[str] = field(default_factory=set)          # Ray nodes that extracted them (engine "ray")
     loaded: list[str] = field(default_factory=list)       # features found in the cache
+    resumed: dict[str, int] = field(default_factory=dict)  # feature -> utterances in shards of an earlier run
+    shards: dict[str, int] = field(default_factory=dict)   # feature -> shards published by this call
     quarantine: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=["utt_id", "path", "reason"]))
-    quarantine_path: Path | None = None
+    quarantine_path: str | None = None
     seconds: float = 0.0
 
     @property
@@ -148,73 +120,36 @@ def _extract_chunk(rows: list[dict], extractors: dict) -> list[tuple[str, dict |
     return out
 
 
-class _Writer:
-    """Streams one feature to a temporary directory, then renames it into place atomically."""
-
-    def __init__(self, final: Path, name: str):
-        self.final, self.name = final, name
-        self.tmp = final.with_name(f"{final.name}.tmp-{os.getpid()}-{time.monotonic_ns()}")
-        self.tmp.mkdir(parents=True)
-        self.handle = open(self.tmp / "data.f32", "wb")
-        self.ids, self.offsets, self.frames, self.dims, self.total = [], [], [], None, 0
-
-    def add(self, utt_id: str, array: np.ndarray) -> None:
-        array = np.ascontiguousarray(array, dtype=np.float32)
-        if self.dims is None:
-            self.dims = array.shape[1:]
-        elif array.shape[1:] != self.dims:
-            raise ValueError(f"{self.name}: {utt_id} has shape {array.shape}, expected (*, {self.dims})")
-        self.handle.write(array.tobytes())
-        self.ids.append(utt_id)
-        self.offsets.append(self.total)
-        self.frames.append(len(array))
-        self.total += len(array)
-
-    def discard(self) -> None:
-        self.handle.close()
-        shutil.rmtree(self.tmp, ignore_errors=True)
-
-    def commit(self, meta: dict) -> FeatureStore:
-        self.handle.close()
-        pq.write_table(pa.table({"utt_id": self.ids, "offset": pa.array(self.offsets, pa.int64()),
-                                 "frames": pa.array(self.frames, pa.int64())}), self.tmp / "index.parquet")
-        meta = {**meta, "dims": list(self.dims or ()), "total_frames": self.total, "utterances": len(self.ids)}
-        (self.tmp / "meta.json").write_text(json.dumps(meta, indent=2))
-        try:
-            self.tmp.rename(self.final)
-        except OSError:  # another process finished the same key first; theirs is identical
-            shutil.rmtree(self.tmp, ignore_errors=True)
-        return FeatureStore(self.final)
-
-
 def extract(table: pd.DataFrame, names: list[str], cache_dir: str | Path = DEFAULT_CACHE,
             workers: int | None = None, progress: bool = True, chunk: int = 16,
-            engine: str = "threads", configured: dict | None = None) -> ExtractionReport:
-    """Return memory-mapped stores for `names`, computing only those not cached yet.
+            engine: str = "threads", configured: dict | None = None,
+            shard_bytes: int = SHARD_BYTES) -> ExtractionReport:
+    """Return stores for `names`, computing only what is not cached yet.
 
-    engine: "threads" on this machine, or "ray": Ray Data tasks on the connected cluster's CPUs
-    (distributed.py); both write the same cache, so the stores are the same either way.
-    configured: the extractors a sweep file sets up (features.CONFIGURED: its encoder), by name."""
+    cache_dir: a folder or a bucket URI (s3://...). engine: "threads" on this machine, or "ray": Ray Data tasks
+    on the connected cluster's CPUs (distributed.py); both write the same cache, so the stores are the same
+    either way. configured: the extractors a sweep file sets up (features.CONFIGURED: its encoder), by name."""
     started = time.perf_counter()
-    cache_dir = Path(cache_dir)
+    cache_dir = str(cache_dir)
     fingerprint = corpus_fingerprint(table)
-    finals = {name: cache_dir / name / feature_key(name, fingerprint, configured) for name in names}
+    finals = {name: feature_location(cache_dir, name, feature_key(name, fingerprint, configured)) for name in names}
     report = ExtractionReport(stores={})
     todo = []
     for name, final in finals.items():
-        if (final / "meta.json").exists():
+        if is_complete(final):
             report.stores[name] = FeatureStore(final)
             report.loaded.append(name)
         else:
             todo.append(name)
-    quarantine_path = cache_dir / "quarantine" / f"{fingerprint[:20]}.csv"
+    quarantine_path = join(cache_dir, "quarantine", f"{fingerprint[:20]}.csv")
     if todo:
         from .features import resolve
 
         todo = {name: None if name == WORD_SPANS else resolve(name, configured) for name in todo}
-        _compute(table, todo, finals, report, workers, progress, chunk, quarantine_path, engine)
-    if quarantine_path.exists():
-        report.quarantine = pd.read_csv(quarantine_path)
+        _compute(table, todo, finals, report, workers, progress, chunk, quarantine_path, engine, shard_bytes)
+    listed = read_bytes(quarantine_path)
+    if listed is not None:
+        report.quarantine = pd.read_csv(io.BytesIO(listed))
         report.quarantine_path = quarantine_path
         if len(report.quarantine):
             for row in report.quarantine.head(QUARANTINE_SHOWN).itertuples():
@@ -258,37 +193,47 @@ def warn_cropped(table: pd.DataFrame, names: list[str]) -> None:
                   "utterances (one manifest row each) if their end matters", file=sys.stderr)
 
 
-def _compute(table, todo, finals, report, workers, progress, chunk, quarantine_path, engine="threads"):
-    rows = table[["utt_id", "path", "text", "align_words", "align_start", "align_end"]].to_dict("records")
-    writers = {name: _Writer(finals[name], name) for name in todo}
+def _compute(table, todo, finals, report, workers, progress, chunk, quarantine_path, engine, shard_bytes):
+    writers = {name: ShardWriter(finals[name], name, shard_bytes) for name in todo}
+    # an earlier, stopped run's shards hold some utterances already: extract the others (bad audio, which is in
+    # no shard, is tried again: it fails fast and lands in the quarantine list again)
+    done = set.intersection(*(writer.done for writer in writers.values()))
+    report.resumed = {name: writer.resumed for name, writer in writers.items() if writer.resumed}
+    rows = table.loc[~table["utt_id"].isin(done),
+                     ["utt_id", "path", "text", "align_words", "align_start", "align_end"]].to_dict("records")
+    paths = dict(zip(table["utt_id"], table["path"]))
     bad = []
     workers = workers if workers is not None else (os.cpu_count() or 1)
-    bar = tqdm(total=len(rows), desc=f"features {','.join(todo)}", unit="utt", disable=not progress, file=sys.stderr)
+    resumed = f" ({len(done)} in shards of an earlier run)" if done else ""
+    bar = tqdm(total=len(rows), desc=f"features {','.join(todo)}{resumed}", unit="utt", disable=not progress,
+               file=sys.stderr)
 
     def consume(results):
         for utt_id, outcome in results:
             if isinstance(outcome, str):
-                bad.append({"utt_id": utt_id, "path": table.loc[table.utt_id == utt_id, "path"].iloc[0],
-                            "reason": outcome})
+                bad.append({"utt_id": utt_id, "path": paths[utt_id], "reason": outcome})
             else:
                 for name, array in outcome.items():
                     writers[name].add(utt_id, array)
         bar.update(len(results))
-        stop_point()   # a Ctrl-C of a sweep's driver stops extraction here: nothing committed, nothing half written
+        stop_point()   # a Ctrl-C of a sweep's driver stops extraction here: published shards stay for the rerun
 
     try:
         _run(rows, chunk, todo, consume, workers, engine, report)
-    except BaseException:   # stopped or failed: no temporary feature folder is left behind
+        for name in todo:
+            before = len(writers[name].shards)
+            report.stores[name] = writers[name].finish({"feature": name, "code_version": CODE_VERSION})
+            report.shards[name] = len(writers[name].shards) - before + report.shards.get(name, 0)
+            report.computed.append(name)
+    except BaseException:   # stopped or failed: no unpublished frames are left behind
         for writer in writers.values():
             writer.discard()
         raise
     finally:
         bar.close()
-    for name in todo:
-        report.stores[name] = writers[name].commit({"feature": name, "code_version": CODE_VERSION})
-        report.computed.append(name)
-    quarantine_path.parent.mkdir(parents=True, exist_ok=True)
-    pd.DataFrame(bad, columns=["utt_id", "path", "reason"]).to_csv(quarantine_path, index=False)
+    text = io.StringIO()
+    pd.DataFrame(bad, columns=["utt_id", "path", "reason"]).to_csv(text, index=False)
+    write_bytes(quarantine_path, text.getvalue().encode())
 
 
 def _run(rows, chunk, todo, consume, workers, engine, report) -> None:

@@ -1,0 +1,82 @@
+"""Where files live: a local (or NFS) path, or any pyarrow filesystem URI (s3://, gs://).
+
+The feature cache and the sweep's storage (orchestration/storage.py) both go through these few functions, so a
+folder on a laptop and a bucket behave the same. S3-compatible servers (MinIO, moto) are reached with the
+standard AWS_ENDPOINT_URL variable, which pyarrow and boto3 both read.
+"""
+from __future__ import annotations
+
+import os
+import posixpath
+import shutil
+
+from pyarrow import fs
+
+
+def is_remote(location: str) -> bool:
+    return "://" in str(location)
+
+
+def resolve(location: str) -> tuple[fs.FileSystem, str]:
+    location = str(location)
+    return fs.FileSystem.from_uri(location) if is_remote(location) else (fs.LocalFileSystem(), location)
+
+
+def join(location: str, *parts: str) -> str:
+    location = str(location)
+    return posixpath.join(location, *parts) if is_remote(location) else os.path.join(location, *parts)
+
+
+def exists(location: str) -> bool:
+    filesystem, path = resolve(location)
+    return filesystem.get_file_info(path).type != fs.FileType.NotFound
+
+
+def read_bytes(location: str) -> bytes | None:
+    """The file's bytes, or None when it does not exist."""
+    filesystem, path = resolve(location)
+    try:
+        with filesystem.open_input_stream(path) as stream:
+            return stream.read()
+    except FileNotFoundError:
+        return None
+    except OSError as err:
+        if "not exist" in str(err).lower() or "not found" in str(err).lower():
+            return None
+        raise
+
+
+def write_bytes(location: str, data: bytes) -> None:
+    """Replace the file in one step: a local temp file renamed over it, or one object PUT."""
+    filesystem, path = resolve(location)
+    filesystem.create_dir(posixpath.dirname(path) if is_remote(location) else os.path.dirname(path), recursive=True)
+    if is_remote(location):
+        with filesystem.open_output_stream(path) as stream:
+            stream.write(data)
+        return
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with open(tmp, "wb") as handle:
+        handle.write(data)
+    os.replace(tmp, path)
+
+
+def upload_file(local: str, location: str) -> None:
+    """Copy a local file to `location` in one step (renamed into place on a disk, one upload to a bucket)."""
+    filesystem, path = resolve(location)
+    if not is_remote(location):
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        tmp = f"{path}.tmp-{os.getpid()}"
+        shutil.copyfile(local, tmp)
+        os.replace(tmp, path)
+        return
+    filesystem.create_dir(posixpath.dirname(path), recursive=True)
+    fs.copy_files(local, path, source_filesystem=fs.LocalFileSystem(), destination_filesystem=filesystem)
+
+
+def download_file(location: str, local: str) -> None:
+    """Copy `location` to a local file, renamed into place so that a reader never sees half of it."""
+    filesystem, path = resolve(location)
+    os.makedirs(os.path.dirname(local), exist_ok=True)
+    tmp = f"{local}.tmp-{os.getpid()}"
+    fs.copy_files(path, tmp, source_filesystem=filesystem, destination_filesystem=fs.LocalFileSystem())
+    os.replace(tmp, local)
