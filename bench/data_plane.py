@@ -161,7 +161,7 @@ def kill_and_resume(scratch: Path, manifest: Path, clean: pd.DataFrame) -> tuple
     killed = run_measured(REPO, sweep, kill_when=lambda: len(shard_manifests(sweep)) >= 2)
     kept = len(shard_manifests(sweep))
     assert killed["code"] != 0, "the sweep finished before it could be killed"
-    rerun = run_measured(REPO, sweep)
+    run_measured(REPO, sweep)
     total = len(shard_manifests(sweep))
     return kept, total - kept, total, fold_table(sweep).equals(clean)
 

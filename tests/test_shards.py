@@ -95,7 +95,8 @@ def test_a_cache_in_a_bucket_is_written_in_shards_and_read_through_one_copy_per_
     assert len(list((tmp_path / "node").rglob("*.f32"))) == len(shard_files) + 1   # fbank40's and word_spans' one
     again = extract(corpus_table, ["fbank40", "word_spans"], uri, progress=False)
     assert sorted(again.loaded) == ["fbank40", "word_spans"] and not again.computed
-    meta = boto3.client("s3").get_object(Bucket=s3_server["bucket"], Key=shard_files[0].rsplit("/", 2)[0] + "/meta.json")
+    meta_key = shard_files[0].rsplit("/", 2)[0] + "/meta.json"
+    meta = boto3.client("s3").get_object(Bucket=s3_server["bucket"], Key=meta_key)
     assert len(json.loads(meta["Body"].read())["shards"]) == len(shard_files)
 
 
