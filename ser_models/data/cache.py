@@ -74,7 +74,6 @@ class ExtractionReport:
     nodes: set[str] = field(default_factory=set)          # Ray nodes that extracted them (engine "ray")
     loaded: list[str] = field(default_factory=list)       # features found in the cache
     resumed: dict[str, int] = field(default_factory=dict)  # feature -> utterances in shards of an earlier run
-    shards: dict[str, int] = field(default_factory=dict)   # feature -> shards published by this call
     quarantine: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=["utt_id", "path", "reason"]))
     quarantine_path: str | None = None
     seconds: float = 0.0
@@ -221,9 +220,7 @@ def _compute(table, todo, finals, report, workers, progress, chunk, quarantine_p
     try:
         _run(rows, chunk, todo, consume, workers, engine, report)
         for name in todo:
-            before = len(writers[name].shards)
             report.stores[name] = writers[name].finish({"feature": name, "code_version": CODE_VERSION})
-            report.shards[name] = len(writers[name].shards) - before + report.shards.get(name, 0)
             report.computed.append(name)
     except BaseException:   # stopped or failed: no unpublished frames are left behind
         for writer in writers.values():

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import posixpath
-import shutil
 
 from pyarrow import fs
 
@@ -61,14 +60,8 @@ def write_bytes(location: str, data: bytes) -> None:
 
 
 def upload_file(local: str, location: str) -> None:
-    """Copy a local file to `location` in one step (renamed into place on a disk, one upload to a bucket)."""
+    """Copy a local file to a bucket in one upload (on a disk, shards are renamed into place instead)."""
     filesystem, path = resolve(location)
-    if not is_remote(location):
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        tmp = f"{path}.tmp-{os.getpid()}"
-        shutil.copyfile(local, tmp)
-        os.replace(tmp, path)
-        return
     filesystem.create_dir(posixpath.dirname(path), recursive=True)
     fs.copy_files(local, path, source_filesystem=fs.LocalFileSystem(), destination_filesystem=filesystem)
 
