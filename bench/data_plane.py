@@ -1,7 +1,8 @@
 """The data plane at 1x, 10x and 50x RAVDESS: memory of the driver and of a trial, the object store, extraction
 on one node against two, a kill during extraction, each side by side with the path before the sharded cache.
 
-    .venv/bin/python bench/data_plane.py                      # about 13 min on 2 cores
+    .venv/bin/python bench/data_plane.py                      # about 11 min on 2 cores
+    .venv/bin/python bench/data_plane.py --nodes-scale 50     # about 15.5 min: extraction timed at 50x
     .venv/bin/python bench/data_plane.py --scales 1 10 --baseline none
 
 Corpus: RAVDESS's 672 4-class files from ../shared/data (else a synthetic corpus of the same size), written
@@ -11,7 +12,7 @@ with the baseline commit (a git worktree; `--baseline none` skips it), each with
 reads the peak RSS (VmHWM) of the driver and of the trial process, and the peak use of /dev/shm, where Ray's
 object store lives, while it runs. Then, at the largest scale, it kills the driver (SIGKILL) once some shards
 are published and counts what the rerun extracts; and it times extraction on a real `ray start` cluster of one
-node of 1 CPU against two such nodes (tests/local_cluster.py) at 10x. Its last lines are
+node of 1 CPU against two such nodes (tests/local_cluster.py) at 10x (--nodes-scale). Its last lines are
 `memory_growth_50x=<trial peak RSS at 50x / at 1x>` and `extract_speedup_2nodes=<1 node / 2 nodes>`.
 """
 from __future__ import annotations
@@ -198,7 +199,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--scales", type=int, nargs="+", default=[1, 10, 50])
     parser.add_argument("--baseline", default=BASELINE, help="commit of the path to compare with, or none")
-    parser.add_argument("--nodes-scale", type=int, default=10, help="the scale extraction is timed on nodes at")
+    parser.add_argument("--nodes-scale", type=int, default=10, help="the scale extraction is timed on nodes at "
+                        "(50: about 4 min more)")
     parser.add_argument("--workdir", help="keep the corpora and caches here (default: a temporary folder)")
     args = parser.parse_args()
     scratch = Path(args.workdir or tempfile.mkdtemp(prefix="emosweep-dataplane-"))

@@ -49,7 +49,7 @@ class Sweep:
     test_corpora: list[dict] = field(default_factory=list)   # cross-corpus test sets
     ensembles: dict[str, list[str]] = field(default_factory=dict)   # name -> member cells, fused at aggregation
     arguments: list[str] = field(default_factory=list)   # the command line's: "run the same command" repeats them
-    encoder: dict | None = None                  # the ssl_layers feature's checkpoint (schema: encoder.*)
+    encoder: dict | None = None                  # the ssl_* features' checkpoint (schema: encoder.*)
 
 
 def _fail(source, message, fix):
@@ -289,8 +289,8 @@ def validate(sweep: Sweep, corpus=None, cluster: list | None = None) -> None:
     for model, ablation in sweep.cells:
         if model not in models:
             _fail(src, f"unknown model {model!r}", f"use one of {sorted(models)} (python -m ser_models list)")
-        if ablation not in models[model].ablations:
-            _fail(src, f"model {model!r} has no ablation {ablation!r}", f"use one of {sorted(models[model].ablations)}")
+        if models[model].ablation(ablation) is None:
+            _fail(src, f"model {model!r} has no ablation {ablation!r}", f"use one of {models[model].ablation_names}")
         try:
             models[model].config(ablation, **sweep.model_options.get(model, {}))
         except KeyError as err:
@@ -379,22 +379,42 @@ def _validate_extras(sweep: Sweep) -> None:
 
 def _validate_encoder(sweep: Sweep) -> None:
     """An ssl_* model needs the encoder: section, the section needs a reader, and its checkpoint must load here."""
-    from ser_models.data.encoders import EncoderError, encoder_feature
-    from ser_models.registry import model_inputs
+    from ser_models.data.encoders import EncoderError, encoder_features
+    from ser_models.data.features import CONFIGURED
+    from ser_models.registry import get_spec, model_inputs
 
-    readers = [f"{model}/{ablation}" for model, ablation in sweep.cells
-               if "ssl_layers" in model_inputs(model, ablation)]
+    reads = {f"{model}/{ablation}": set(model_inputs(model, ablation)) & set(CONFIGURED)
+             for model, ablation in sweep.cells}
+    readers = [cell for cell, names in reads.items() if names]
+    frame_readers = [cell for cell, names in reads.items() if "ssl_frames" in names]
     if readers and not sweep.encoder:
-        _fail(sweep.source, f"{readers[0]} reads the ssl_layers feature, which the encoder: section sets up",
-              "add encoder: {model: <a checkpoint folder or hub id>}, e.g. model: microsoft/wavlm-base-plus")
+        _fail(sweep.source, f"{readers[0]} reads the {sorted(reads[readers[0]])[0]} feature, which the encoder: "
+              "section sets up", "add encoder: {model: <a checkpoint folder or hub id>}, e.g. model: "
+              "microsoft/wavlm-base-plus")
     if sweep.encoder and not readers:
         _fail(sweep.source, "encoder: is set but no model reads its layers", "add an ssl_* model (emosweep models), "
               "or drop the encoder: section")
-    if sweep.encoder:
-        try:
-            encoder_feature(**sweep.encoder)
-        except EncoderError as err:
-            _fail(sweep.source, str(err), "")
+    if not sweep.encoder:
+        return
+    frame_layers = sweep.encoder.get("frame_layers")
+    if frame_readers and not frame_layers:
+        _fail(sweep.source, f"{frame_readers[0]} reads ssl_frames, the frame-level outputs of the layers that "
+              "encoder.frame_layers names, and it names none", "add encoder.frame_layers, e.g. [6, 12] (0 is the "
+              "CNN or embedding output)")
+    if frame_layers and not frame_readers:
+        _fail(sweep.source, "encoder.frame_layers is set but no model reads ssl_frames", "add ssl_asp (it pools "
+              "those layers' frames), or drop encoder.frame_layers")
+    if frame_layers and not all(isinstance(layer, int) and not isinstance(layer, bool) for layer in frame_layers):
+        _fail(sweep.source, f"encoder.frame_layers must be layer numbers, got {frame_layers}", "e.g. [6, 12]")
+    try:
+        layers = encoder_features(**sweep.encoder)["ssl_layers"].shape[0]
+    except EncoderError as err:
+        _fail(sweep.source, str(err), "")
+    for model, ablation in sweep.cells:
+        layer = get_spec(model).config(ablation, **sweep.model_options.get(model, {})).get("layer")
+        if "ssl_layers" in reads[f"{model}/{ablation}"] and layer is not None and not -layers <= layer < layers:
+            _fail(sweep.source, f"models.{model}: {ablation} probes layer {layer}, and the encoder has layers 0.."
+                  f"{layers - 1}", f"choose layers from 0 to {layers - 1} (0 is the CNN or embedding output)")
 
 
 def _validate_train(src: str, model: str, train: dict, res: dict) -> None:

@@ -4,18 +4,24 @@ Joins the cluster the sweep would use (or starts the embedded one), then:
 lists every node with its CPUs, GPUs and custom resources, the node types
 the autoscaler may add and their maxima; runs one small task on each node
 that reports its Ray, torch and Python versions, writes a probe file to the
-sweep's storage and reads an object the driver put in the object store (the
-way trials receive features); and validates the sweep file against all of
-it. Every problem is printed with its fix; the exit code is 2 if any.
+sweep's storage, reads an object the driver put in the object store (the
+way trials receive the plan) and a probe file the driver put in the feature
+cache (the way trials read shards: in place, or into the node's copy folder);
+and validates the sweep file against all of it. Every problem is printed with its fix; the exit code is 2 if any.
 """
 from __future__ import annotations
 
+import os
 import platform
+import shutil
 import socket
+import uuid
 from pathlib import Path
 
+CACHE_PROBE = b"emosweep cache probe"
 
-def probe_node(storage_root: str, shipped: list) -> dict:
+
+def probe_node(storage_root: str, shipped: list, cache_probe: str | None) -> dict:
     """Runs on one node: what a trial there would find."""
     import ray
     import torch
@@ -33,17 +39,69 @@ def probe_node(storage_root: str, shipped: list) -> dict:
         found["object_store"] = "ok" if ray.get(shipped[0]) == "features" else "wrong object"
     except Exception as err:  # noqa: BLE001 - any failure to fetch is the finding
         found["object_store"] = f"unreachable: {type(err).__name__}: {err}"
+    found["cache"] = probe_cache(cache_probe)
     return found
 
 
-def node_reports(ray, storage_root: str) -> list[tuple[dict, dict]]:
+def probe_cache(probe: str | None) -> str:
+    """How trials on this node reach the feature cache (as shards.FeatureStore.local_path does): a folder
+    this node sees is read in place; a bucket, or a folder only the driver's machine has, is copied shard by
+    shard into the node's copy folder, which must be writable."""
+    from ser_models.data.location import is_remote, read_bytes
+    from ser_models.data.shards import NODE_CACHE
+    from ser_models.data.sizing import human
+
+    from orchestration.storage import check_could_write
+
+    if probe is None:
+        return "not probed"
+    if is_remote(probe):
+        try:
+            if read_bytes(probe) != CACHE_PROBE:
+                return f"NOT readable: {probe} is not there"
+        except OSError as err:
+            return f"NOT readable: {err}"
+    elif os.path.exists(probe):
+        return "read in place"
+    try:
+        check_could_write(str(NODE_CACHE))
+    except OSError as err:
+        return f"NOT usable: its copy folder {NODE_CACHE}: {err}"
+    existing = NODE_CACHE
+    while not existing.exists():
+        existing = existing.parent
+    return f"copied to {NODE_CACHE} ({human(shutil.disk_usage(existing).free)} free)"
+
+
+def put_cache_probe(cache: str) -> tuple[str | None, str | None]:
+    """(probe location, None), or (None, the problem) when the driver cannot write the cache."""
+    from ser_models.data.location import join, write_bytes
+
+    probe = join(cache, f".emosweep-probe-{uuid.uuid4().hex}")
+    try:
+        write_bytes(probe, CACHE_PROBE)
+    except OSError as err:
+        return None, (f"the driver cannot write the feature cache {cache}: {err}. Fix: point `cache:` at a folder "
+                      "or bucket this user can write (for a bucket: AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, "
+                      "AWS_SECRET_ACCESS_KEY and AWS_DEFAULT_REGION set where the driver runs)")
+    return probe, None
+
+
+def remove_cache_probe(probe: str | None) -> None:
+    from ser_models.data.location import delete
+
+    if probe is not None:
+        delete(probe)
+
+
+def node_reports(ray, storage_root: str, cache_probe: str | None) -> list[tuple[dict, dict]]:
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     marker = ray.put("features")
     remote = ray.remote(num_cpus=0)(probe_node)
     nodes = [node for node in ray.nodes() if node.get("Alive")]
     futures = [remote.options(scheduling_strategy=NodeAffinitySchedulingStrategy(node["NodeID"], soft=False))
-               .remote(storage_root, [marker]) for node in nodes]
+               .remote(storage_root, [marker], cache_probe) for node in nodes]
     reports = []
     for node, future in zip(nodes, futures):
         try:
@@ -71,6 +129,14 @@ def problems_of(reports: list[tuple[dict, dict]], driver_ray: str) -> list[str]:
         if report["object_store"] != "ok":
             problems.append(f"{name}: object store {report['object_store']}. Fix: open the object manager port "
                             "between nodes (cluster.yaml uses 8076)")
+        if report["cache"].startswith("NOT readable"):
+            problems.append(f"{name}: feature cache {report['cache']}. Fix: give every node the bucket's "
+                            "credentials before its `ray start` (AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, "
+                            "AWS_SECRET_ACCESS_KEY, AWS_DEFAULT_REGION; cluster.yaml: an instance profile)")
+        elif report["cache"].startswith("NOT usable"):
+            problems.append(f"{name}: feature cache {report['cache']}. Fix: on that node, set EMOSWEEP_NODE_CACHE "
+                            "to a writable local disk with room for the features (`emosweep check` prints the "
+                            "bytes per node) before its `ray start`")
     return problems
 
 
@@ -103,6 +169,7 @@ def check(sweep, address: str | None, verbose: bool) -> int:
     from orchestration import storage
     from orchestration.capacity import format_resources
     from orchestration.config import SweepError, validate
+    from ser_models.data.cache import DEFAULT_CACHE
     from orchestration.cluster import cluster_shapes, start_ray
 
     problems = []
@@ -114,14 +181,21 @@ def check(sweep, address: str | None, verbose: bool) -> int:
     try:
         shapes = cluster_shapes(ray)
         root = storage.normalize(sweep.storage)
-        reports = node_reports(ray, root)
+        cache = sweep.cache or str(DEFAULT_CACHE)
+        cache_probe, problem = put_cache_probe(cache)
+        problems += [problem] if problem else []
+        try:
+            reports = node_reports(ray, root, cache_probe)
+        finally:
+            remove_cache_probe(cache_probe)
         print(f"{'node':10s} {'address':16s} {'resources':44s} {'ray':7s} {'torch':14s} {'python':8s} "
-              "storage / object store")
+              "storage / object store / feature cache")
         for node, report in reports:
             print(f"{node['NodeID'][:8]:10s} {node.get('NodeManagerAddress', ''):16s} "
                   f"{format_resources(node.get('Resources') or {}):44s} {report.get('ray', '?'):7s} "
                   f"{report.get('torch', '?'):14s} {report.get('python', '?'):8s} "
-                  f"{report.get('storage', report.get('error', '?'))} / {report.get('object_store', '?')}")
+                  f"{report.get('storage', report.get('error', '?'))} / {report.get('object_store', '?')} / "
+                  f"{report.get('cache', '?')}")
         for shape in shapes:
             if not shape.live:
                 print(f"autoscaler node type {shape.name}: up to {shape.count} x {format_resources(shape.resources)}")
@@ -135,6 +209,6 @@ def check(sweep, address: str | None, verbose: bool) -> int:
         ray.shutdown()
     for problem in dict.fromkeys(problems):
         print(f"problem: {problem}")
-    print(f"[check] {len(reports)} node(s), storage {root}: " + ("ready" if not problems else
+    print(f"[check] {len(reports)} node(s), storage {root}, feature cache {cache}: " + ("ready" if not problems else
                                                                  f"{len(problems)} problem(s)"))
     return 2 if problems else 0

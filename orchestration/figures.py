@@ -184,6 +184,23 @@ def interval_bars(folds: pd.DataFrame):
     return fig
 
 
+def per_layer(curves: pd.DataFrame, chance: float):
+    """Validation UA per encoder layer, one line per probe (mean and std over folds and seeds)."""
+    fig, ax = plt.subplots(figsize=(PAGE_WIDTH_IN / 2, 2.4), layout="constrained")
+    for model, group in curves.groupby("model"):
+        group = group.sort_values("layer")
+        line, = ax.plot(group["layer"], group["val_ua"], marker="o", markersize=3, label=model)
+        ax.fill_between(group["layer"], group["val_ua"] - group["val_sd"].fillna(0),
+                        group["val_ua"] + group["val_sd"].fillna(0), color=line.get_color(), alpha=0.2, linewidth=0)
+    ax.axhline(chance, color="grey", linestyle=":")
+    ax.set_xlabel("encoder layer (0: CNN or embedding output)")
+    ax.set_ylabel("validation UA")
+    ax.xaxis.get_major_locator().set_params(integer=True)
+    labels = sorted(set(curves["model"]))
+    fig.legend(loc="outside lower center", ncol=legend_columns(labels, PAGE_WIDTH_IN / 2), frameon=False)
+    return fig
+
+
 def confusion_matrices(folds: pd.DataFrame):
     """Row-normalised test confusion per cell, summed over folds (and seeds); counts shown where they fit."""
     cells = cells_of(folds)

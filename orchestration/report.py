@@ -159,6 +159,7 @@ def draw_report(sweep_dir: str, root: Path) -> Path:
                Heading("Confusion matrices"), figure("confusion", draw.confusion_matrices(folds), "confusion matrices"),
                Heading("Learning curves"),
                figure("learning_curves", draw.learning_curves(folds, epochs), "learning curves")]
+    blocks += layer_blocks(folds, figure)
     if not predictions.empty:
         blocks += [Heading("Per speaker"), figure("speakers", draw.speaker_accuracy(predictions),
                                                   "per-speaker accuracy")]
@@ -172,6 +173,22 @@ def draw_report(sweep_dir: str, root: Path) -> Path:
     report = root / "report.md"
     report.write_text(markdown(blocks))
     return report
+
+
+def layer_blocks(folds: pd.DataFrame, figure) -> list:
+    """The per-layer curve of cells probing one encoder layer each, and each fold's validation-chosen layer."""
+    from orchestration import per_layer
+
+    rows = per_layer.layer_rows(folds)
+    if rows.empty:
+        return []
+    return [Heading("Per encoder layer"),
+            Text("Validation UA of the probes of one layer each (ssl_probe/layer_<k>, ssl_svm/layer_<k>). Below, "
+                 "per fold and seed the layer with the best validation UA is chosen and that fold's test UA read "
+                 "there: the layer is chosen on validation alone."),
+            figure("per_layer", draw.per_layer(per_layer.curves(rows), draw.chance_of(folds)),
+                   "validation UA per encoder layer"),
+            Table(per_layer.best_layer_summary(rows))]
 
 
 def published_blocks(comparison: pd.DataFrame) -> list:

@@ -166,6 +166,9 @@ KEYS = [
         "it is (the cache key holds a digest of its weight files either way)"),
     Key("encoder.pooling", (str,), "mean", "pool each layer over the utterance's frames: mean, or mean_std "
         "(mean and standard deviation, twice the dims)", choices=("mean", "mean_std")),
+    Key("encoder.frame_layers", (list, type(None)), None, "layers whose frame-level outputs are cached as the "
+        "ssl_frames feature ([frames, layers, hidden], 50 per second; read by ssl_asp), e.g. [6, 12]; 0 is the CNN "
+        "or embedding output, -1 the last layer"),
     Key("encoder.chunk_seconds", NUMBER, 30, "wav2vec2, HuBERT, WavLM: longer utterances are encoded in windows "
         "of this many seconds (Whisper: always 30 s windows)", minimum=1, maximum=600),
 ]

@@ -87,12 +87,13 @@ def feature_plan(corpus: Corpus, cross: dict[str, pd.DataFrame], inputs, cache_d
 
 
 def configured_features(encoder: dict | None) -> dict:
-    """The extractors a sweep file sets up: its encoder: section's checkpoint as the ssl_layers feature."""
+    """The extractors a sweep file sets up: its encoder: section's checkpoint as the ssl_layers feature, and as
+    ssl_frames when it names frame_layers."""
     if not encoder:
         return {}
-    from ser_models.data.encoders import encoder_feature
+    from ser_models.data.encoders import encoder_features
 
-    return {"ssl_layers": encoder_feature(**encoder)}
+    return encoder_features(**encoder)
 
 
 def extraction_table(corpus: Corpus, cross: dict[str, pd.DataFrame]) -> pd.DataFrame:

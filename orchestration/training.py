@@ -297,7 +297,7 @@ def set_rng_state(state: dict) -> None:
 @dataclass
 class Loaders:
     train: DataLoader
-    evaluate: dict             # validation and test: collated batches kept on the device
+    evaluate: dict             # validation and test: batches kept on the device, or a loader (evaluation_batches)
     sampler: DistributedSampler
     sizes: dict
     unlabelled: object         # lazy: the training split in order, for Model.fit_to_training
@@ -326,10 +326,7 @@ def make_loaders(task, fold, inputs, config, session, seed, device) -> Loaders:
                        collate_fn=collate, generator=torch.Generator().manual_seed(seed),
                        num_workers=int(config["train"]["num_workers"]),
                        pin_memory=device.type == "cuda")
-    # evaluation batches are the same every epoch: collated once and kept on the device
-    evaluate = {name: [to_device(batch, device) for batch in DataLoader(datasets[name], batch_size=batch_size,
-                                                                        collate_fn=collate)]
-                for name in ("validation", "test")}
+    evaluate = {name: evaluation_batches(datasets[name], batch_size, device) for name in ("validation", "test")}
     # own generators: reading them draws nothing from the training streams
     cross = {name: DataLoader(UtteranceDataset(frame, task.report.stores, inputs, task.classes, task.vocab, stats),
                               batch_size=batch_size, collate_fn=collate, generator=torch.Generator())
@@ -337,6 +334,19 @@ def make_loaders(task, fold, inputs, config, session, seed, device) -> Loaders:
     return Loaders(train, evaluate, sampler, {name: len(d) for name, d in datasets.items()},
                    unlabelled(datasets["train"], batch_size, device), cross,
                    context_loader(task, split["test"], inputs, stats, batch_size))
+
+
+EVALUATION_KEPT_BYTES = 256 * 2**20
+
+
+def evaluation_batches(dataset: UtteranceDataset, batch_size: int, device) -> list[dict] | DataLoader:
+    """A split's batches are the same every epoch: collated once and kept on the device while its frames fit in
+    EVALUATION_KEPT_BYTES; a larger split is read from the shards again each epoch, so that a trial's memory
+    stays bounded whatever the corpus's size (bench/data_plane.py)."""
+    loader = DataLoader(dataset, batch_size=batch_size, collate_fn=collate)
+    if dataset.frame_bytes() > EVALUATION_KEPT_BYTES:
+        return loader
+    return [to_device(batch, device) for batch in loader]
 
 
 def context_loader(task, test: pd.DataFrame, inputs, stats, batch_size: int) -> DataLoader | None:

@@ -9,8 +9,8 @@ from .registry import INPUTS, all_models
 
 def rows(vocab_size: int = 2):
     for name, spec in all_models().items():
-        for ablation in spec.ablations:
-            config = spec.config(ablation, vocab_size=vocab_size, **spec.listing)
+        for ablation in spec.ablation_names:
+            config = spec.config(ablation.replace("<k>", "0"), vocab_size=vocab_size, **spec.listing)
             model = spec.builder(config)
             trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
             vocab_params = sum(m.weight.numel() for m in model.modules()

@@ -241,5 +241,16 @@ class Standardize(nn.Module):
         self.mean.copy_(features.mean(0))
         self.std.copy_(features.std(0, unbiased=False).clamp_min(1e-6))   # a constant functional stays 0
 
+    @torch.no_grad()
+    def fit_streaming(self, chunks) -> None:
+        """fit over the rows of several [N, *dims] tensors, without holding them all (frame-level features)."""
+        count, total, squares = 0, 0.0, 0.0
+        for chunk in chunks:
+            chunk = chunk.double()
+            count, total, squares = count + len(chunk), total + chunk.sum(0), squares + (chunk ** 2).sum(0)
+        mean = total / max(1, count)
+        self.mean.copy_(mean)
+        self.std.copy_((squares / max(1, count) - mean ** 2).clamp_min(0).sqrt().clamp_min(1e-6))
+
     def forward(self, x):
         return (x - self.mean) / self.std

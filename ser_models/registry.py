@@ -24,6 +24,8 @@ INPUTS = {
     "egemaps": "openSMILE eGeMAPSv02 functionals: 88 values per utterance (extra: egemaps)",
     "ssl_layers": "every hidden layer of the sweep's encoder (wav2vec2, HuBERT, WavLM, Whisper), pooled over the "
                   "utterance: [layers + 1, dims] (extra: ssl)",
+    "ssl_frames": "the frame-level outputs of the layers encoder.frame_layers names: [frames, layers, dims], 50 "
+                  "per second (extra: ssl)",
     "words": "word ids of the transcript (needs transcripts)",
     "word_spans": "word start/end times (needs transcripts; .wdseg/TextGrid or the fallback)",
 }
@@ -65,14 +67,32 @@ class ModelSpec:
     recipe_source: str = ""
     # options the registry's listing builds it with, where a sweep supplies sizes (an encoder's layers)
     listing: dict = field(default_factory=dict)
+    # numbered ablations: {"layer": "layer"} makes layer_0, layer_1, ... set the option layer to 0, 1, ...
+    # (one cell per encoder layer, however many layers the sweep's encoder has)
+    numbered: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def ablation_names(self) -> list[str]:
+        """The fixed ablations, then each numbered series as `<prefix>_<k>`."""
+        return [*self.ablations, *(f"{prefix}_<k>" for prefix in self.numbered)]
+
+    def ablation(self, name: str) -> dict | None:
+        """The options an ablation sets, or None when there is no such ablation."""
+        if name in self.ablations:
+            return self.ablations[name]
+        prefix, _, number = name.rpartition("_")
+        if prefix in self.numbered and number.isdigit():
+            return {self.numbered[prefix]: int(number)}
+        return None
 
     def config(self, ablation: str = "full", **overrides) -> dict:
-        if ablation not in self.ablations:
-            raise KeyError(f"model {self.name!r} has no ablation {ablation!r}; choose one of {sorted(self.ablations)}")
+        options = self.ablation(ablation)
+        if options is None:
+            raise KeyError(f"model {self.name!r} has no ablation {ablation!r}; choose one of {self.ablation_names}")
         unknown = set(overrides) - set(self.defaults) - {"num_classes", "vocab_size", "embeddings"}
         if unknown:
             raise KeyError(f"model {self.name!r} has no option(s) {sorted(unknown)}; options: {sorted(self.defaults)}")
-        return {"num_classes": 4, **self.defaults, **self.ablations[ablation], **overrides}
+        return {"num_classes": 4, **self.defaults, **options, **overrides}
 
 
 REGISTRY: dict[str, ModelSpec] = {}

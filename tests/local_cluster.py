@@ -58,7 +58,10 @@ def descendants(roots: set[int]) -> set[int]:
 
 
 def kill_processes_naming(text: str) -> None:
-    for pid in pids_naming(text):
+    """SIGKILL the processes whose command line names `text`, and every process they started: Ray's agents
+    rename themselves (ray::DashboardAgent), so their own command lines no longer name the temp dir."""
+    named = set(pids_naming(text))
+    for pid in named | descendants(named):
         try:
             os.kill(pid, signal.SIGKILL)
         except ProcessLookupError:
@@ -90,9 +93,12 @@ class Cluster:
                 pass
 
 
-def node_ports_flags() -> tuple[int, list[str]]:
+NODE_PORTS = 6
+
+
+def node_ports_flags(ports: list[int]) -> tuple[int, list[str]]:
     """Every port a node listens on, its own: two nodes on one machine must not race for Ray's defaults."""
-    manager, objects, agent, agent_grpc, metrics, runtime_env = free_ports(6)
+    manager, objects, agent, agent_grpc, metrics, runtime_env = ports
     return manager, [f"--node-manager-port={manager}", f"--object-manager-port={objects}",
                      f"--dashboard-agent-listen-port={agent}", f"--dashboard-agent-grpc-port={agent_grpc}",
                      f"--metrics-export-port={metrics}", f"--runtime-env-agent-port={runtime_env}"]
@@ -104,8 +110,12 @@ def local_cluster(head_resources: str | None = None, head_cpus: int = 1, worker_
     temp = tempfile.mkdtemp(prefix="rt", dir="/tmp")  # short: Ray's socket paths must fit in 107 bytes
     env = {**os.environ, "RAY_TMPDIR": temp}
     env.pop("RAY_ADDRESS", None)
-    port, client, dashboard = free_ports(3)
-    node_ports = [node_ports_flags() for _ in range(1 + len(worker_cpus))]
+    # one call, all sockets bound at once: no port is handed out twice (separate calls once gave the dashboard
+    # and a node's agent the same one)
+    ports = free_ports(3 + NODE_PORTS * (1 + len(worker_cpus)))
+    port, client, dashboard = ports[:3]
+    node_ports = [node_ports_flags(ports[3 + NODE_PORTS * i: 3 + NODE_PORTS * (i + 1)])
+                  for i in range(1 + len(worker_cpus))]
     head = [RAY, "start", "--head", f"--port={port}", f"--ray-client-server-port={client}",
             f"--dashboard-port={dashboard}", f"--include-dashboard={str(dashboard_on).lower()}",
             "--min-worker-port=21000", "--max-worker-port=21099", f"--num-cpus={head_cpus}", "--disable-usage-stats",
@@ -126,4 +136,5 @@ def local_cluster(head_resources: str | None = None, head_cpus: int = 1, worker_
         yield Cluster(env, port, [manager for manager, _ in node_ports[1:]], dashboard, client)
     finally:
         kill_processes_naming(temp)
+        kill_processes_naming(f"--port={client}\0--mode=proxy")   # Ray Client's server names no temp dir
         shutil.rmtree(temp, ignore_errors=True)

@@ -8,7 +8,8 @@ from ser_models.data.dataset import collate
 
 VOCAB = 30
 FIXED = {"mel512_fixed": (230, 128), "mel1024_fixed": (120, 256), "egemaps": (1, 88), "ssl_layers": (3, 64)}
-FRAME_DIMS = {"fbank40": 40, "mfcc39": 39, "spec257": 257}
+FRAME_DIMS = {"fbank40": 40, "mfcc39": 39, "spec257": 257, "ssl_frames": (2, 16)}   # per frame: dims, or a shape
+INPUT_SHAPES = {**FIXED, "ssl_frames": (1, *FRAME_DIMS["ssl_frames"])}   # what a head sized by its inputs is given
 
 
 def examples(inputs, batch: int = 3, seed: int = 0, seconds=(0.45, 0.35, 0.3, 0.4, 0.5, 0.25, 0.38, 0.42)):
@@ -25,7 +26,7 @@ def examples(inputs, batch: int = 3, seed: int = 0, seconds=(0.45, 0.35, 0.3, 0.
             elif name in FIXED:
                 example[name] = rng.standard_normal(FIXED[name]).astype(np.float32)
             elif name in FRAME_DIMS:
-                example[name] = rng.standard_normal((frames, FRAME_DIMS[name])).astype(np.float32)
+                example[name] = rng.standard_normal((frames, *np.atleast_1d(FRAME_DIMS[name]))).astype(np.float32)
             elif name == "words":
                 example[name] = rng.integers(2, VOCAB, words).astype(np.int64)
             elif name == "word_spans":

@@ -234,7 +234,7 @@ def test_check_reports_every_node_and_what_is_wrong(start_cluster, tmp_path, syn
     check = [sys.executable, str(REPO / "orchestration" / "sweep.py"), str(path), "--check"]
     ready = subprocess.run(check, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert ready.returncode == 0, ready.stdout[-3000:] + ready.stderr[-3000:]
-    node_lines = [line for line in ready.stdout.splitlines() if "writable / ok" in line]
+    node_lines = [line for line in ready.stdout.splitlines() if "writable / ok / read in place" in line]
     assert len(node_lines) == 2 and "TRAIN_DRIVER: 64" in "".join(node_lines)
     assert "[check] 2 node(s)" in ready.stdout and "ready" in ready.stdout
     assert not (tmp_path / "results" / "t").exists()          # a check starts no sweep

@@ -51,8 +51,15 @@ def test_a_killed_extraction_keeps_its_shards_and_the_rerun_extracts_only_the_re
     child.wait()
     kept = {u for path in manifests(cache) for u in pq.read_table(path).column("utt_id").to_pylist()}
     assert 3 * 8 <= len(kept) < len(corpus_table) and not list(cache.glob("egemaps/*/meta.json"))
+    shards_folder = next(cache.glob("egemaps/*/shards"))
+    abandoned = shards_folder / ".tmp-killed-0.f32"            # what a writer killed an hour ago left
+    abandoned.write_bytes(b"\0" * 64)
+    os.utime(abandoned, (time.time() - 3600, time.time() - 3600))
+    live = shards_folder / ".tmp-another-0.f32"                # a writer still at work: recently written
+    live.write_bytes(b"")
 
     resumed = extract(corpus_table, ["egemaps"], cache, progress=False, shard_bytes=shard_bytes)
+    assert not abandoned.exists() and live.exists()
     assert resumed.resumed == {"egemaps": len(kept)} and resumed.computed == ["egemaps"]
     written = {u for path in manifests(cache) for u in pq.read_table(path).column("utt_id").to_pylist()}
     assert written == set(corpus_table["utt_id"])       # every utterance once, the kept ones never again
@@ -112,6 +119,59 @@ def test_a_node_that_cannot_read_the_cache_folder_fetches_a_shard_from_the_node_
         assert shards.fetch_from(ray.get_runtime_context().get_node_id(), str(tmp_path / "shard.f32")) == payload
     finally:
         ray.shutdown()
+
+
+def test_ray_data_actors_write_shards_where_they_see_the_cache_and_send_frames_back_where_not(synthetic_corpus,
+                                                                                                tmp_path):
+    """A node that sees the cache writes its chunks' shards itself (the driver only lists them); one that does
+    not see it (no probe file) sends the frames back for the driver to write. Either way the same numbers."""
+    import ray
+
+    from ser_models.data.distributed import extract_on_ray
+    from ser_models.data.features import get_extractor
+
+    table = synthetic_corpus.table
+    threads = extract(table, ["fbank40"], tmp_path / "threads", progress=False)
+    rows = table[["utt_id", "path", "text", "align_words", "align_start", "align_end"]].head(20).to_dict("records")
+    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR")
+    try:
+        cluster = extract(table, ["fbank40"], tmp_path / "ray", progress=False, engine="ray")
+        returned = []
+        extract_on_ray(rows, {"fbank40": get_extractor("fbank40")}, returned.extend,
+                       {"fbank40": str(tmp_path / "unseen")}, None, shards.SHARD_BYTES)
+    finally:
+        ray.shutdown()
+    assert_same(threads.stores["fbank40"], cluster.stores["fbank40"])
+    writers = {path.stem.split("-")[1] for path in (tmp_path / "ray").glob("fbank40/*/shards/*.parquet")}
+    assert len(writers) >= 2 and not list((tmp_path / "ray").rglob(".tmp-*"))    # the chunks' own shards
+    assert sorted(utt_id for utt_id, _ in returned) == sorted(row["utt_id"] for row in rows)
+    assert all(np.array_equal(outcome["fbank40"], threads.stores["fbank40"][utt_id]) for utt_id, outcome in returned)
+    assert not (tmp_path / "unseen").exists()
+
+
+def test_doctor_says_how_each_node_reaches_the_cache_and_what_to_fix(tmp_path, synthetic_root, s3_server):
+    """A bucket cache is copied into each node's copy folder: doctor checks the node reads the bucket and can
+    write that folder, and names EMOSWEEP_NODE_CACHE when it cannot; it leaves no probe behind."""
+    import boto3
+
+    prefix = f"doctor-{tmp_path.name}"
+    path = write_sweep(tmp_path, synthetic_root, cache=f"s3://{s3_server['bucket']}/{prefix}")
+    ready = run_sweep(path, "--check", env={"EMOSWEEP_NODE_CACHE": str(tmp_path / "node")})
+    assert ready.returncode == 0, ready.stdout[-3000:] + ready.stderr[-3000:]
+    assert f"writable / ok / copied to {tmp_path / 'node'}" in ready.stdout and "ready" in ready.stdout
+    listed = boto3.client("s3").list_objects_v2(Bucket=s3_server["bucket"], Prefix=prefix).get("Contents", [])
+    assert not [item["Key"] for item in listed if "probe" in item["Key"]]
+
+    (tmp_path / "a-file").write_text("")
+    broken = run_sweep(path, "--check", env={"EMOSWEEP_NODE_CACHE": str(tmp_path / "a-file" / "copies")})
+    assert broken.returncode == 2
+    problem = next(line for line in broken.stdout.splitlines() if line.startswith("problem:"))
+    assert "feature cache NOT usable" in problem and "set EMOSWEEP_NODE_CACHE" in problem, broken.stdout
+
+    unwritable = run_sweep(write_sweep(tmp_path, synthetic_root, cache="s3://no-such-bucket/features"), "--check")
+    assert unwritable.returncode == 2
+    assert "the driver cannot write the feature cache s3://no-such-bucket/features" in unwritable.stdout
+    assert "AWS_ENDPOINT_URL" in unwritable.stdout
 
 
 @pytest.mark.slow

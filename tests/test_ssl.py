@@ -141,6 +141,10 @@ def test_a_missing_model_is_exit_2_with_the_download_command(tmp_path, synthetic
                                                                      "'model'?)"),
     ({"models": {"ssl_probe": ["full"]}, "encoder": {"model": "x", "pooling": "max"}}, "encoder.pooling: 'max' "
                                                                                        "is not one of"),
+    ({"models": {"ssl_asp": ["full"]}, "encoder": {"model": "x"}}, "ssl_asp/full reads ssl_frames, the frame-level "
+                                                                   "outputs of the layers that encoder.frame_layers"),
+    ({"models": {"ssl_probe": ["full"]}, "encoder": {"model": "x", "frame_layers": [1]}},
+     "encoder.frame_layers is set but no model reads ssl_frames"),
 ])
 def test_encoder_section_mistakes_are_named(sections, message):
     from orchestration.config import SweepError, parse_sweep, validate
@@ -168,3 +172,60 @@ def test_a_sweep_of_every_probe_learns_the_synthetic_classes_then_resumes_from_t
     again = run_sweep(path, env={"HF_HUB_OFFLINE": "1"})
     assert again.returncode == 0 and "features ['ssl_layers'] ready" in again.stdout
     assert list((tmp_path / "cache" / "ssl_layers").glob("*/meta.json")) == cache
+
+
+def test_frame_layers_are_the_chosen_layers_frames_whose_mean_is_the_pooled_feature(tiny_wavlm):
+    from ser_models.data.encoders import EncoderError, encoder_features
+
+    features = encoder_features(str(tiny_wavlm), frame_layers=[1, -1])
+    wave = tone(2.5)
+    frames, pooled = features["ssl_frames"](wave).numpy(), features["ssl_layers"](wave).numpy()
+    assert frames.shape == (frames.shape[0], 2, 32) and 120 <= frames.shape[0] <= 125    # 50 frames per second
+    assert np.allclose(frames.mean(0), pooled[[1, 2]], atol=1e-5)
+    with pytest.raises(EncoderError, match=r"encoder.frame_layers \[5\]: .* has layers 0..2"):
+        encoder_features(str(tiny_wavlm), frame_layers=[5])
+
+
+def test_attentive_statistics_pooling_over_frames_learns_the_synthetic_classes(tmp_path, synthetic_root, tiny_wavlm):
+    path = write_sweep(tmp_path, synthetic_root, models={"ssl_asp": ["full", "mean_pool"]},
+                       encoder={"model": str(tiny_wavlm), "frame_layers": [1, 2]}, fold_indices=[0],
+                       train={"epochs": 30, "batch_size": 16, "lr": 3e-3, "early_stop_patience": 0})
+    done = run_sweep(path, env={"HF_HUB_OFFLINE": "1"})
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "features ['ssl_frames'] ready" in done.stdout
+    folds = table(tmp_path)
+    assert sorted(set(folds["ablation"])) == ["full", "mean_pool"] and set(folds["status"]) == {"finished"}
+    # chance: 0.25; a random 2-layer encoder's frames carry less than its pooled mean_std of every layer
+    assert folds["test_ua"].min() > 0.4, folds[["ablation", "fold", "test_ua"]]
+
+
+def test_one_cell_per_layer_draws_the_curve_and_each_fold_takes_its_layer_on_validation(tmp_path, synthetic_root,
+                                                                                        tiny_wavlm):
+    from orchestration.config import SweepError, parse_sweep, validate
+    from orchestration.per_layer import best_layers, layer_rows
+
+    layers = [f"layer_{k}" for k in range(3)]
+    path = write_sweep(tmp_path, synthetic_root, models={"ssl_probe": layers, "ssl_svm": layers},
+                       encoder={"model": str(tiny_wavlm)}, fold_indices=[0, 1],
+                       train={"epochs": 8, "batch_size": 16, "lr": 3e-3, "early_stop_patience": 0})
+    done = run_sweep(path, env={"HF_HUB_OFFLINE": "1"})
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    folds = table(tmp_path)
+    rows = layer_rows(folds)
+    assert len(rows) == 12 and sorted(set(rows["layer"])) == [0, 1, 2]
+    chosen = best_layers(rows)
+    for row in chosen.itertuples():       # each fold's layer is its best on validation, whatever test says
+        same = rows[(rows["model"] == row.model) & (rows["fold"] == row.fold) & (rows["seed"] == row.seed)]
+        assert row.val_ua == same["val_ua"].max() and row.layer == same.loc[same["val_ua"].idxmax(), "layer"]
+    shuffled = rows.assign(test_ua=rows["test_ua"].sample(frac=1, random_state=0).to_numpy())
+    assert best_layers(shuffled)["layer"].tolist() == chosen["layer"].tolist()
+    sweep_dir = tmp_path / "results" / "t"
+    report = (sweep_dir / "report.md").read_text()
+    assert "## Per encoder layer" in report and "figures/per_layer.png" in report
+    assert (sweep_dir / "figures" / "per_layer.svg").is_file()
+    assert "layers chosen" in report
+
+    beyond = parse_sweep({"name": "t", "corpus": "synthetic", "models": {"ssl_svm": ["layer_3"]},
+                          "encoder": {"model": str(tiny_wavlm)}}, "t.yaml")
+    with pytest.raises(SweepError, match="ssl_svm: layer_3 probes layer 3, and the encoder has layers 0..2"):
+        validate(beyond)

@@ -65,6 +65,24 @@ def test_same_seed_same_result(synthetic_root, tmp_path):
     assert first["test_confusion"] == second["test_confusion"] and first["objective"] == second["objective"]
 
 
+def test_a_split_too_large_to_keep_is_read_again_each_epoch_with_the_same_result(synthetic_root, tmp_path,
+                                                                                  monkeypatch):
+    """Evaluation batches kept in memory would grow a trial with the corpus: past the budget they stream."""
+    import orchestration.training as training
+
+    config = trial_config(synthetic_root, tmp_path, model="lstm_attn_audio", epochs=2)
+    kept = train_loop(config, LocalSession(tmp_path / "kept"))
+    streamed_types = []
+    original = training.evaluation_batches
+    monkeypatch.setattr(training, "EVALUATION_KEPT_BYTES", 0)
+    monkeypatch.setattr(training, "evaluation_batches",
+                        lambda *args: streamed_types.append(type(batches := original(*args))) or batches)
+    streamed = train_loop(config, LocalSession(tmp_path / "streamed"))
+    assert streamed_types == [training.DataLoader, training.DataLoader]
+    assert streamed["test_confusion"] == kept["test_confusion"] and streamed["test_loss"] == kept["test_loss"]
+    assert streamed["objective"] == kept["objective"]
+
+
 def test_a_reused_process_gives_each_trial_the_result_of_a_fresh_one(synthetic_root, tmp_path):
     """Tune reuses trial processes: nothing a trial trains may leak into the next (e.g. shared GloVe rows)."""
     fold_1 = {**trial_config(synthetic_root, tmp_path, epochs=2), "fold": 1}

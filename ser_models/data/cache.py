@@ -17,6 +17,7 @@ import json
 import os
 import sys
 import time
+import uuid
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,7 +29,7 @@ from tqdm import tqdm
 
 from ser_models.interrupt import stop_point
 
-from .location import exists, join, read_bytes, write_bytes
+from .location import delete, exists, join, read_bytes, write_bytes
 from .shards import SHARD_BYTES, FeatureStore, ShardWriter
 
 CODE_VERSION = "2"   # bump when any extractor's numbers or the cache's layout change (2: sharded)
@@ -218,7 +219,7 @@ def _compute(table, todo, finals, report, workers, progress, chunk, quarantine_p
         stop_point()   # a Ctrl-C of a sweep's driver stops extraction here: published shards stay for the rerun
 
     try:
-        _run(rows, chunk, todo, consume, workers, engine, report)
+        _run(rows, chunk, todo, consume, workers, engine, report, finals, shard_bytes)
         for name in todo:
             report.stores[name] = writers[name].finish({"feature": name, "code_version": CODE_VERSION})
             report.computed.append(name)
@@ -233,7 +234,7 @@ def _compute(table, todo, finals, report, workers, progress, chunk, quarantine_p
     write_bytes(quarantine_path, text.getvalue().encode())
 
 
-def _run(rows, chunk, todo, consume, workers, engine, report) -> None:
+def _run(rows, chunk, todo, consume, workers, engine, report, finals, shard_bytes) -> None:
     """Extract chunks of `chunk` rows with the engine asked for, handing each one's results to `consume`."""
     if engine == "ray":
         from .distributed import extract_on_ray
@@ -242,7 +243,13 @@ def _run(rows, chunk, todo, consume, workers, engine, report) -> None:
         if absent:   # missing on the driver too: quarantined as the threads would, never sent out
             consume(_extract_chunk(absent, todo))
         present = [row for row in rows if os.path.exists(row["path"])]
-        report.nodes = extract_on_ray([present[i: i + chunk] for i in range(0, len(present), chunk)], todo, consume)
+        locations = {name: finals[name] for name in todo}
+        probe = join(next(iter(locations.values())), f".emosweep-probe-{uuid.uuid4().hex}")
+        write_bytes(probe, b"shared")
+        try:
+            report.nodes = extract_on_ray(present, todo, consume, locations, probe, shard_bytes)
+        finally:
+            delete(probe)
         return
     chunks = [rows[i: i + chunk] for i in range(0, len(rows), chunk)]
     if workers <= 1:

@@ -54,6 +54,11 @@ class UtteranceDataset(Dataset):
     def __len__(self) -> int:
         return len(self.rows)
 
+    def frame_bytes(self) -> int:
+        """The cached features' bytes of these utterances, before padding."""
+        return sum(self.stores[name].utterance_bytes(row["utt_id"]) for name in self.inputs if name in self.stores
+                   for row in self.rows)
+
     def __getitem__(self, index: int) -> dict:
         row = self.rows[index]
         example = {"utt_id": row["utt_id"], "label": self.label_index.get(row["label"], -1)}

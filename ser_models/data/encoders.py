@@ -1,8 +1,10 @@
-"""Self-supervised speech encoders as a feature: every hidden layer of wav2vec2, HuBERT, WavLM or Whisper's
-encoder, pooled over an utterance's frames, through Hugging Face `transformers` (extra: ssl).
+"""Self-supervised speech encoders as features: the hidden layers of wav2vec2, HuBERT, WavLM or Whisper's
+encoder, through Hugging Face `transformers` (extra: ssl).
 
-One utterance gives one frame per layer: [layers + 1, hidden] (the CNN or embedding output, then each
-transformer layer), mean-pooled, or [layers + 1, 2 x hidden] with pooling mean_std. The encoder is frozen and
+`ssl_layers`: one utterance gives one frame per layer: [layers + 1, hidden] (the CNN or embedding output, then
+each transformer layer), mean-pooled, or [layers + 1, 2 x hidden] with pooling mean_std. `ssl_frames` (when
+the sweep's encoder.frame_layers names layers): those layers' frame-level outputs, [frames, chosen layers,
+hidden], 50 frames per second, for heads that pool with their own attention. The encoder is frozen and
 runs in eval mode (no dropout), so a feature is a pure function of the audio and the weights: the cache key
 holds a digest of the weight files, and another checkpoint (or revision) never reads stale features.
 
@@ -55,13 +57,8 @@ class SSLLayers:
         return self._one(model, processor, whisper, np.asarray(wave, np.float32), device)
 
     def _one(self, model, processor, whisper: bool, wave: np.ndarray, device) -> torch.Tensor:
-        step = int((30.0 if whisper else self.chunk_seconds) * SAMPLE_RATE)
         total = first = second = None
-        for start in range(0, max(1, len(wave)), step):
-            piece = wave[start: start + step]
-            states = _hidden_states(model, processor, whisper, piece, device)     # [layers + 1, frames, hidden]
-            if whisper:
-                states = states[:, : max(1, math.ceil(len(piece) / SAMPLE_RATE * WHISPER_FRAMES_PER_SECOND))]
+        for states in windows(model, processor, whisper, wave, device, self.chunk_seconds):
             frames = states.shape[1]
             total = frames + (total or 0)
             first = states.sum(1) + (first if first is not None else 0)
@@ -78,6 +75,38 @@ class SSLLayers:
         hidden = getattr(config, "d_model", None) or config.hidden_size
         layers = getattr(config, "encoder_layers", None) or config.num_hidden_layers
         return layers + 1, hidden * (2 if self.pooling == "mean_std" else 1)
+
+
+@dataclass(frozen=True)
+class SSLFrames:
+    """The `ssl_frames` feature: the frame-level outputs of chosen layers, [frames, len(layers), hidden]."""
+    folder: str
+    weights: str
+    layers: tuple[int, ...]
+    chunk_seconds: float = 30.0
+
+    def identity(self) -> dict:
+        return {"weights": self.weights, "layers": list(self.layers), "chunk_seconds": self.chunk_seconds}
+
+    def __call__(self, wave) -> torch.Tensor:
+        model, processor, whisper = load_encoder(self.folder)
+        device = next(model.parameters()).device
+        pieces = [states[list(self.layers)] for states in windows(model, processor, whisper,
+                                                                  np.asarray(wave, np.float32), device,
+                                                                  self.chunk_seconds)]
+        return torch.cat(pieces, dim=1).transpose(0, 1).contiguous()
+
+
+def windows(model, processor, whisper: bool, wave: np.ndarray, device, chunk_seconds: float):
+    """[layers + 1, frames, hidden] per window of the utterance (see the module's note on chunking); Whisper's
+    frames past the audio (its padding to 30 s) are dropped."""
+    step = int((30.0 if whisper else chunk_seconds) * SAMPLE_RATE)
+    for start in range(0, max(1, len(wave)), step):
+        piece = wave[start: start + step]
+        states = _hidden_states(model, processor, whisper, piece, device)
+        if whisper:
+            states = states[:, : max(1, math.ceil(len(piece) / SAMPLE_RATE * WHISPER_FRAMES_PER_SECOND))]
+        yield states
 
 
 @torch.no_grad()
@@ -114,9 +143,25 @@ def load_encoder(folder: str):
 
 def encoder_feature(model: str, revision: str = "main", pooling: str = "mean", chunk_seconds: float = 30.0
                     ) -> SSLLayers:
-    """The feature for a sweep's encoder section: `model` a local folder or a Hugging Face hub id."""
+    """The ssl_layers feature of an encoder: `model` a local folder or a Hugging Face hub id."""
     folder = local_folder(model, revision)
     return SSLLayers(str(folder), weights_digest(folder), pooling, float(chunk_seconds))
+
+
+def encoder_features(model: str, revision: str = "main", pooling: str = "mean", chunk_seconds: float = 30.0,
+                     frame_layers: list[int] | None = None) -> dict:
+    """The features a sweep's encoder: section sets up: ssl_layers, and ssl_frames when frame_layers is set."""
+    layers = encoder_feature(model, revision, pooling, chunk_seconds)
+    features = {"ssl_layers": layers}
+    if frame_layers:
+        count = layers.shape[0]
+        outside = [layer for layer in frame_layers if not -count <= layer < count]
+        if outside:
+            raise EncoderError(f"encoder.frame_layers {outside}: {model} has layers 0..{count - 1} (0: the CNN or "
+                               f"embedding output). Fix: choose layers in that range, e.g. [{count // 2}, {count - 1}]")
+        features["ssl_frames"] = SSLFrames(layers.folder, layers.weights,
+                                           tuple(layer % count for layer in frame_layers), float(chunk_seconds))
+    return features
 
 
 def is_local(model: str) -> bool:

@@ -179,7 +179,7 @@ EXTRACTORS = {
 
 
 # features whose extractor a sweep file sets up (name -> its section): one encoder checkpoint of many
-CONFIGURED = {"ssl_layers": "encoder"}
+CONFIGURED = {"ssl_layers": "encoder", "ssl_frames": "encoder"}
 
 
 def get_extractor(name: str):

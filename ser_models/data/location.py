@@ -45,6 +45,15 @@ def read_bytes(location: str) -> bytes | None:
         raise
 
 
+def delete(location: str) -> None:
+    """Remove a file or object; one already gone is fine."""
+    filesystem, path = resolve(location)
+    try:
+        filesystem.delete_file(path)
+    except FileNotFoundError:
+        pass
+
+
 def write_bytes(location: str, data: bytes) -> None:
     """Replace the file in one step: a local temp file renamed over it, or one object PUT."""
     filesystem, path = resolve(location)

@@ -21,6 +21,7 @@ import os
 import shutil
 import sys
 import tempfile
+import time
 import uuid
 from pathlib import Path
 
@@ -32,6 +33,7 @@ from pyarrow import fs
 from .location import download_file, is_remote, join, read_bytes, resolve, upload_file, write_bytes
 
 SHARD_BYTES = 256 * 2**20
+ABANDONED_S = 600
 # where a node keeps its copy of shards it cannot read in place (a bucket, or another machine's disk)
 NODE_CACHE = Path(os.environ.get("EMOSWEEP_NODE_CACHE", Path(tempfile.gettempdir()) / "emosweep-shards"))
 
@@ -52,11 +54,12 @@ def published(location: str) -> tuple[list[str], set[str], tuple | None]:
 
 class ShardWriter:
     """Appends one feature's utterances to a local file and publishes it as a shard every `shard_bytes`.
-    Utterances already in a published shard (an earlier, interrupted run) are skipped."""
+    Utterances already in a published shard (an earlier, interrupted run) are skipped; resume=False: the
+    caller has left them out already (an extraction actor writing its chunk), so the shards are not listed."""
 
-    def __init__(self, location: str, name: str, shard_bytes: int = SHARD_BYTES):
+    def __init__(self, location: str, name: str, shard_bytes: int = SHARD_BYTES, resume: bool = True):
         self.location, self.name, self.shard_bytes = str(location), name, shard_bytes
-        self.shards, self.done, self.dims = published(self.location)
+        self.shards, self.done, self.dims = published(self.location) if resume else ([], set(), None)
         self.resumed = len(self.done)
         self.writer = uuid.uuid4().hex[:8]     # two extractions of one key never publish the same shard name
         # the frames are written where the shard will live on a disk (published by a rename), or to a local
@@ -127,11 +130,26 @@ class ShardWriter:
             shutil.rmtree(self.scratch, ignore_errors=True)
 
     def finish(self, meta: dict) -> "FeatureStore":
+        """Publish the rest and write meta.json over every published shard (extraction actors' too)."""
         self.publish()
-        meta = {**meta, "dims": list(self.dims or ()), "utterances": len(self.done), "shards": self.shards}
+        self.shards, self.done, dims = published(self.location)
+        meta = {**meta, "dims": list(dims or self.dims or ()), "utterances": len(self.done), "shards": self.shards}
         write_bytes(join(self.location, "meta.json"), json.dumps(meta, indent=2).encode())
         self.discard()
+        self.remove_abandoned()
         return FeatureStore(self.location)
+
+    def remove_abandoned(self) -> None:
+        """Frames of writers killed before they published (SIGKILL leaves their .tmp files on a disk): gone
+        once untouched for ABANDONED_S, so that a writer still appending to its own is never disturbed."""
+        if is_remote(self.location):
+            return
+        for tmp in Path(join(self.location, "shards")).glob(".tmp-*"):
+            try:
+                if time.time() - tmp.stat().st_mtime > ABANDONED_S:
+                    tmp.unlink()
+            except FileNotFoundError:
+                pass
 
 
 class FeatureStore:
@@ -187,6 +205,9 @@ class FeatureStore:
     @property
     def utt_ids(self) -> list[str]:
         return list(self._rows)
+
+    def utterance_bytes(self, utt_id: str) -> int:
+        return self._rows[utt_id][2] * self._row_bytes
 
     @property
     def nbytes(self) -> int:

@@ -8,8 +8,11 @@ fold's training statistics (the encoders' layers differ in scale by orders of ma
 - ssl_probe/full: a learned softmax-weighted sum of the layers -> linear classifier (SUPERB's ER probe);
 - ssl_probe/mlp: the same sum -> one hidden layer (EmoBox-style light head);
 - ssl_probe/last_layer: the last layer alone -> linear (what "take the encoder's output" gives);
-- option `layer: k` probes layer k alone (0 = the CNN or embedding output): one run per layer draws the
-  per-layer figure of SSL-for-SER papers.
+- ssl_probe/layer_<k> (or the option `layer: k`) probes layer k alone (0 = the CNN or embedding output):
+  one cell per layer draws the report's per-layer figure, the one SSL-for-SER papers draw;
+- ssl_svm: a linear SVM (hinge loss, as egemaps_svm) on one layer, the last by default; with one cell per
+  layer (ssl_svm/layer_<k>) the report picks each fold's layer on validation UA and scores that fold's test
+  with it (EmoBox and nkululeko's "SVM on the best layer"), never looking at test to choose.
 
 Recipe: [RECON] SUPERB's ER probe trains on frame features for 30k steps at lr 1e-4; on pooled vectors an
 epoch is a few steps, so Adam at 1e-3, batch 32, up to 50 epochs, early stop after 10 without a better
@@ -20,10 +23,14 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
+import torch.nn.functional as F
+
 from ..blocks import Standardize
 from ..registry import ModelSpec, SERModel, register
 
 RECIPE = {"optimizer": "adam", "lr": 1e-3, "batch_size": 32, "epochs": 50, "early_stop_patience": 10}
+SVM_RECIPE = {**RECIPE, "lr": 1e-2, "weight_decay": 1e-3}    # egemaps_svm's: L2 as the optimiser's decay
+SVM_SOURCE = "[RECON] as egemaps_svm: the primal multi-class hinge, Adam 1e-2, weight decay 1e-3, batch 32"
 SOURCE = ("[RECON] SUPERB ER's probe (weighted layers, mean pooling, linear) on pooled vectors: Adam 1e-3, "
           "batch 32, up to 50 epochs, early stop after 10 on validation")
 
@@ -43,6 +50,7 @@ class LayerProbe(SERModel):
         # parameter used)
         self.layer_logits = nn.Parameter(torch.zeros(layers)) if self.layer is None else None
         classes = cfg["num_classes"]
+        self.hinge = cfg.get("hinge", False)
         self.net = (nn.Linear(dims, classes) if not cfg["hidden"] else
                     nn.Sequential(nn.Linear(dims, cfg["hidden"]), nn.ReLU(), nn.Dropout(cfg["dropout"]),
                                   nn.Linear(cfg["hidden"], classes)))
@@ -61,12 +69,26 @@ class LayerProbe(SERModel):
             return self.net(layers[:, self.layer])
         return self.net(torch.einsum("l,bld->bd", self.layer_weights, layers))
 
+    def classification_loss(self, logits, labels):
+        if self.hinge:
+            return F.multi_margin_loss(logits, labels, weight=self.class_weight)
+        return super().classification_loss(logits, labels)
+
 
 register(ModelSpec(
     name="ssl_probe", paper="SUPERB / EmoBox probe",
     description="a frozen SSL encoder's layers (encoder: section): weighted sum -> linear or MLP",
     builder=LayerProbe, inputs=lambda cfg: ("ssl_layers",),
     defaults={"input_shapes": None, "layer": None, "hidden": 0, "dropout": 0.1},
-    ablations={"full": {}, "mlp": {"hidden": 256}, "last_layer": {"layer": -1}},
+    ablations={"full": {}, "mlp": {"hidden": 256}, "last_layer": {"layer": -1}}, numbered={"layer": "layer"},
     recipe=RECIPE, recipe_source=SOURCE,
     listing={"input_shapes": {"ssl_layers": (13, 768)}}))    # parameters listed at WavLM-base-plus's size
+
+register(ModelSpec(
+    name="ssl_svm", paper="EmoBox / nkululeko",
+    description="one layer of a frozen SSL encoder (encoder: section) -> linear SVM (hinge loss)",
+    builder=LayerProbe, inputs=lambda cfg: ("ssl_layers",),
+    defaults={"input_shapes": None, "layer": -1, "hidden": 0, "dropout": 0.0, "hinge": True},
+    numbered={"layer": "layer"},
+    recipe=SVM_RECIPE, recipe_source=SVM_SOURCE,
+    listing={"input_shapes": {"ssl_layers": (13, 768)}}))
