@@ -422,6 +422,9 @@ def _validate_train(src: str, model: str, train: dict, res: dict) -> None:
     if res["mode"] == "ddp" and train["batch_size"] % res["workers_per_trial"]:
         _fail(src, f"{where}: train.batch_size {train['batch_size']} is the global batch and must split evenly "
               f"over {res['workers_per_trial']} DDP workers", "make train.batch_size a multiple of workers_per_trial")
+    if train["speaker_norm_stats"] != "all_audio" and not train["speaker_norm"]:
+        _fail(src, f"{where}: train.speaker_norm_stats is {train['speaker_norm_stats']}, but speaker_norm is off",
+              "set train.speaker_norm: true, or drop speaker_norm_stats")
     milestones = train["milestones"]
     if not all(isinstance(m, int) and not isinstance(m, bool) and m >= 0 for m in milestones) \
             or list(milestones) != sorted(set(milestones)):

@@ -149,7 +149,7 @@ def draw_report(sweep_dir: str, root: Path) -> Path:
                    "folds' means, with the number of folds (the fold is the unit: its seeds share test speakers); "
                    "seed sd: the spread of the seeds' mean UA over folds (– with one seed); macro-F1 on test; "
                    "*oracle UA: the test-oracle epoch, never a result." + searched_note(every_setting)),
-              Table(summary_frame(summary, every_setting)), *ensemble_blocks(folds),
+              Table(summary_frame(summary, every_setting)), *transductive_blocks(folds), *ensemble_blocks(folds),
               figure("intervals", draw.interval_bars(folds), "test UA per model with 95% intervals over folds")]
     if comparison["paper_UA"].notna().any():
         blocks += [Heading("Beside the published numbers"), *published_blocks(comparison),
@@ -220,6 +220,27 @@ def corpus_matrix(folds: pd.DataFrame, cross: pd.DataFrame) -> pd.DataFrame:
     rows = pd.concat([own, cross[cross["status"] == "finished"]], ignore_index=True)
     return (rows.groupby(["model", "ablation", "train_corpus", "test_corpus"])["test_ua"]
             .agg(["mean", "std", "count"]).reset_index())
+
+
+def transductive_cells(folds: pd.DataFrame) -> list[str]:
+    """Cells whose features were normalised with statistics of the test speakers' own audio."""
+    import json
+
+    cells = []
+    for (model, ablation), group in folds[folds["status"] == "finished"].groupby(["model", "ablation"]):
+        recipes = [json.loads(text) for text in group["recipe"].dropna()]
+        if any(r.get("speaker_norm") and r.get("speaker_norm_stats", "all_audio") == "all_audio" for r in recipes):
+            cells.append(cell_name(model, ablation))
+    return cells
+
+
+def transductive_blocks(folds: pd.DataFrame) -> list:
+    cells = transductive_cells(folds)
+    if not cells:
+        return []
+    return [Text(f"Transductive rows: {', '.join(cells)} normalise each speaker, test speakers included, by that "
+                 "speaker's own audio (train.speaker_norm with speaker_norm_stats: all_audio): no test label is "
+                 "read, but the test audio shapes the features. speaker_norm_stats: training_speakers reads none.")]
 
 
 def ensemble_blocks(folds: pd.DataFrame) -> list:

@@ -107,6 +107,10 @@ KEYS = [
     Key("train.speaker_norm", (bool,), False, "normalise features per speaker: frame features and eGeMAPS "
         "functionals, by the mean and std over each speaker's own utterances, test speakers' included (their "
         "audio, never their labels; +0.05 to +0.07 UA on RAVDESS, results/reports/STUDY.md)"),
+    Key("train.speaker_norm_stats", (str,), "all_audio", "where speaker_norm's statistics come from: all_audio "
+        "(each speaker's own utterances, test speakers' included: transductive), or training_speakers (each "
+        "training speaker's own; validation and test speakers by the training speakers' pooled statistics, so no "
+        "validation or test audio is read)", choices=("all_audio", "training_speakers")),
     Key("train.class_weights", (str,), "none", "balanced: weight the loss by the inverse class frequency of the "
         "training split", choices=("none", "balanced")),
     Key("train.refit", (bool,), False, "after choosing the epoch on validation, train a fresh model (same seed) "

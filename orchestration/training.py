@@ -315,7 +315,9 @@ def make_loaders(task, fold, inputs, config, session, seed, device) -> Loaders:
     split = {name: task.table[task.table["utt_id"].isin(set(getattr(fold, name)))]
              for name in ("train", "validation", "test")}
     stats = None
-    if config["train"]["speaker_norm"]:   # every speaker a trial reads: the task's, test corpora's, context turns'
+    if config["train"]["speaker_norm"] and config["train"].get("speaker_norm_stats") == "training_speakers":
+        stats = speaker_statistics(split["train"], task.report.stores, inputs, pooled=True)
+    elif config["train"]["speaker_norm"]:   # every speaker a trial reads: the task's, test corpora's, context turns'
         everyone = pd.concat([task.table, *task.cross.values(), task.context], ignore_index=True)
         stats = speaker_statistics(everyone, task.report.stores, inputs)
     datasets = {name: UtteranceDataset(part, task.report.stores, inputs, task.classes, task.vocab, stats)

@@ -137,6 +137,42 @@ def test_per_speaker_normalisation_gives_each_speaker_zero_mean_unit_std(synthet
     assert json.loads(final["recipe"])["speaker_norm"] is True
 
 
+def test_speaker_norm_from_training_speakers_reads_no_test_audio(synthetic_root, tmp_path):
+    """The non-transductive mode: training speakers by their own statistics, every other speaker by the
+    training speakers' pooled ones; the test speakers' audio never enters a statistic."""
+    import numpy as np
+
+    from orchestration.config import SweepError, validate
+    from orchestration.task import task_for
+    from orchestration.training import make_loaders
+    from ser_models.data.dataset import frame_moments
+
+    config = trial_config(synthetic_root, tmp_path, model="cnn_lstm", epochs=2, speaker_norm=True,
+                          speaker_norm_stats="training_speakers")
+    task = task_for(config, ("fbank40",))
+    fold = task.folds[0]
+    train = task.table[task.table["utt_id"].isin(set(fold.train))]
+    test = task.table[task.table["utt_id"].isin(set(fold.test))]
+    assert not set(train["speaker"]) & set(test["speaker"])
+    loaders = make_loaders(task, fold, ("fbank40",), {**config, "train": train_for("cnn_lstm", config["train"])},
+                           LocalSession(tmp_path / "s"), 0, torch.device("cpu"))
+    stats = loaders.train.dataset.speaker_stats
+    assert {speaker for _, speaker in stats} == set(train["speaker"]) | {None}
+    pooled_mean, pooled_std = frame_moments("fbank40", [task.report.stores["fbank40"][u] for u in train["utt_id"]])
+    first = test.iloc[0]
+    batch = next(iter(loaders.evaluate["test"]))
+    index = batch["utt_id"].index(first["utt_id"])
+    frames = task.report.stores["fbank40"][first["utt_id"]]
+    assert np.allclose(batch["fbank40"][index, :len(frames)].numpy(), (frames - pooled_mean) / pooled_std, atol=1e-5)
+    final = train_loop(config, LocalSession(tmp_path / "run"))
+    assert json.loads(final["recipe"])["speaker_norm_stats"] == "training_speakers"
+
+    sweep = parse_sweep({"name": "t", "corpus": "synthetic", "models": {"cnn_lstm": ["full"]},
+                         "train": {"speaker_norm_stats": "training_speakers"}}, "t.yaml")
+    with pytest.raises(SweepError, match="speaker_norm_stats is training_speakers, but speaker_norm is off"):
+        validate(sweep)
+
+
 def test_refit_trains_on_train_and_validation_for_the_chosen_epochs(synthetic_root, tmp_path, monkeypatch):
     """The refit replays the chosen epochs' learning rates on training + validation speakers; the test split
     is never seen, the selection is the plain run's, and the result is deterministic."""
@@ -160,3 +196,18 @@ def test_refit_trains_on_train_and_validation_for_the_chosen_epochs(synthetic_ro
     assert refitted["selected_val_ua"] == plain["selected_val_ua"]
     again = train_loop(config, LocalSession(tmp_path / "c"))
     assert again["test_ua"] == refitted["test_ua"] and again["test_wa"] == refitted["test_wa"]
+
+
+def test_the_report_labels_cells_normalised_with_test_audio_as_transductive():
+    import pandas as pd
+
+    from orchestration.report import transductive_blocks, transductive_cells
+
+    def rows(model, **train):
+        return [{"model": model, "ablation": "full", "status": "finished", "recipe": json.dumps(train)}] * 2
+
+    folds = pd.DataFrame(rows("fg_cme", speaker_norm=True) + rows("cma", speaker_norm=False)
+                         + rows("cnn_lstm", speaker_norm=True, speaker_norm_stats="training_speakers"))
+    assert transductive_cells(folds) == ["fg_cme"]
+    assert "Transductive rows: fg_cme" in transductive_blocks(folds)[0].text
+    assert transductive_blocks(folds[folds["model"] != "fg_cme"]) == []

@@ -15,27 +15,36 @@ from .alignment import word_frame_matrix
 from .text import Vocabulary, utterance_words
 
 
-def speaker_statistics(table, stores: dict, inputs) -> dict:
+def speaker_statistics(table, stores: dict, inputs, pooled: bool = False) -> dict:
     """(feature, speaker) -> (mean, std) per dimension over all of that speaker's frames, for frame features.
 
-    Label-free, from each speaker's own utterances (test speakers' too, as per-speaker normalisation in SER
-    does: it needs their audio, never their labels).
+    Label-free, from each speaker's own utterances in `table` (test speakers' too when the table holds them,
+    as per-speaker normalisation in SER does: it needs their audio, never their labels). pooled: also
+    (feature, None) over every speaker of the table, for speakers the table does not hold.
     """
-    from .features import CONFIGURED
-
     stats = {}
     for name in inputs:
         if name in ("words", "word_spans") or name not in stores:
             continue
-        for speaker, utterances in table.groupby("speaker")["utt_id"]:
-            frames = [np.asarray(stores[name][u]) for u in utterances]
-            if frames[0].ndim != 2:
+        groups = [(speaker, list(utterances)) for speaker, utterances in table.groupby("speaker")["utt_id"]]
+        if pooled:
+            groups.append((None, list(table["utt_id"])))
+        for speaker, utterances in groups:
+            moments = frame_moments(name, [np.asarray(stores[name][u]) for u in utterances])
+            if moments is None:
                 break                              # waveforms and fixed vectors: left as they are
-            # an encoder's rows are its layers, not frames: statistics per (layer, dimension)
-            stacked = (np.stack if name in CONFIGURED else np.concatenate)(frames).astype(np.float64)
-            stats[name, speaker] = (stacked.mean(0).astype(np.float32),
-                                    np.maximum(stacked.std(0), 1e-5).astype(np.float32))
+            stats[name, speaker] = moments
     return stats
+
+
+def frame_moments(name: str, frames: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray] | None:
+    from .features import CONFIGURED
+
+    if frames[0].ndim != 2:
+        return None
+    # an encoder's rows are its layers, not frames: statistics per (layer, dimension)
+    stacked = (np.stack if name in CONFIGURED else np.concatenate)(frames).astype(np.float64)
+    return stacked.mean(0).astype(np.float32), np.maximum(stacked.std(0), 1e-5).astype(np.float32)
 
 
 class UtteranceDataset(Dataset):
@@ -67,8 +76,10 @@ class UtteranceDataset(Dataset):
                 example["words"] = np.asarray(self.vocab.encode(utterance_words(row)), dtype=np.int64)
             else:
                 example[name] = np.asarray(self.stores[name][row["utt_id"]])
-                if (name, row["speaker"]) in self.speaker_stats:
-                    mean, std = self.speaker_stats[name, row["speaker"]]
+                # a speaker without statistics of its own takes the pooled ones, where there are any
+                moments = self.speaker_stats.get((name, row["speaker"])) or self.speaker_stats.get((name, None))
+                if moments is not None:
+                    mean, std = moments
                     example[name] = (example[name] - mean) / std
         if "word_spans" in example and "fbank40" in self.stores and "fbank40" not in example:
             example["fbank40_frames"] = len(self.stores["fbank40"][row["utt_id"]])
