@@ -11,11 +11,11 @@ and validates the sweep file against all of it. Every problem is printed with it
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
 import shutil
 import socket
-import uuid
 from pathlib import Path
 
 CACHE_PROBE = b"emosweep cache probe"
@@ -71,27 +71,6 @@ def probe_cache(probe: str | None) -> str:
     while not existing.exists():
         existing = existing.parent
     return f"copied to {NODE_CACHE} ({human(shutil.disk_usage(existing).free)} free)"
-
-
-def put_cache_probe(cache: str) -> tuple[str | None, str | None]:
-    """(probe location, None), or (None, the problem) when the driver cannot write the cache."""
-    from ser_models.data.location import join, write_bytes
-
-    probe = join(cache, f".emosweep-probe-{uuid.uuid4().hex}")
-    try:
-        write_bytes(probe, CACHE_PROBE)
-    except OSError as err:
-        return None, (f"the driver cannot write the feature cache {cache}: {err}. Fix: point `cache:` at a folder "
-                      "or bucket this user can write (for a bucket: AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, "
-                      "AWS_SECRET_ACCESS_KEY and AWS_DEFAULT_REGION set where the driver runs)")
-    return probe, None
-
-
-def remove_cache_probe(probe: str | None) -> None:
-    from ser_models.data.location import delete
-
-    if probe is not None:
-        delete(probe)
 
 
 def node_reports(ray, storage_root: str, cache_probe: str | None) -> list[tuple[dict, dict]]:
@@ -170,6 +149,7 @@ def check(sweep, address: str | None, verbose: bool) -> int:
     from orchestration.capacity import format_resources
     from orchestration.config import SweepError, validate
     from ser_models.data.cache import DEFAULT_CACHE
+    from ser_models.data.location import probe_file
     from orchestration.cluster import cluster_shapes, start_ray
 
     problems = []
@@ -182,12 +162,16 @@ def check(sweep, address: str | None, verbose: bool) -> int:
         shapes = cluster_shapes(ray)
         root = storage.normalize(sweep.storage)
         cache = sweep.cache or str(DEFAULT_CACHE)
-        cache_probe, problem = put_cache_probe(cache)
-        problems += [problem] if problem else []
-        try:
+        with contextlib.ExitStack() as stack:
+            try:
+                cache_probe = stack.enter_context(probe_file(cache, CACHE_PROBE))
+            except OSError as err:
+                cache_probe = None
+                problems.append(f"the driver cannot write the feature cache {cache}: {err}. Fix: point `cache:` at "
+                                "a folder or bucket this user can write (for a bucket: AWS_ENDPOINT_URL, "
+                                "AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and AWS_DEFAULT_REGION set where the "
+                                "driver runs)")
             reports = node_reports(ray, root, cache_probe)
-        finally:
-            remove_cache_probe(cache_probe)
         print(f"{'node':10s} {'address':16s} {'resources':44s} {'ray':7s} {'torch':14s} {'python':8s} "
               "storage / object store / feature cache")
         for node, report in reports:

@@ -11,11 +11,10 @@ from __future__ import annotations
 
 import os
 import posixpath
-import uuid
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
-from ser_models.data.location import is_remote, join, read_bytes, resolve, write_bytes  # noqa: F401 - re-exported
+from ser_models.data.location import is_remote, join, probe_file, read_bytes, resolve, write_bytes  # noqa: F401 - re-exported
 
 
 def normalize(location: str) -> str:
@@ -76,7 +75,5 @@ def check_writable(location: str) -> None:
     reasons check_could_write finds, so that check and run say the same)."""
     if not is_remote(location):
         check_could_write(location)
-    probe = join(location, f".emosweep-probe-{uuid.uuid4().hex}")
-    write_text(probe, "probe")
-    filesystem, path = resolve(probe)
-    filesystem.delete_file(path)
+    with probe_file(location):
+        pass

@@ -67,22 +67,22 @@ class ModelSpec:
     recipe_source: str = ""
     # options the registry's listing builds it with, where a sweep supplies sizes (an encoder's layers)
     listing: dict = field(default_factory=dict)
-    # numbered ablations: {"layer": "layer"} makes layer_0, layer_1, ... set the option layer to 0, 1, ...
-    # (one cell per encoder layer, however many layers the sweep's encoder has)
-    numbered: dict[str, str] = field(default_factory=dict)
+    # options that numbered ablations set: ("layer",) makes layer_0, layer_1, ... set the option layer to 0, 1,
+    # ... (one cell per encoder layer, however many layers the sweep's encoder has)
+    numbered: tuple[str, ...] = ()
 
     @property
     def ablation_names(self) -> list[str]:
         """The fixed ablations, then each numbered series as `<prefix>_<k>`."""
-        return [*self.ablations, *(f"{prefix}_<k>" for prefix in self.numbered)]
+        return [*self.ablations, *(f"{option}_<k>" for option in self.numbered)]
 
     def ablation(self, name: str) -> dict | None:
         """The options an ablation sets, or None when there is no such ablation."""
         if name in self.ablations:
             return self.ablations[name]
-        prefix, _, number = name.rpartition("_")
-        if prefix in self.numbered and number.isdigit():
-            return {self.numbered[prefix]: int(number)}
+        option, _, number = name.rpartition("_")
+        if option in self.numbered and number.isdigit():
+            return {option: int(number)}
         return None
 
     def config(self, ablation: str = "full", **overrides) -> dict:

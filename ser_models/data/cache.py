@@ -17,7 +17,6 @@ import json
 import os
 import sys
 import time
-import uuid
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,7 +28,7 @@ from tqdm import tqdm
 
 from ser_models.interrupt import stop_point
 
-from .location import delete, exists, join, read_bytes, write_bytes
+from .location import exists, join, probe_file, read_bytes, write_bytes
 from .shards import SHARD_BYTES, FeatureStore, ShardWriter
 
 CODE_VERSION = "2"   # bump when any extractor's numbers or the cache's layout change (2: sharded)
@@ -244,12 +243,9 @@ def _run(rows, chunk, todo, consume, workers, engine, report, finals, shard_byte
             consume(_extract_chunk(absent, todo))
         present = [row for row in rows if os.path.exists(row["path"])]
         locations = {name: finals[name] for name in todo}
-        probe = join(next(iter(locations.values())), f".emosweep-probe-{uuid.uuid4().hex}")
-        write_bytes(probe, b"shared")
-        try:
+        # an actor that finds this file sees the cache, and writes its shards there itself
+        with probe_file(next(iter(locations.values()))) as probe:
             report.nodes = extract_on_ray(present, todo, consume, locations, probe, shard_bytes)
-        finally:
-            delete(probe)
         return
     chunks = [rows[i: i + chunk] for i in range(0, len(rows), chunk)]
     if workers <= 1:

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import os
 import posixpath
+import uuid
+from contextlib import contextmanager
 
 from pyarrow import fs
 
@@ -52,6 +54,17 @@ def delete(location: str) -> None:
         filesystem.delete_file(path)
     except FileNotFoundError:
         pass
+
+
+@contextmanager
+def probe_file(folder: str, data: bytes = b"probe"):
+    """A file written into `folder` (can this user write there? do other machines see it?), removed on exit."""
+    probe = join(folder, f".emosweep-probe-{uuid.uuid4().hex}")
+    write_bytes(probe, data)
+    try:
+        yield probe
+    finally:
+        delete(probe)
 
 
 def write_bytes(location: str, data: bytes) -> None:

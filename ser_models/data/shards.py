@@ -38,18 +38,29 @@ ABANDONED_S = 600
 NODE_CACHE = Path(os.environ.get("EMOSWEEP_NODE_CACHE", Path(tempfile.gettempdir()) / "emosweep-shards"))
 
 
-def published(location: str) -> tuple[list[str], set[str], tuple | None]:
-    """The shards a (possibly interrupted) extraction has published: their names, utterance ids and dims."""
+def published(location: str) -> tuple[list[str], list[dict], tuple | None]:
+    """The shards a (possibly interrupted) extraction has published: their names, manifests (utt_id, offset,
+    frames, as lists) and dims."""
     filesystem, path = resolve(join(location, "shards"))
     infos = filesystem.get_file_info(fs.FileSelector(path, allow_not_found=True))
-    names, ids, dims = [], set(), None
+    names, manifests, dims = [], [], None
     for info in sorted(infos, key=lambda i: i.base_name):
         if info.base_name.endswith(".parquet") and not info.base_name.startswith("."):
             manifest = pq.read_table(info.path, filesystem=filesystem)
             names.append(info.base_name[: -len(".parquet")])
-            ids.update(manifest.column("utt_id").to_pylist())
+            manifests.append(manifest.to_pydict())
             dims = tuple(json.loads(manifest.schema.metadata[b"dims"]))
-    return names, ids, dims
+    return names, manifests, dims
+
+
+def utterance_ids(manifests: list[dict]) -> set[str]:
+    return {utt_id for manifest in manifests for utt_id in manifest["utt_id"]}
+
+
+def utterance_rows(manifests: list[dict]) -> dict[str, tuple[int, int, int]]:
+    """utt_id -> (shard index, first frame, frames), the shards in the order of `manifests`."""
+    return {u: (index, o, n) for index, manifest in enumerate(manifests)
+            for u, o, n in zip(manifest["utt_id"], manifest["offset"], manifest["frames"])}
 
 
 class ShardWriter:
@@ -59,7 +70,8 @@ class ShardWriter:
 
     def __init__(self, location: str, name: str, shard_bytes: int = SHARD_BYTES, resume: bool = True):
         self.location, self.name, self.shard_bytes = str(location), name, shard_bytes
-        self.shards, self.done, self.dims = published(self.location) if resume else ([], set(), None)
+        self.shards, manifests, self.dims = published(self.location) if resume else ([], [], None)
+        self.done = utterance_ids(manifests)
         self.resumed = len(self.done)
         self.writer = uuid.uuid4().hex[:8]     # two extractions of one key never publish the same shard name
         # the frames are written where the shard will live on a disk (published by a rename), or to a local
@@ -132,12 +144,13 @@ class ShardWriter:
     def finish(self, meta: dict) -> "FeatureStore":
         """Publish the rest and write meta.json over every published shard (extraction actors' too)."""
         self.publish()
-        self.shards, self.done, dims = published(self.location)
+        self.shards, manifests, dims = published(self.location)
+        self.done = utterance_ids(manifests)
         meta = {**meta, "dims": list(dims or self.dims or ()), "utterances": len(self.done), "shards": self.shards}
         write_bytes(join(self.location, "meta.json"), json.dumps(meta, indent=2).encode())
         self.discard()
         self.remove_abandoned()
-        return FeatureStore(self.location)
+        return FeatureStore.restored(self.location, meta, utterance_rows(manifests), origin=None)
 
     def remove_abandoned(self) -> None:
         """Frames of writers killed before they published (SIGKILL leaves their .tmp files on a disk): gone
@@ -159,13 +172,9 @@ class FeatureStore:
         location = str(location)
         meta = json.loads(read_bytes(join(location, "meta.json")))
         filesystem, _ = resolve(location)
-        rows = {}
-        for index, stem in enumerate(meta["shards"]):
-            _, path = resolve(join(location, "shards", f"{stem}.parquet"))
-            manifest = pq.read_table(path, filesystem=filesystem).to_pydict()
-            rows.update({u: (index, o, n) for u, o, n in zip(manifest["utt_id"], manifest["offset"],
-                                                                manifest["frames"])})
-        self._setup(location, meta, rows, origin=None)
+        manifests = [pq.read_table(resolve(join(location, "shards", f"{stem}.parquet"))[1],
+                                   filesystem=filesystem).to_pydict() for stem in meta["shards"]]
+        self._setup(location, meta, utterance_rows(manifests), origin=None)
 
     def _setup(self, location: str, meta: dict, rows: dict, origin: str | None) -> None:
         self.location, self.meta, self._rows, self.origin = location, meta, rows, origin

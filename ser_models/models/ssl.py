@@ -27,9 +27,9 @@ import torch.nn.functional as F
 
 from ..blocks import Standardize
 from ..registry import ModelSpec, SERModel, register
+from .egemaps import SVM_RECIPE   # egemaps_svm's: the same primal SVM, its L2 term the optimiser's decay
 
 RECIPE = {"optimizer": "adam", "lr": 1e-3, "batch_size": 32, "epochs": 50, "early_stop_patience": 10}
-SVM_RECIPE = {**RECIPE, "lr": 1e-2, "weight_decay": 1e-3}    # egemaps_svm's: L2 as the optimiser's decay
 SVM_SOURCE = "[RECON] as egemaps_svm: the primal multi-class hinge, Adam 1e-2, weight decay 1e-3, batch 32"
 SOURCE = ("[RECON] SUPERB ER's probe (weighted layers, mean pooling, linear) on pooled vectors: Adam 1e-3, "
           "batch 32, up to 50 epochs, early stop after 10 on validation")
@@ -80,7 +80,7 @@ register(ModelSpec(
     description="a frozen SSL encoder's layers (encoder: section): weighted sum -> linear or MLP",
     builder=LayerProbe, inputs=lambda cfg: ("ssl_layers",),
     defaults={"input_shapes": None, "layer": None, "hidden": 0, "dropout": 0.1},
-    ablations={"full": {}, "mlp": {"hidden": 256}, "last_layer": {"layer": -1}}, numbered={"layer": "layer"},
+    ablations={"full": {}, "mlp": {"hidden": 256}, "last_layer": {"layer": -1}}, numbered=("layer",),
     recipe=RECIPE, recipe_source=SOURCE,
     listing={"input_shapes": {"ssl_layers": (13, 768)}}))    # parameters listed at WavLM-base-plus's size
 
@@ -89,6 +89,6 @@ register(ModelSpec(
     description="one layer of a frozen SSL encoder (encoder: section) -> linear SVM (hinge loss)",
     builder=LayerProbe, inputs=lambda cfg: ("ssl_layers",),
     defaults={"input_shapes": None, "layer": -1, "hidden": 0, "dropout": 0.0, "hinge": True},
-    numbered={"layer": "layer"},
+    numbered=("layer",),
     recipe=SVM_RECIPE, recipe_source=SVM_SOURCE,
     listing={"input_shapes": {"ssl_layers": (13, 768)}}))
