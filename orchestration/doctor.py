@@ -21,12 +21,14 @@ from pathlib import Path
 CACHE_PROBE = b"emosweep cache probe"
 
 
-def probe_node(storage_root: str, shipped: list, cache_probe: str | None) -> dict:
-    """Runs on one node: what a trial there would find."""
+def probe_node(storage_root: str, shipped: list, cache_probe: str | None, variables: tuple[str, ...]) -> dict:
+    """Runs on one node: what a trial there would find, and which of the storage's variables its Ray has (the
+    names; values never leave the node)."""
     import ray
     import torch
 
     from orchestration import storage
+    from ser_models.data.location import variables_set
 
     found = {"host": socket.gethostname(), "ray": ray.__version__, "torch": torch.__version__,
              "python": platform.python_version(), "cuda": torch.cuda.is_available()}
@@ -40,6 +42,7 @@ def probe_node(storage_root: str, shipped: list, cache_probe: str | None) -> dic
     except Exception as err:  # noqa: BLE001 - any failure to fetch is the finding
         found["object_store"] = f"unreachable: {type(err).__name__}: {err}"
     found["cache"] = probe_cache(cache_probe)
+    found["variables"] = sorted(variables_set(variables))
     return found
 
 
@@ -73,14 +76,15 @@ def probe_cache(probe: str | None) -> str:
     return f"copied to {NODE_CACHE} ({human(shutil.disk_usage(existing).free)} free)"
 
 
-def node_reports(ray, storage_root: str, cache_probe: str | None) -> list[tuple[dict, dict]]:
+def node_reports(ray, storage_root: str, cache_probe: str | None,
+                 variables: tuple[str, ...]) -> list[tuple[dict, dict]]:
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     marker = ray.put("features")
     remote = ray.remote(num_cpus=0)(probe_node)
     nodes = [node for node in ray.nodes() if node.get("Alive")]
     futures = [remote.options(scheduling_strategy=NodeAffinitySchedulingStrategy(node["NodeID"], soft=False))
-               .remote(storage_root, [marker], cache_probe) for node in nodes]
+               .remote(storage_root, [marker], cache_probe, variables) for node in nodes]
     reports = []
     for node, future in zip(nodes, futures):
         try:
@@ -90,7 +94,18 @@ def node_reports(ray, storage_root: str, cache_probe: str | None) -> list[tuple[
     return reports
 
 
-def problems_of(reports: list[tuple[dict, dict]], driver_ray: str) -> list[str]:
+def lacking(report: dict, driver_has: set[str], variables: tuple[str, ...]) -> str:
+    """The storage variables the driver has and this node's Ray lacks, as the fix's first words."""
+    missing = [name for name in variables if name in driver_has and name not in report.get("variables", ())]
+    if not missing:
+        return ""
+    return (f"this node's Ray lacks {', '.join(missing)}, which the driver has: put them in cluster.env (node-env.sh "
+            "exports it on every node before `ray start`; run `ray up` again) or export them before that node's "
+            "`ray start`. Otherwise: ")
+
+
+def problems_of(reports: list[tuple[dict, dict]], driver_ray: str, driver_has: set[str],
+                variables: tuple[str, ...]) -> list[str]:
     problems = []
     for node, report in reports:
         name = f"node {node['NodeID'][:8]} ({node.get('NodeManagerAddress')})"
@@ -102,16 +117,18 @@ def problems_of(reports: list[tuple[dict, dict]], driver_ray: str) -> list[str]:
             problems.append(f"{name}: Ray {report['ray']}, the driver has {driver_ray}. Fix: install the same Ray "
                             "version on every node (cluster.yaml pins the image)")
         if report["storage"] != "writable":
-            problems.append(f"{name}: storage {report['storage']}. Fix: mount the same shared path on every node, or "
+            problems.append(f"{name}: storage {report['storage']}. Fix: {lacking(report, driver_has, variables)}"
+                            "mount the same shared path on every node, or "
                             "use s3://... with credentials on every node (cluster.yaml gives workers an instance "
                             "profile)")
         if report["object_store"] != "ok":
             problems.append(f"{name}: object store {report['object_store']}. Fix: open the object manager port "
                             "between nodes (cluster.yaml uses 8076)")
         if report["cache"].startswith("NOT readable"):
-            problems.append(f"{name}: feature cache {report['cache']}. Fix: give every node the bucket's "
-                            "credentials before its `ray start` (AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, "
-                            "AWS_SECRET_ACCESS_KEY, AWS_DEFAULT_REGION; cluster.yaml: an instance profile)")
+            problems.append(f"{name}: feature cache {report['cache']}. Fix: {lacking(report, driver_has, variables)}"
+                            "give every node the bucket's credentials before its `ray start` (AWS_ENDPOINT_URL, "
+                            "AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_DEFAULT_REGION in cluster.env; "
+                            "cluster.yaml: an instance profile)")
         elif report["cache"].startswith("NOT usable"):
             problems.append(f"{name}: feature cache {report['cache']}. Fix: on that node, set EMOSWEEP_NODE_CACHE "
                             "to a writable local disk with room for the features (`emosweep check` prints the "
@@ -149,7 +166,7 @@ def check(sweep, address: str | None, verbose: bool) -> int:
     from orchestration.capacity import format_resources
     from orchestration.config import SweepError, validate
     from ser_models.data.cache import DEFAULT_CACHE
-    from ser_models.data.location import probe_file
+    from ser_models.data.location import probe_file, variables_for, variables_set
     from orchestration.cluster import cluster_shapes, start_ray
 
     problems = []
@@ -171,7 +188,8 @@ def check(sweep, address: str | None, verbose: bool) -> int:
                                 "a folder or bucket this user can write (for a bucket: AWS_ENDPOINT_URL, "
                                 "AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and AWS_DEFAULT_REGION set where the "
                                 "driver runs)")
-            reports = node_reports(ray, root, cache_probe)
+            variables = tuple(dict.fromkeys(variables_for(root) + variables_for(cache)))
+            reports = node_reports(ray, root, cache_probe, variables)
         print(f"{'node':10s} {'address':16s} {'resources':44s} {'ray':7s} {'torch':14s} {'python':8s} "
               "storage / object store / feature cache")
         for node, report in reports:
@@ -183,7 +201,7 @@ def check(sweep, address: str | None, verbose: bool) -> int:
         for shape in shapes:
             if not shape.live:
                 print(f"autoscaler node type {shape.name}: up to {shape.count} x {format_resources(shape.resources)}")
-        problems += problems_of(reports, ray.__version__)
+        problems += problems_of(reports, ray.__version__, variables_set(variables), variables)
         problems += missing_workers(BOOTSTRAP, {node.get("NodeManagerAddress") for node, _ in reports})
         try:
             validate(sweep, cluster=shapes)

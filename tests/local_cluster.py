@@ -42,6 +42,19 @@ def pids_naming(text: str) -> list[int]:
     return [pid for pid in found if pid != os.getpid()]
 
 
+def processes_with(ray_tmpdir: str) -> list[int]:
+    """The processes started with this RAY_TMPDIR: Ray's workers rename themselves, their environment stays."""
+    marker = f"RAY_TMPDIR={ray_tmpdir}".encode()
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and marker in (entry / "environ").read_bytes().split(b"\0"):
+                found.append(int(entry.name))
+        except OSError:
+            continue
+    return [pid for pid in found if pid != os.getpid()]
+
+
 def descendants(roots: set[int]) -> set[int]:
     parent_of = {}
     for entry in Path("/proc").iterdir():

@@ -18,6 +18,21 @@ def is_remote(location: str) -> bool:
     return "://" in str(location)
 
 
+# The variables a node's processes need to reach a location, by URI scheme (names only: values never leave the
+# node). A region may also come as AWS_REGION.
+VARIABLES = {"s3": ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION"),
+             "gs": ("GOOGLE_APPLICATION_CREDENTIALS",)}
+SAME_AS = {"AWS_DEFAULT_REGION": "AWS_REGION"}
+
+
+def variables_for(location: str) -> tuple[str, ...]:
+    return VARIABLES.get(str(location).split("://", 1)[0], ()) if is_remote(location) else ()
+
+
+def variables_set(names, environ=os.environ) -> set[str]:
+    return {name for name in names if environ.get(name) or environ.get(SAME_AS.get(name, ""))}
+
+
 def resolve(location: str) -> tuple[fs.FileSystem, str]:
     location = str(location)
     return fs.FileSystem.from_uri(location) if is_remote(location) else (fs.LocalFileSystem(), location)
