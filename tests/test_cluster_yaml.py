@@ -1,6 +1,7 @@
 """The cluster files are checked offline against Ray's autoscaler schema and our own policy."""
 import json
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -95,6 +96,7 @@ def test_doctor_names_a_listed_worker_that_has_not_joined(tmp_path):
     problems = missing_workers(bootstrap, {"127.0.0.1"})
     assert len(problems) == 1 and problems[0].startswith("worker 10.255.255.1 ")
     assert "RAY_AUTH_MODE=token ray start --address" in problems[0] and "auth_token" in problems[0]
+    assert "port 22" in problems[0] and "logs/monitor.{out,log}" in problems[0]      # where `ray up`'s attempt is told
 
 
 DEBIAN_BASHRC = """# ~/.bashrc: executed by bash(1) for non-login shells.
@@ -162,9 +164,9 @@ def test_every_shell_ray_opens_on_a_node_finds_ray_the_token_mode_and_the_storag
         assert "mode=token" in seen and "endpoint=http://minio.internal:9000" in seen
         assert "child=k" in seen                                    # exported: `ray start`'s processes inherit it
     for command in full["head_start_ray_commands"] + full["worker_start_ray_commands"]:
-        for call in command.split(";"):
-            ray = call.split()[0] if call.split() else ""
-            assert ray in ("", "ulimit") or ray == "ray", command   # bare `ray`: the one on the node's PATH
+        for call in command.split(";"):   # leading VAR=value words set the environment
+            words = [word for word in call.split() if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*=\S*", word)]
+            assert not words or words[0] in ("ulimit", "ray"), command  # bare `ray`: the one on the node's PATH
 
 
 def test_doctor_names_the_storage_variables_a_node_lacks():
