@@ -214,6 +214,12 @@ def keep_logs(node_tmp: Path, into: Path) -> None:
         shutil.copytree(logs, into, dirs_exist_ok=True, ignore_dangling_symlinks=True)
 
 
+def kill_all(node_tmp: str) -> None:
+    for pid in processes_with(node_tmp):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
 def command_line(pid: int) -> str:
     with contextlib.suppress(OSError):
         return f"{pid} " + Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()[:200]
@@ -263,6 +269,7 @@ def test_ray_up_runs_a_sweep_on_head_and_worker_and_ray_down_leaves_no_process(t
         stack.enter_context(sshd_on_loopback(WORKER, 22, ssh_keys, homes["worker"]))
         for name, folder in node_tmp.items():
             stack.callback(shutil.rmtree, folder, ignore_errors=True)
+            stack.callback(kill_all, folder)                # what a failed run left (`ray down` skips workers)
             stack.callback(keep_logs, Path(folder), tmp_path / f"logs-{name}")
         other = stack.enter_context(local_cluster())              # another Ray of this user: it must survive
         config, gcs = cluster_file(checkout, port, ssh_keys / "client_key")
