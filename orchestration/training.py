@@ -8,6 +8,7 @@ metrics. What differs between the three settings lives in the Session.
 """
 from __future__ import annotations
 
+import functools
 import json
 import os
 import random
@@ -382,7 +383,23 @@ def autocast(device, precision: str):
     """bf16 autocast where asked for (or `auto` on a GPU that supports it); otherwise a no-op context."""
     use_bf16 = precision == "bf16" or (precision == "auto" and device.type == "cuda"
                                        and torch.cuda.is_bf16_supported())
+    if use_bf16 and device.type == "cpu" and (problem := cpu_bf16_problem()):
+        capability = torch.backends.cpu.get_cpu_capability()
+        raise ValueError(f"train.precision: bf16 cannot run on this CPU (torch: {capability}): {problem}. Fix: "
+                         "train.precision: auto (fp32 on a CPU, bf16 on a GPU that supports it) or fp32")
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16)
+
+
+@functools.cache
+def cpu_bf16_problem() -> str | None:
+    """Why bf16 autocast fails on this CPU, or None: oneDNN's bf16 LSTM has no kernel on x86 CPUs without AVX-512
+    (seen on an AVX2 AMD EPYC), and the trial would die in its first batch with a bare oneDNN message."""
+    try:
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            torch.nn.LSTM(4, 4, batch_first=True)(torch.zeros(1, 2, 4))
+    except RuntimeError as error:
+        return str(error).split(". ")[0]
+    return None
 
 
 @torch.no_grad()

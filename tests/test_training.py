@@ -94,20 +94,25 @@ def test_a_reused_process_gives_each_trial_the_result_of_a_fresh_one(synthetic_r
 
 
 def test_bf16_autocast_trains_and_fp32_is_the_cpu_default(synthetic_root, tmp_path):
-    """The GPU's bf16 path runs on CPU too (torch.autocast supports bf16 there); `auto` stays fp32 on CPU."""
+    """The GPU's bf16 path runs on CPU too where the CPU has bf16 kernels (torch.autocast supports bf16 there), and
+    is a clear error where it has not; `auto` stays fp32 on CPU."""
     import torch
 
-    from orchestration.training import autocast
+    from orchestration.training import autocast, cpu_bf16_problem
 
     assert not torch.is_autocast_enabled("cpu")
     with autocast(torch.device("cpu"), "auto"):
         assert not torch.is_autocast_enabled("cpu")
-    with autocast(torch.device("cpu"), "bf16"):
-        assert torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.bfloat16
     auto = train_loop(trial_config(synthetic_root, tmp_path, epochs=2), LocalSession(tmp_path / "auto"))
     fp32 = train_loop(trial_config(synthetic_root, tmp_path, epochs=2, precision="fp32"), LocalSession(tmp_path / "f"))
     assert auto["test_confusion"] == fp32["test_confusion"] and auto["test_loss"] == fp32["test_loss"]
     session = LocalSession(tmp_path / "bf16")
+    if cpu_bf16_problem():      # x86 without AVX-512: a clear error naming the key, before the first batch
+        with pytest.raises(ValueError, match=r"train.precision: bf16 cannot run on this CPU .*Fix: train.precision"):
+            train_loop(trial_config(synthetic_root, tmp_path, epochs=2, precision="bf16"), session)
+        pytest.skip(f"bf16 does not run on this CPU ({cpu_bf16_problem()}); its error was checked")
+    with autocast(torch.device("cpu"), "bf16"):
+        assert torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.bfloat16
     bf16 = train_loop(trial_config(synthetic_root, tmp_path, epochs=2, precision="bf16"), session)
     assert bf16["test_loss"] != fp32["test_loss"]  # it really ran in bf16
     assert all(torch.isfinite(torch.tensor(r["train_loss"])) for r in session.reports if not r["final"])
