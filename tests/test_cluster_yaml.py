@@ -48,6 +48,8 @@ def test_cluster_files_are_valid_for_ray_up_and_follow_policy(name):
                for target, source in full["file_mounts"].items())
     starts = [c for c in full["head_start_ray_commands"] + full["worker_start_ray_commands"] if "ray start" in c]
     assert len(starts) == 2 and not any("RAY_AUTH_MODE=" in c for c in starts)     # node-env.sh says it, once
+    if full["provider"]["type"] == "local":     # v2, ray up's default, never starts worker_ips (test_ray_up.py)
+        assert "RAY_enable_autoscaler_v2=0 ray start --head" in start_head
 
 
 def test_aws_file_scales_gpu_workers_from_zero_with_storage_credentials():
