@@ -156,7 +156,7 @@ def missing_workers(bootstrap: Path, joined: set[str]) -> list[str]:
         if address not in joined and str(worker) not in joined:
             problems.append(f"worker {worker} (provider.worker_ips of {bootstrap}) has not joined the cluster. "
                             "`ray up` sets workers up from the head, over SSH on port 22 with ~/ray_bootstrap_key.pem "
-                            "(a minute or two after it returns); the head's autoscaler log says why it did not: "
+                            "after it returns; if it has not joined a few minutes later, the head's autoscaler log says why it did not: "
                             "tail -n 50 /tmp/ray/session_latest/logs/monitor.{out,log}. Fix by hand: "
                             f"on {worker}, copy the head's ~/.ray/auth_token to ~/.ray/auth_token and run "
                             "RAY_AUTH_MODE=token ray start --address=HEAD:6379")

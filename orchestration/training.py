@@ -392,8 +392,8 @@ def autocast(device, precision: str):
 
 @functools.cache
 def cpu_bf16_problem() -> str | None:
-    """Why bf16 autocast fails on this CPU, or None: oneDNN's bf16 LSTM has no kernel on x86 CPUs without AVX-512
-    (seen on an AVX2 AMD EPYC), and the trial would die in its first batch with a bare oneDNN message."""
+    """Why bf16 autocast fails on this CPU, or None. On an AVX2 AMD EPYC without AVX-512, oneDNN had no bf16 LSTM
+    kernel, and the trial died in its first batch with a bare oneDNN message; the probe asks the CPU at hand."""
     try:
         with torch.autocast("cpu", dtype=torch.bfloat16):
             torch.nn.LSTM(4, 4, batch_first=True)(torch.zeros(1, 2, 4))

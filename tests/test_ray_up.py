@@ -169,7 +169,7 @@ def node_home(home: Path) -> Path:
 
 
 def cluster_file(checkout: Path, ssh_port: int, key: Path) -> tuple[Path, int]:
-    """cluster-onprem.yaml with its placeholders filled (head 127.0.0.1, one worker 127.0.0.2), each node's ports
+    """cluster-onprem.yaml with its placeholders filled (head HEAD, one worker WORKER), each node's ports
     free and its address its own, the venv linked; and the head's GCS port."""
 
     config = yaml.safe_load((REPO / "cluster-onprem.yaml").read_text())
@@ -187,9 +187,9 @@ def cluster_file(checkout: Path, ssh_port: int, key: Path) -> tuple[Path, int]:
     ports = free_ports(3 + 2 * NODE_PORTS)
     gcs, client, dashboard = ports[:3]
     head = " ".join([f"--port={gcs}", f"--ray-client-server-port={client}", f"--dashboard-port={dashboard}",
-                     "--node-ip-address=127.0.0.1", "--min-worker-port=22000", "--max-worker-port=22099",
+                     f"--node-ip-address={HEAD}", "--min-worker-port=22000", "--max-worker-port=22099",
                      "--num-cpus=1", "--disable-usage-stats", *node_ports_flags(ports[3:3 + NODE_PORTS])[1]])
-    worker = " ".join([f"{gcs}", "--node-ip-address=127.0.0.2", "--min-worker-port=22100",
+    worker = " ".join([f"{gcs}", f"--node-ip-address={WORKER}", "--min-worker-port=22100",
                        "--max-worker-port=22199", "--num-cpus=1", "--disable-usage-stats",
                        *node_ports_flags(ports[3 + NODE_PORTS:])[1]])
     for commands, default, ours in (("head_start_ray_commands", "--port=6379", head),
@@ -259,8 +259,8 @@ def test_ray_up_runs_a_sweep_on_head_and_worker_and_ray_down_leaves_no_process(t
 
     def left() -> dict[str, list[str]]:
         """Each node's processes still running, by command line."""
-        return {name: [command_line(pid) for pid in processes_with(folder)]
-                for name, folder in node_tmp.items() if processes_with(folder)}
+        running = {name: processes_with(folder) for name, folder in node_tmp.items()}
+        return {name: [command_line(pid) for pid in pids] for name, pids in running.items() if pids}
 
     with contextlib.ExitStack() as stack:
         ssh_keys = keys(tmp_path / "ssh")

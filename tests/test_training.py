@@ -107,7 +107,7 @@ def test_bf16_autocast_trains_and_fp32_is_the_cpu_default(synthetic_root, tmp_pa
     fp32 = train_loop(trial_config(synthetic_root, tmp_path, epochs=2, precision="fp32"), LocalSession(tmp_path / "f"))
     assert auto["test_confusion"] == fp32["test_confusion"] and auto["test_loss"] == fp32["test_loss"]
     session = LocalSession(tmp_path / "bf16")
-    if cpu_bf16_problem():      # x86 without AVX-512: a clear error naming the key, before the first batch
+    if cpu_bf16_problem():      # e.g. an AVX2 CPU: a clear error naming the key, before the first batch
         with pytest.raises(ValueError, match=r"train.precision: bf16 cannot run on this CPU .*Fix: train.precision"):
             train_loop(trial_config(synthetic_root, tmp_path, epochs=2, precision="bf16"), session)
         pytest.skip(f"bf16 does not run on this CPU ({cpu_bf16_problem()}); its error was checked")
