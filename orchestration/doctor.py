@@ -155,9 +155,9 @@ def missing_workers(bootstrap: Path, joined: set[str]) -> list[str]:
             address = str(worker)
         if address not in joined and str(worker) not in joined:
             problems.append(f"worker {worker} (provider.worker_ips of {bootstrap}) has not joined the cluster. "
-                            "`ray up` sets workers up from the head, over SSH on port 22 with ~/ray_bootstrap_key.pem "
-                            "after it returns; if it has not joined a few minutes later, the head's autoscaler log says why it did not: "
-                            "tail -n 50 /tmp/ray/session_latest/logs/monitor.{out,log}. Fix by hand: "
+                            "`ray up` sets workers up from the head after it returns, over SSH on port 22 with "
+                            "~/ray_bootstrap_key.pem; if it has not joined a few minutes later, the head's autoscaler "
+                            "log says why: tail -n 50 /tmp/ray/session_latest/logs/monitor.{out,log}. Fix by hand: "
                             f"on {worker}, copy the head's ~/.ray/auth_token to ~/.ray/auth_token and run "
                             "RAY_AUTH_MODE=token ray start --address=HEAD:6379")
     return problems
