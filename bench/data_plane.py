@@ -143,7 +143,7 @@ def run_measured(checkout: Path, sweep: Path, kill_when=None) -> dict:
 
 
 def fold_table(sweep: Path) -> pd.DataFrame:
-    from orchestration.aggregate import read_table
+    from orchestration.results.aggregate import read_table
 
     storage = yaml.safe_load(sweep.read_text())["storage"]
     frame = read_table(f"{storage}/dp", "folds")

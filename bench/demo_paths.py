@@ -39,7 +39,7 @@ def run_demo(checkout: Path, scratch: Path) -> float:
 
 
 def fold_table(scratch: Path):
-    from orchestration.aggregate import read_table
+    from orchestration.results.aggregate import read_table
 
     frame = read_table(str(scratch / "results" / "demo"), "folds")
     return frame[COLUMNS].sort_values(["fold", "model", "seed"]).reset_index(drop=True)

@@ -28,8 +28,8 @@ from tests.local_cluster import local_cluster  # noqa: E402
 
 TIMED = """
 import sys, time, json
-from orchestration.task import corpus_from_config
-from orchestration.task import configured_features
+from orchestration.run.task import corpus_from_config
+from orchestration.run.task import configured_features
 from ser_models.data.cache import extract
 import ray
 corpus = corpus_from_config(json.loads(sys.argv[1]))

@@ -29,7 +29,8 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from orchestration.training import autocast, to_device  # noqa: E402
+from orchestration.run.loaders import to_device  # noqa: E402
+from orchestration.run.training import autocast  # noqa: E402
 from ser_models.registry import all_models, build_model, model_inputs  # noqa: E402
 from tests.model_inputs import VOCAB, batch_for  # noqa: E402
 

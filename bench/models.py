@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from orchestration.training import to_device  # noqa: E402
+from orchestration.run.loaders import to_device  # noqa: E402
 from ser_models.registry import all_models, build_model, model_inputs  # noqa: E402
 from tests.model_inputs import VOCAB, batch_for  # noqa: E402
 

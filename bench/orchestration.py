@@ -67,9 +67,10 @@ def timed(command: list[str], env: dict | None = None) -> tuple[float, str]:
 
 def prepared(path: str):
     """The sweep file, its base trial config and folds, with the feature cache filled."""
-    from orchestration.config import load_sweep
-    from orchestration.sweep import base_config, prepare_features
-    from orchestration.task import corpus_from_config
+    from orchestration.config.sweep_file import load_sweep
+    from orchestration.run.experiment import base_config
+    from orchestration.run.preflight import prepare_features
+    from orchestration.run.task import corpus_from_config
 
     sweep = load_sweep(path)
     n_folds = len(prepare_features(sweep, corpus_from_config(sweep.corpus)).folds)
@@ -81,7 +82,8 @@ def plain_loop(path: str) -> None:
     """The baseline, run as its own process: every trial of the sweep file through train_loop, no Ray."""
     import torch
 
-    from orchestration.training import LocalSession, train_loop
+    from orchestration.run.training import train_loop
+    from orchestration.run.session import LocalSession
 
     torch.set_num_threads(1)
     started = time.perf_counter()
@@ -92,6 +94,7 @@ def plain_loop(path: str) -> None:
                 for seed in sweep.seeds:
                     trial = {**config, "model": model, "ablation": ablation, "fold": fold, "seed": seed,
                              "hparams": {}, "model_options": sweep.model_options.get(model, {}),
+                             "train": sweep.train_of(model),
                              "predictions_dir": f"{scratch}/predictions"}
                     train_loop(trial, LocalSession(f"{scratch}/{model}-{ablation}-{fold}-{seed}"))
     print(json.dumps({"loop_seconds": time.perf_counter() - started}))
@@ -107,7 +110,7 @@ def phases(stdout: str) -> dict[str, float]:
 
 def trial_costs(sweep_dir: Path) -> dict[str, float]:
     """Trial count, epoch and trial seconds, and the wall inside the first and later trials beyond their epochs."""
-    from orchestration.aggregate import read_table
+    from orchestration.results.aggregate import read_table
 
     trials = read_table(str(sweep_dir), "trials").set_index("trial_id")
     epochs = read_table(str(sweep_dir), "epochs").groupby("trial_id")["epoch_seconds"].sum()

@@ -42,7 +42,7 @@ def write_encoder(folder: Path, tiny: bool) -> Path:
 
 
 def corpus_table(scratch: Path, count: int):
-    from orchestration.task import corpus_from_config
+    from orchestration.run.task import corpus_from_config
 
     data = shared_data_dir()
     if data:
@@ -85,7 +85,7 @@ def main() -> None:
     parser.add_argument("--encoder", help="a checkpoint folder (default: a random WavLM-base-plus-size one)")
     parser.add_argument("--tiny", action="store_true", help="a tiny random encoder: checks the script")
     args = parser.parse_args()
-    from orchestration.task import configured_features
+    from orchestration.run.task import configured_features
     from ser_models.data.encoders import load_encoder
 
     with tempfile.TemporaryDirectory() as scratch:

@@ -28,8 +28,8 @@ EXIT_PROBLEM = 2
 
 def check(argv: list[str], name: str = "check") -> int:
     """The resolved plan, from the sweep file and the corpus alone (no Ray): what `run` would do."""
-    from orchestration.config import OVERRIDES_HELP, SWEEP_HELP, SweepError, load_sweep, split_overrides, train_for
-    from orchestration.sweep import preflight
+    from orchestration.config.sweep_file import (OVERRIDES_HELP, SWEEP_HELP, SweepError, load_sweep, split_overrides)
+    from orchestration.run.preflight import preflight
     from ser_models.registry import get_spec
     from ser_models.data.folds import fold_summary, fold_warnings
 
@@ -66,7 +66,7 @@ def check(argv: list[str], name: str = "check") -> int:
           f"{res['max_concurrent_trials'] or 'as many as fit'} at once")
     for model in dict.fromkeys(model for model, _ in sweep.cells):
         recipe = get_spec(model).recipe
-        settings = train_for(model, sweep.train_explicit)
+        settings = sweep.train_of(model)
         shown = {k: settings[k] for k in ("optimizer", "lr", "batch_size", "epochs", "schedule", "clip_norm",
                                           "early_stop_patience", "class_weights", "select_on")}
         mine = sorted(set(sweep.train_explicit) & set(recipe))
@@ -99,7 +99,7 @@ def feature_line(plan) -> str:
 def doctor(argv: list[str], name: str = "doctor") -> int:
     """Preflight on the Ray cluster the sweep would join: nodes, resources, autoscaler maxima, versions per node,
     storage and object store reachable from every node; exit 2 on any problem (each with its fix)."""
-    from orchestration.config import OVERRIDES_HELP, SWEEP_HELP, split_overrides
+    from orchestration.config.sweep_file import OVERRIDES_HELP, SWEEP_HELP, split_overrides
     from orchestration.sweep import main as sweep_main
 
     parser = Parser(prog="emosweep doctor", description=doctor.__doc__)
@@ -117,7 +117,7 @@ def doctor(argv: list[str], name: str = "doctor") -> int:
 
 def configs(argv: list[str], name: str = "configs") -> int:
     """The sweep files that ship with emosweep: run one by name (emosweep run NAME), or copy it to edit."""
-    from orchestration.config import describe, shipped_configs
+    from orchestration.config.sweep_file import describe, shipped_configs
 
     Parser(prog="emosweep configs", description=configs.__doc__).parse_args(argv)
     shipped = shipped_configs()
@@ -132,7 +132,7 @@ def copy(argv: list[str], name: str = "copy") -> int:
     """Write a shipped sweep file into a folder (default: here) to edit it; an existing file is kept."""
     from pathlib import Path
 
-    from orchestration.config import shipped_configs
+    from orchestration.config.sweep_file import shipped_configs
     from ser_models.cli import did_you_mean
 
     parser = Parser(prog="emosweep copy", description=copy.__doc__)
@@ -174,8 +174,8 @@ COMMANDS = {
     "copy": ("copy a shipped sweep file here to edit it", copy),
     "models": ("the model registry and DED", delegate("ser_models.__main__", ["list"])),
     "data": ("corpora, summaries and the feature cache", delegate("ser_models.data.__main__")),
-    "results": ("query a sweep's tables", delegate("orchestration.results")),
-    "report": ("write a sweep's report and figures", delegate("orchestration.report")),
+    "results": ("query a sweep's tables", delegate("orchestration.results.show")),
+    "report": ("write a sweep's report and figures", delegate("orchestration.results.report")),
 }
 
 

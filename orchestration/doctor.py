@@ -27,7 +27,7 @@ def probe_node(storage_root: str, shipped: list, cache_probe: str | None, variab
     import ray
     import torch
 
-    from orchestration import storage
+    from orchestration.store import storage
     from ser_models.data.location import variables_set
 
     found = {"host": socket.gethostname(), "ray": ray.__version__, "torch": torch.__version__,
@@ -54,7 +54,7 @@ def probe_cache(probe: str | None) -> str:
     from ser_models.data.shards import NODE_CACHE
     from ser_models.data.sizing import human
 
-    from orchestration.storage import check_could_write
+    from orchestration.store.storage import check_could_write
 
     if probe is None:
         return "not probed"
@@ -164,12 +164,13 @@ def missing_workers(bootstrap: Path, joined: set[str]) -> list[str]:
 
 
 def check(sweep, address: str | None, verbose: bool) -> int:
-    from orchestration import storage
-    from orchestration.capacity import format_resources
-    from orchestration.config import SweepError, validate
+    from orchestration.store import storage
+    from orchestration.config.capacity import format_resources
+    from orchestration.config.sweep_file import SweepError
+    from orchestration.config.checks import validate
     from ser_models.data.cache import DEFAULT_CACHE
     from ser_models.data.location import probe_file, variables_for, variables_set
-    from orchestration.cluster import cluster_shapes, start_ray
+    from orchestration.run.cluster import cluster_shapes, start_ray
 
     problems = []
     try:

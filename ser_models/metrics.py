@@ -8,6 +8,12 @@ from __future__ import annotations
 
 import numpy as np
 
+# Every table column, tracker key and figure names its metrics from these lists, never by spelling them anew.
+SCORES = ("wa", "ua", "macro_f1")                 # one number per split, from classification_metrics
+PER_CLASS = ("recall", "support", "confusion")    # lists per split, from classification_metrics
+REPORTED = (*SCORES, "loss")                      # per split and epoch: the scores and the mean cross-entropy
+ORACLE = ("wa", "ua")                             # the test-oracle columns some papers report
+
 
 def confusion_matrix(labels, predictions, num_classes: int) -> np.ndarray:
     """[true, predicted] counts."""

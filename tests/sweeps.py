@@ -35,7 +35,7 @@ def run_sweep(path: Path, *args, timeout: int = 600, env: dict | None = None) ->
 
 def table(tmp_path: Path | str, name: str = "t", which: str = "folds") -> pd.DataFrame:
     """A sweep table, without the extra DED rows (tmp_path: the test's folder, or a storage URI)."""
-    from orchestration.aggregate import read_table
+    from orchestration.results.aggregate import read_table
 
     frame = read_table(f"{tmp_path}/{name}" if "://" in str(tmp_path) else str(tmp_path / "results" / name), which)
     return frame[~frame["model"].str.endswith("+ded")].reset_index(drop=True) if "model" in frame else frame

@@ -23,7 +23,7 @@ import pytest
 import soundfile as sf
 import yaml
 
-from orchestration.aggregate import read_table
+from orchestration.results.aggregate import read_table
 from orchestration.cli import check as check_main
 from orchestration.sweep import main as sweep_main
 from ser_models.data.__main__ import main as data_main
@@ -220,7 +220,7 @@ def tool(script: str, layout: str | None):
         (tmp / "folder").mkdir()
         if layout:
             (tmp / "folder" / layout).mkdir()
-        return ["tool", script, *(["show"] if script == "results.py" else []), str(tmp / "folder")], \
+        return ["tool", script, *(["show"] if script == "results/show.py" else []), str(tmp / "folder")], \
             [str(tmp / "folder")]
     return build
 
@@ -424,9 +424,9 @@ CASES = [
     ("a sweep file that does not exist", "CLI", command("sweep", "/nowhere/sweep.yaml"), 2, ["/nowhere/sweep.yaml"]),
     ("a misspelt option", "CLI", cli("--restart-erored"), 2, ["--restart-erored", "--help"]),
     ("an address where nothing listens", "CLI", nothing_listens, 2, ["nothing answers"]),
-    ("results on a folder that is not a sweep", "CLI", tool("results.py", None), 2, []),
-    ("results on a sweep without tables", "CLI", tool("results.py", "experiment"), 2, []),
-    ("a report on a folder that is not a sweep", "CLI", tool("report.py", None), 2, []),
+    ("results on a folder that is not a sweep", "CLI", tool("results/show.py", None), 2, []),
+    ("results on a sweep without tables", "CLI", tool("results/show.py", "experiment"), 2, []),
+    ("a report on a folder that is not a sweep", "CLI", tool("results/report.py", None), 2, []),
     ("a misspelt corpus on the data command", "CLI", command("data", "summary", "ravdes", "/tmp"), 2,
      ["invalid choice: 'ravdes'"]),
     ("letter codes on the data command", "CLI", lettered_summary(), 2, ["unknown label", "--option KEY=VALUE"]),

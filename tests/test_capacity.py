@@ -2,8 +2,9 @@
 import pytest
 import yaml
 
-from orchestration.capacity import NodeShape, autoscaler_shapes, never_fits, trial_bundles, waiting_for
-from orchestration.config import SweepError, parse_sweep, validate
+from orchestration.config.capacity import NodeShape, autoscaler_shapes, never_fits, trial_bundles, waiting_for
+from orchestration.config.sweep_file import SweepError, parse_sweep
+from orchestration.config.checks import validate
 
 from .conftest import REPO
 

@@ -138,7 +138,7 @@ def test_an_encoders_layers_are_extracted_on_both_nodes_as_the_driver_extracts_t
     import numpy as np
 
     pytest.importorskip("transformers")
-    from orchestration.task import configured_features
+    from orchestration.run.task import configured_features
     from ser_models.data.cache import extract
 
     from .test_ssl import save_tiny

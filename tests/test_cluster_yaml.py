@@ -73,7 +73,7 @@ def test_typos_are_caught():
 
 def test_the_commit_is_read_from_git_files_where_git_cannot_run(tmp_path):
     """Cluster images may lack git, or refuse a checkout owned by another user: .git's files still say it."""
-    from orchestration.record import read_git_head
+    from orchestration.config.record import read_git_head
 
     git = tmp_path / ".git"
     (git / "refs" / "heads").mkdir(parents=True)

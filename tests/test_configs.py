@@ -5,8 +5,8 @@ import pytest
 import yaml
 
 from orchestration.cli import main
-from orchestration.config import SweepError, load_sweep, shipped_configs, split_overrides
-from orchestration.record import settings_digest
+from orchestration.config.sweep_file import SweepError, load_sweep, shipped_configs, split_overrides
+from orchestration.config.record import settings_digest
 
 from .conftest import REPO
 from .sweeps import write_sweep

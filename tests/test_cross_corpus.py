@@ -4,7 +4,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from orchestration.aggregate import read_table
+from orchestration.results.aggregate import read_table
 from ser_models.data.corpora.synthetic import SyntheticConfig, generate
 
 from .sweeps import run_sweep, table, write_sweep

@@ -73,7 +73,7 @@ def test_ded_decodes_whole_dialogs_with_the_turns_outside_the_task(tmp_path, syn
     decodes each test dialog whole, with p0 from every labelled turn of the training speakers."""
     import pandas as pd
 
-    from orchestration.aggregate import read_table
+    from orchestration.results.aggregate import read_table
 
     from .sweeps import run_sweep, write_sweep
 

@@ -5,9 +5,11 @@ import numpy as np
 import pytest
 import torch
 
-from orchestration.config import SweepError, parse_sweep, validate
-from orchestration.task import corpus_from_config
-from orchestration.training import LocalSession, train_loop
+from orchestration.config.sweep_file import SweepError, parse_sweep
+from orchestration.config.checks import validate
+from orchestration.run.task import corpus_from_config
+from orchestration.run.training import train_loop
+from orchestration.run.session import LocalSession
 from ser_models.data.audio import load_audio
 from ser_models.data.features import Egemaps
 

@@ -3,7 +3,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from orchestration.config import SweepError, parse_sweep
+from orchestration.config.sweep_file import SweepError, parse_sweep
 from ser_models.metrics import classification_metrics
 
 from .sweeps import run_sweep, table, write_sweep

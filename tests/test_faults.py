@@ -8,8 +8,8 @@ import time
 
 import pytest
 
-from orchestration.aggregate import read_table
-from orchestration.lock import DriverLock, SweepLocked
+from orchestration.results.aggregate import read_table
+from orchestration.store.lock import DriverLock, SweepLocked
 
 from .conftest import REPO
 from .sweeps import run_sweep, sweep_command, table, write_sweep
@@ -162,8 +162,8 @@ def test_a_torn_lease_blocks_only_while_it_may_still_be_being_written(tmp_path):
 
 
 def test_a_damaged_sweep_record_is_refused_with_the_fix(tmp_path, synthetic_root):
-    from orchestration.config import SweepError, load_sweep
-    from orchestration.record import record_sweep, recorded_change
+    from orchestration.config.sweep_file import SweepError, load_sweep
+    from orchestration.config.record import record_sweep, recorded_change
 
     sweep = load_sweep(write_sweep(tmp_path, synthetic_root))
     sweep_dir = tmp_path / "results" / "t"

@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from orchestration import figures
+from orchestration.results import figures
 
 CELLS = [("fg_cme", "full"), ("fg_cme", "no_excite_acoustic"), ("fg_cme", "no_excite_semantic"),
          ("fg_cme", "paper_excitation"), ("ds_lstm", "two_lstms_mfcc"), ("ds_lstm", "lstm_mel512_mfcc"),

@@ -34,7 +34,7 @@ def comparable(where, name: str, columns: list[str]) -> pd.DataFrame:
 
 
 def _all_folds(where):
-    from orchestration.aggregate import read_table
+    from orchestration.results.aggregate import read_table
 
     return read_table(f"{where}/t" if "://" in str(where) else str(where / "results" / "t"), "folds")  # DED rows too
 
@@ -145,7 +145,7 @@ def test_random_kills_then_the_same_command_give_the_clean_run_tables(storage, r
         ours, theirs = comparable(where, name, columns), comparable(clean, name, columns)
         assert len(ours) == len(theirs), f"seed {seed}: {name} has {len(ours)} rows, not {len(theirs)}; {kills}"
         pd.testing.assert_frame_equal(ours, theirs, check_exact=True, obj=f"{name} (seed {seed}, {kills})")
-    verify = subprocess.run([*sweep_command(path)[:1], str(REPO / "orchestration" / "results.py"), "verify",
+    verify = subprocess.run([*sweep_command(path)[:1], str(REPO / "orchestration" / "results" / "show.py"), "verify",
                              f"{where}/t" if storage == "s3" else str(tmp_path / "results" / "t")],
                             capture_output=True, text=True)
     assert verify.returncode == 0 and verify.stdout.startswith("ok: 4 finished trial(s)"), verify.stderr

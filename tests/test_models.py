@@ -162,7 +162,7 @@ def test_masked_batch_norm_counts_only_valid_frames():
 
 
 def test_model_inputs_are_declared_once_and_each_has_a_source():
-    from orchestration.task import FEATURE_INPUTS
+    from orchestration.run.task import FEATURE_INPUTS
     from ser_models.data.cache import WORD_SPANS
     from ser_models.data.features import CONFIGURED, EXTRACTORS
     from ser_models.registry import INPUTS, all_models, model_inputs

@@ -5,9 +5,9 @@ import math
 import pytest
 import torch
 
-from orchestration.config import parse_sweep, train_for
-from orchestration.training import (LocalSession, TrainingObjective, balanced_class_weight, train_loop,
-                                    train_one_epoch)
+from orchestration.config.sweep_file import parse_sweep, train_for
+from orchestration.run.training import TrainingObjective, balanced_class_weight, train_loop, train_one_epoch
+from orchestration.run.session import LocalSession
 from ser_models.registry import SERModel, all_models
 
 from .test_training import trial_config
@@ -83,7 +83,7 @@ def test_early_stopping_ends_a_trial_after_patience(synthetic_root, tmp_path):
 
 
 def test_balanced_class_weights_follow_the_training_split(synthetic_root, tmp_path):
-    from orchestration.task import task_for
+    from orchestration.run.task import task_for
 
     config = trial_config(synthetic_root, tmp_path, model="lstm_attn_text", epochs=1, class_weights="balanced")
     task = task_for(config, ("words",))
@@ -123,7 +123,7 @@ def test_selection_on_a_smoothed_validation_curve(synthetic_root, tmp_path):
 def test_per_speaker_normalisation_gives_each_speaker_zero_mean_unit_std(synthetic_root, tmp_path):
     import numpy as np
 
-    from orchestration.task import task_for
+    from orchestration.run.task import task_for
     from ser_models.data.dataset import UtteranceDataset, speaker_statistics
 
     config = trial_config(synthetic_root, tmp_path, model="cnn_lstm", epochs=1, speaker_norm=True)
@@ -142,9 +142,10 @@ def test_speaker_norm_from_training_speakers_reads_no_test_audio(synthetic_root,
     training speakers' pooled ones; the test speakers' audio never enters a statistic."""
     import numpy as np
 
-    from orchestration.config import SweepError, validate
-    from orchestration.task import task_for
-    from orchestration.training import make_loaders
+    from orchestration.config.sweep_file import SweepError
+    from orchestration.config.checks import validate
+    from orchestration.run.task import task_for
+    from orchestration.run.loaders import make_loaders
     from ser_models.data.dataset import frame_moments
 
     config = trial_config(synthetic_root, tmp_path, model="cnn_lstm", epochs=2, speaker_norm=True,
@@ -176,7 +177,7 @@ def test_speaker_norm_from_training_speakers_reads_no_test_audio(synthetic_root,
 def test_refit_trains_on_train_and_validation_for_the_chosen_epochs(synthetic_root, tmp_path, monkeypatch):
     """The refit replays the chosen epochs' learning rates on training + validation speakers; the test split
     is never seen, the selection is the plain run's, and the result is deterministic."""
-    import orchestration.training as training
+    import orchestration.run.training as training
 
     train = {"schedule": "step", "step_size": 1, "gamma": 0.5}
     plain = train_loop(trial_config(synthetic_root, tmp_path, epochs=3, **train), LocalSession(tmp_path / "a"))
@@ -201,7 +202,7 @@ def test_refit_trains_on_train_and_validation_for_the_chosen_epochs(synthetic_ro
 def test_the_report_labels_cells_normalised_with_test_audio_as_transductive():
     import pandas as pd
 
-    from orchestration.report import transductive_blocks, transductive_cells
+    from orchestration.results.report import transductive_blocks, transductive_cells
 
     def rows(model, **train):
         return [{"model": model, "ablation": "full", "status": "finished", "recipe": json.dumps(train)}] * 2

@@ -12,11 +12,15 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from orchestration.aggregate import SCHEMAS, aggregate, read_table
-from orchestration.results import main as results_main
-from orchestration.stats import paired_comparison
+from orchestration.results.aggregate import aggregate, read_table
+from orchestration.results.schemas import SCHEMAS
+from orchestration.results.show import main as results_main
+from orchestration.results.stats import paired_comparison
 
 from .conftest import REPO
+
+SHOW = REPO / "orchestration" / "results" / "show.py"
+REPORT = REPO / "orchestration" / "results" / "report.py"
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +67,7 @@ def test_aggregating_twice_gives_identical_rows(sweep_dir):
 def test_killed_aggregation_leaves_the_old_tables(sweep_dir):
     before_target = os.readlink(sweep_dir / "tables")
     before = {name: read_table(str(sweep_dir), name) for name in SCHEMAS}
-    killed = subprocess.run([sys.executable, str(REPO / "orchestration" / "results.py"), "aggregate", str(sweep_dir)],
+    killed = subprocess.run([sys.executable, str(SHOW), "aggregate", str(sweep_dir)],
                             env={**os.environ, "EMOSWEEP_AGGREGATE_KILL_AFTER": "epochs"}, capture_output=True)
     assert killed.returncode == -9
     assert os.readlink(sweep_dir / "tables") == before_target
@@ -94,7 +98,7 @@ def test_a_copied_sweep_with_damaged_files_publishes_nothing_wrong_and_names_the
         result.write_text(result.read_text() + '{"epoch": 7, "train_lo')  # a torn last line
         params = sorted((copy / "experiment").glob("*/params.json"))[2]
         params.write_text(params.read_text()[:40])                           # a torn config
-        command = [sys.executable, str(REPO / "orchestration" / "results.py"), "aggregate", str(copy)]
+        command = [sys.executable, str(SHOW), "aggregate", str(copy)]
         published = (copy / "tables").resolve()
         done = subprocess.run(command, capture_output=True, text=True)
         assert done.returncode == 3, done.stderr[-3000:]                       # a finished trial misses an output
@@ -195,7 +199,7 @@ def test_compare_across_two_sweeps_reproduces_the_studys_fold_level_claim(capsys
 
 
 def test_the_papers_oracle_rule_keeps_one_epoch_by_09_wa_plus_01_ua():
-    from orchestration.aggregate import oracle_by_rule
+    from orchestration.results.aggregate import oracle_by_rule
 
     curves = pd.DataFrame({"trial_id": ["t"] * 3 + ["u"] * 2, "epoch": [0, 1, 2, 0, 1],
                            "oracle_test_wa": [0.60, 0.70, 0.66, 0.5, 0.5],
@@ -207,7 +211,7 @@ def test_the_papers_oracle_rule_keeps_one_epoch_by_09_wa_plus_01_ua():
 
 
 def test_published_table_shows_both_oracle_rules(sweep_dir):
-    from orchestration.results import published_table
+    from orchestration.results.show import published_table
 
     table = published_table(str(sweep_dir)).set_index(["model", "ablation"])
     row = table.loc[("fg_cme", "no_excite")]
@@ -217,7 +221,7 @@ def test_published_table_shows_both_oracle_rules(sweep_dir):
 
 
 def test_fold_level_comparison_takes_the_fold_as_the_unit():
-    from orchestration.stats import fold_comparison
+    from orchestration.results.stats import fold_comparison
 
     folds = pd.DataFrame({"model": ["a"] * 5 + ["b"] * 5, "ablation": "full", "status": "finished",
                           "fold": list(range(5)) * 2, "seed": 0,
@@ -258,7 +262,7 @@ def test_paired_comparison_statistics():
 
 
 def test_report_writes_markdown_and_figures(sweep_dir):
-    done = subprocess.run([sys.executable, str(REPO / "orchestration" / "report.py"), str(sweep_dir)],
+    done = subprocess.run([sys.executable, str(REPORT), str(sweep_dir)],
                           capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert "[report] warning" not in done.stderr, done.stderr     # every figure fits a two-column page
@@ -278,7 +282,7 @@ def test_report_reads_well_in_a_browser(sweep_dir):
 
     if CHROMIUM is None:
         pytest.skip("Chromium is not installed (Debian: apt-get install chromium)")
-    from orchestration.report import write_report
+    from orchestration.results.report import write_report
 
     write_report(str(sweep_dir))
     measured = layout_problems(sweep_dir / "report.html")
@@ -299,7 +303,7 @@ def test_the_committed_reports_read_well_in_a_browser(report):
 def test_the_summary_as_a_latex_table(sweep_dir):
     import shutil
 
-    done = subprocess.run([sys.executable, str(REPO / "orchestration" / "report.py"), str(sweep_dir), "--latex"],
+    done = subprocess.run([sys.executable, str(REPORT), str(sweep_dir), "--latex"],
                           capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     tex = (sweep_dir / "summary.tex").read_text()
@@ -324,7 +328,7 @@ def test_report_html_is_one_self_contained_file_with_the_same_content(sweep_dir)
     """report.html carries every figure inside it: copied alone, nothing is missing."""
     from html.parser import HTMLParser
 
-    from orchestration.report import write_report
+    from orchestration.results.report import write_report
 
     write_report(str(sweep_dir))
     markdown = (sweep_dir / "report.md").read_text()
@@ -357,11 +361,11 @@ def test_report_html_is_one_self_contained_file_with_the_same_content(sweep_dir)
 
 
 @pytest.mark.parametrize("command, layout, message", [
-    (["results.py", "show"], None, "not a sweep folder"),
-    (["results.py", "aggregate"], None, "not a sweep folder"),
-    (["report.py"], None, "not a sweep folder"),
-    (["results.py", "show"], "experiment", "has no tables yet"),
-    (["report.py"], "experiment", "has no tables yet"),
+    (["results/show.py", "show"], None, "not a sweep folder"),
+    (["results/show.py", "aggregate"], None, "not a sweep folder"),
+    (["results/report.py"], None, "not a sweep folder"),
+    (["results/show.py", "show"], "experiment", "has no tables yet"),
+    (["results/report.py"], "experiment", "has no tables yet"),
 ])
 def test_tools_on_a_wrong_folder_say_what_it_is_and_the_fix(tmp_path, command, layout, message):
     if layout:
@@ -376,7 +380,7 @@ def test_ded_comes_from_the_sweeps_own_facts_not_the_corpus(sweep_dir, tmp_path)
     """A copied sweep folder, aggregated where its corpus does not exist, still gets its DED rows."""
     import shutil
 
-    from orchestration.aggregate import collect
+    from orchestration.results.aggregate import collect
 
     copy = tmp_path / "t"
     shutil.copytree(sweep_dir, copy)
@@ -398,7 +402,7 @@ def test_ded_comes_from_the_sweeps_own_facts_not_the_corpus(sweep_dir, tmp_path)
 
 def test_published_numbers_are_only_beside_the_same_task():
     """The FG_CME paper's RAVDESS figures are 4-class: an 8-class run of the same model has no counterpart."""
-    from orchestration.published import published
+    from orchestration.results.published import published
 
     assert published("ravdess", 4, "fg_cme", "full")[1] == 0.708
     assert published("ravdess", 8, "fg_cme", "full") is None and published("ravdess", None, "fg_cme", "full") is None

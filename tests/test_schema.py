@@ -4,8 +4,9 @@ import json
 import pytest
 import yaml
 
-from orchestration import schema
-from orchestration.config import SweepError, parse_sweep, validate
+from orchestration.config import schema
+from orchestration.config.sweep_file import SweepError, parse_sweep
+from orchestration.config.checks import validate
 
 from .conftest import REPO
 
@@ -55,7 +56,7 @@ def test_defaults_come_from_the_schema():
 
 def test_reference_docs_and_json_schema_are_generated_from_the_schema():
     assert (REPO / "docs" / "sweep-keys.md").read_text() == schema.reference_markdown(), \
-        "run: python -m orchestration.schema"
+        "run: python -m orchestration.config.schema"
     assert json.loads((REPO / "docs" / "sweep.schema.json").read_text()) == schema.json_schema()
     rows = [line for line in schema.reference_markdown().splitlines() if line.startswith("| `")]
     assert [row.split("`")[1] for row in rows] == [key.path for key in schema.KEYS]   # one row per key, in order
@@ -65,7 +66,7 @@ def test_reference_docs_and_json_schema_are_generated_from_the_schema():
 def test_the_shipped_sweep_files_validate_against_the_json_schema(name):
     import jsonschema
 
-    from orchestration.config import parse_sweep
+    from orchestration.config.sweep_file import parse_sweep
 
     data = yaml.safe_load((REPO / "configs" / name).read_text())
     jsonschema.validate(data, schema.json_schema())

@@ -1,7 +1,7 @@
 """The sweep searcher's saved state is JSON plus Optuna's journal, and a restored searcher continues."""
 import json
 
-from orchestration.search import SweepSearcher
+from orchestration.run.search import SweepSearcher
 
 SEARCH = {"sampler": "tpe", "samples": 3, "space": {"lr": [1.0e-4, 1.0e-2, "log"]}}
 

@@ -147,7 +147,8 @@ def test_a_missing_model_is_exit_2_with_the_download_command(tmp_path, synthetic
      "encoder.frame_layers is set but no model reads ssl_frames"),
 ])
 def test_encoder_section_mistakes_are_named(sections, message):
-    from orchestration.config import SweepError, parse_sweep, validate
+    from orchestration.config.sweep_file import SweepError, parse_sweep
+    from orchestration.config.checks import validate
     from ser_models.data.corpus import load_corpus
 
     with pytest.raises(SweepError) as caught:
@@ -201,8 +202,9 @@ def test_attentive_statistics_pooling_over_frames_learns_the_synthetic_classes(t
 
 def test_one_cell_per_layer_draws_the_curve_and_each_fold_takes_its_layer_on_validation(tmp_path, synthetic_root,
                                                                                         tiny_wavlm):
-    from orchestration.config import SweepError, parse_sweep, validate
-    from orchestration.per_layer import best_layers, layer_rows
+    from orchestration.config.sweep_file import SweepError, parse_sweep
+    from orchestration.config.checks import validate
+    from orchestration.results.per_layer import best_layers, layer_rows
 
     layers = [f"layer_{k}" for k in range(3)]
     path = write_sweep(tmp_path, synthetic_root, models={"ssl_probe": layers, "ssl_svm": layers},

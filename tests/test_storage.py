@@ -3,8 +3,8 @@ import json
 
 import pytest
 
-from orchestration import storage
-from orchestration.aggregate import read_table
+from orchestration.store import storage
+from orchestration.results.aggregate import read_table
 
 from .sweeps import run_sweep, table, write_sweep
 

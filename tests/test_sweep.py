@@ -7,7 +7,8 @@ import pytest
 from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
 
-from orchestration.config import SweepError, load_sweep, parse_sweep, validate
+from orchestration.config.sweep_file import SweepError, load_sweep, parse_sweep
+from orchestration.config.checks import validate
 from orchestration.sweep import main
 
 from .sweeps import run_sweep, table, write_sweep
@@ -37,7 +38,7 @@ def test_grid_sweep(grid_sweep):  # the sweep itself runs in the shared fixture
 
 
 def test_the_dashboard_changes_no_number_so_turning_it_on_reruns_nothing():
-    from orchestration.record import settings_digest
+    from orchestration.config.record import settings_digest
 
     base = {"name": "t", "corpus": "synthetic", "models": {"fg_cme": ["full"]}, "resources": {"cpus_per_worker": 1}}
     assert settings_digest(base) == settings_digest({**base, "resources": {"cpus_per_worker": 1, "dashboard": True}})
@@ -45,8 +46,8 @@ def test_the_dashboard_changes_no_number_so_turning_it_on_reruns_nothing():
 
 
 def test_the_digest_follows_the_schema_and_keeps_the_value_earlier_versions_recorded():
-    from orchestration import schema
-    from orchestration.record import settings_digest
+    from orchestration.config import schema
+    from orchestration.config.record import settings_digest
 
     base = {"name": "golden", "corpus": {"name": "synthetic", "sessions": 5}, "folds": "sessions",
             "models": {"fg_cme": {"ablations": ["full"], "options": {"hidden": 64}}, "lstm_attn_text": ["full"]},
@@ -77,8 +78,8 @@ def test_optuna_sweep_runs_each_suggestion_on_every_fold(tmp_path, synthetic_roo
     assert all(sorted(g["fold"]) == [0, 1, 2] and g["hparams"].nunique() == 1 for _, g in groups)
     assert trials["hparams"].nunique() == 3
     # each fold keeps the setting its own validation split prefers; that row, not the best setting's, is reported
-    from orchestration.aggregate import read_table
-    from orchestration.selection import CHOSEN
+    from orchestration.results.aggregate import read_table
+    from orchestration.results.selection import CHOSEN
 
     sweep_dir = str(tmp_path / "results" / "t")
     for _, rows in trials.groupby("fold"):
@@ -157,7 +158,7 @@ def test_text_model_on_corpus_without_transcripts(tmp_path):
     pd.DataFrame(rows).to_csv(tmp_path / "m.csv", index=False)
     sweep = parse_sweep({"name": "x", "corpus": {"name": "manifest", "root": str(tmp_path / "m.csv")},
                          "models": {"fg_cme": ["full"]}}, "x.yaml")
-    from orchestration.task import corpus_from_config
+    from orchestration.run.task import corpus_from_config
     with pytest.raises(SweepError, match="needs transcripts"):
         validate(sweep, corpus_from_config(sweep.corpus))
 
@@ -174,7 +175,7 @@ def test_malformed_yaml(tmp_path, capsys):
 
 def test_only_a_client_server_dying_at_birth_is_retried():
     """The two ways Ray's proxier reports a client server that died as it spawned; a refusal is not retried."""
-    from orchestration.cluster import spawn_failure
+    from orchestration.run.cluster import spawn_failure
 
     assert spawn_failure(ConnectionError("ray client connection timeout: Starting Ray client server failed."))
     assert spawn_failure(ConnectionAbortedError("Initialization failure from server:\n... psutil.ZombieProcess"))
@@ -185,7 +186,7 @@ def test_the_eta_counts_the_pace_after_the_first_epoch(monkeypatch):
     """The first epoch carries Ray's start and the trial process's imports: the audit saw 17.7 min said, 2.1 taken."""
     from types import SimpleNamespace
 
-    from orchestration import progress
+    from orchestration.run import progress
 
     clock = [0.0]
     monkeypatch.setattr(progress.time, "monotonic", lambda: clock[0])

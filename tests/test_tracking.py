@@ -5,7 +5,8 @@ import json
 
 import pytest
 
-from orchestration.config import SweepError, parse_sweep, validate
+from orchestration.config.sweep_file import SweepError, parse_sweep
+from orchestration.config.checks import validate
 
 from .sweeps import run_sweep, table, write_sweep
 
@@ -101,7 +102,7 @@ def test_running_again_adds_to_the_same_runs_and_trains_nothing(tracked):
 
 
 def test_tracking_changes_no_number_so_adding_it_reruns_nothing():
-    from orchestration.record import settings_digest
+    from orchestration.config.record import settings_digest
 
     base = {"name": "t", "corpus": "synthetic", "models": {"fg_cme": ["full"]}}
     assert settings_digest(base) == settings_digest({**base, "tracking": {"mlflow": True}})

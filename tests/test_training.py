@@ -2,7 +2,9 @@ import json
 
 import pytest
 
-from orchestration.training import LocalSession, train_loop
+from orchestration.config.sweep_file import train_for
+from orchestration.run.training import train_loop
+from orchestration.run.session import LocalSession
 
 from .conftest import SMALL_SYNTHETIC
 
@@ -12,8 +14,8 @@ def trial_config(synthetic_root, tmp_path, model="fg_cme", ablation="full", epoc
             "corpus": {"name": "synthetic", "root": str(synthetic_root), **SMALL_SYNTHETIC.__dict__},
             "folds": "sessions", "cache": str(tmp_path / "cache"), "vectors": "glove-6b-50d",
             "predictions_dir": str(tmp_path / "predictions"),
-            "train": {"epochs": epochs, "batch_size": 8, "lr": 2e-3, "weight_decay": 0.0, "select_on": "val_ua",
-                      "num_workers": 0, **train}}
+            "train": train_for(model, {"epochs": epochs, "batch_size": 8, "lr": 2e-3, "weight_decay": 0.0,
+                                       "select_on": "val_ua", "num_workers": 0, **train})}
 
 
 def test_loop_reports_selects_on_validation_and_scores_test_once(synthetic_root, tmp_path):
@@ -68,17 +70,17 @@ def test_same_seed_same_result(synthetic_root, tmp_path):
 def test_a_split_too_large_to_keep_is_read_again_each_epoch_with_the_same_result(synthetic_root, tmp_path,
                                                                                   monkeypatch):
     """Evaluation batches kept in memory would grow a trial with the corpus: past the budget they stream."""
-    import orchestration.training as training
+    import orchestration.run.loaders as loaders
 
     config = trial_config(synthetic_root, tmp_path, model="lstm_attn_audio", epochs=2)
     kept = train_loop(config, LocalSession(tmp_path / "kept"))
     streamed_types = []
-    original = training.evaluation_batches
-    monkeypatch.setattr(training, "EVALUATION_KEPT_BYTES", 0)
-    monkeypatch.setattr(training, "evaluation_batches",
+    original = loaders.evaluation_batches
+    monkeypatch.setattr(loaders, "EVALUATION_KEPT_BYTES", 0)
+    monkeypatch.setattr(loaders, "evaluation_batches",
                         lambda *args: streamed_types.append(type(batches := original(*args))) or batches)
     streamed = train_loop(config, LocalSession(tmp_path / "streamed"))
-    assert streamed_types == [training.DataLoader, training.DataLoader]
+    assert streamed_types == [loaders.DataLoader, loaders.DataLoader]
     assert streamed["test_confusion"] == kept["test_confusion"] and streamed["test_loss"] == kept["test_loss"]
     assert streamed["objective"] == kept["objective"]
 
@@ -98,7 +100,7 @@ def test_bf16_autocast_trains_and_fp32_is_the_cpu_default(synthetic_root, tmp_pa
     is a clear error where it has not; `auto` stays fp32 on CPU."""
     import torch
 
-    from orchestration.training import autocast, cpu_bf16_problem
+    from orchestration.run.training import autocast, cpu_bf16_problem
 
     assert not torch.is_autocast_enabled("cpu")
     with autocast(torch.device("cpu"), "auto"):
@@ -179,7 +181,7 @@ def test_random_bytes_in_a_checkpoint_are_damage_and_the_previous_checkpoint_is_
 
     import torch
 
-    from orchestration.training import earlier_state
+    from orchestration.run.session import earlier_state
 
     trial = tmp_path / "s" / "experiment" / "run_trial_ab_1_2026-12-04_10-00-00"
     config = {"model": "cma", "ablation": "full", "fold": 0, "seed": 0, "group": "g", "hparams": {}}
@@ -203,7 +205,7 @@ def test_a_batch_goes_to_the_device_whole_lengths_included():
     run failed every masking model while lengths stayed on the CPU)."""
     import torch
 
-    from orchestration.training import to_device
+    from orchestration.run.loaders import to_device
 
     batch = {"fbank40": torch.zeros(2, 5, 40), "fbank40_lengths": torch.tensor([5, 3]), "utt_id": ["a", "b"]}
     moved = to_device(batch, torch.device("meta"))
@@ -213,7 +215,7 @@ def test_a_batch_goes_to_the_device_whole_lengths_included():
 
 def test_a_diverged_trial_fails_naming_the_epoch_and_is_never_finished(synthetic_root, tmp_path):
     """lr .inf once trained to NaN and was recorded finished at chance UA; the loop now stops at the epoch."""
-    from orchestration.training import Diverged
+    from orchestration.run.training import Diverged
 
     session = LocalSession(tmp_path / "run")
     with pytest.raises(Diverged, match=r"epoch 0: the training loss is nan .*Fix: lower train.lr"):

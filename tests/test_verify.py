@@ -6,14 +6,16 @@ import sys
 
 import yaml
 
-from orchestration.aggregate import read_table
+from orchestration.results.aggregate import read_table
 
 from .conftest import REPO
 from .sweeps import run_sweep
 
+SHOW = REPO / "orchestration" / "results" / "show.py"
+
 
 def verify(sweep_dir) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(REPO / "orchestration" / "results.py"), "verify", str(sweep_dir)],
+    return subprocess.run([sys.executable, str(SHOW), "verify", str(sweep_dir)],
                           capture_output=True, text=True)
 
 

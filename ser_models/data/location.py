@@ -1,6 +1,6 @@
 """Where files live: a local (or NFS) path, or any pyarrow filesystem URI (s3://, gs://).
 
-The feature cache and the sweep's storage (orchestration/storage.py) both go through these few functions, so a
+The feature cache and the sweep's storage (orchestration/store/storage.py) both go through these few functions, so a
 folder on a laptop and a bucket behave the same. S3-compatible servers (MinIO, moto) are reached with the
 standard AWS_ENDPOINT_URL variable, which pyarrow and boto3 both read.
 """

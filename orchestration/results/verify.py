@@ -50,11 +50,3 @@ def report(gaps: list[Gap]) -> str:
     lines = [f"{len(gaps)} missing output(s) of {len(trials)} finished trial(s):"]
     lines += [f"  {gap.line()}" for gap in gaps]
     return "\n".join(lines + [FIX])
-
-
-def verify(sweep_dir: str) -> tuple[dict, list[Gap]]:
-    """The tables as aggregation builds them, and every gap found on the way."""
-    from orchestration.aggregate import collect
-
-    tables = collect(sweep_dir)
-    return tables, tables.pop("gaps")

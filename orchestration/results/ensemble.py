@@ -11,11 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-
-def parse_member(text: str) -> tuple[str, str]:
-    """'model/ablation' -> (model, ablation); a bare model name means its full variant."""
-    model, _, ablation = str(text).partition("/")
-    return model, ablation or "full"
+from orchestration.config.sweep_file import parse_member
 
 
 def fusions(folds: pd.DataFrame, predictions: pd.DataFrame, name: str, members: list[str]):

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import torch
 
-from .identity import identity_key
-from .training import TrainSession, TuneSession, train_loop
+from orchestration.store.identity import identity_key
+from orchestration.run.training import train_loop
+from orchestration.run.session import TrainSession, TuneSession
 
 
 def use_trial_cpus(config: dict) -> None:
@@ -14,7 +15,7 @@ def use_trial_cpus(config: dict) -> None:
 
 
 def run_trial(config: dict, shipped: list | None = None, places: dict | None = None) -> dict | None:
-    """shipped: [reference to the driver's Task in the object store] (see orchestration/task.py);
+    """shipped: [reference to the driver's Task in the object store] (see orchestration/run/task.py);
     places: where this run of the sweep keeps its files (storage_path, predictions_dir), never stored
     in the trial's config, so that a sweep folder can move between runs."""
     if shipped:

@@ -15,7 +15,7 @@ import threading
 import time
 import uuid
 
-from . import storage
+from orchestration.store import storage
 
 RENEW_S = 20.0
 STALE_S = 90.0

@@ -11,27 +11,22 @@ from __future__ import annotations
 import functools
 import json
 import os
-import random
-import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader, DistributedSampler
 
-from ser_models.data.dataset import UtteranceDataset, collate, speaker_statistics
-from ser_models.metrics import classification_metrics
+from ser_models.metrics import SCORES, classification_metrics
 from ser_models.registry import build_model, get_spec, model_inputs
 
-from .config import train_for
-from .identity import identity_key
-from .task import task_for
-
-STATE_FILE = "state.pt"
+from orchestration.store.identity import identity_key
+from orchestration.run.session import (package_versions, rng_state, seed_everything, set_rng_state, tell,
+                                       write_parquet, write_predictions)
+from orchestration.run.loaders import Loaders, make_loaders, to_device
+from orchestration.run.task import task_for
 
 
 class Diverged(RuntimeError):
@@ -40,343 +35,6 @@ class Diverged(RuntimeError):
 
 class InjectedFailure(RuntimeError):
     """Raised on purpose by EMOSWEEP_INJECT_FAILURE (fault-injection tests)."""
-
-
-# ---------------------------------------------------------------- sessions
-
-class LocalSession:
-    """No Ray: checkpoints in a directory, reports kept in a list (unit tests, debugging)."""
-
-    rank, world_size = 0, 1
-
-    def __init__(self, directory: str | Path):
-        self.directory = Path(directory)
-        self.reports: list[dict] = []
-        self.notes: list[str] = []
-
-    def restore(self) -> dict | None:
-        from pyarrow import fs
-
-        state = checkpoint_state(fs.LocalFileSystem(), str((self.directory / "latest").resolve()), self.notes)
-        if state is None and self.notes:
-            tell(self.notes, NO_CHECKPOINT_LEFT)
-        return state
-
-    def with_notes(self, metrics: dict) -> dict:
-        """What restoring had to say rides on the next report: the sweep prints it (trial output is not shown)."""
-        notes, self.notes = self.notes, []
-        return {**metrics, "notes": notes} if notes else metrics
-
-    def report(self, metrics: dict, state: dict) -> None:
-        self.reports.append(self.with_notes(metrics))
-        target = self.directory / "latest"
-        target.mkdir(parents=True, exist_ok=True)
-        _atomic_save(state, target / STATE_FILE)
-
-    def device(self) -> torch.device:
-        return torch.device("cpu")
-
-    def prepare_model(self, model):
-        return model
-
-    def worker_nodes(self) -> list[str]:
-        """The Ray node (or host) of every rank, in rank order."""
-        return [this_node()]
-
-
-class TuneSession(LocalSession):
-    """Inside a Tune function trainable: tune.report with a checkpoint every epoch."""
-
-    def __init__(self, config: dict | None = None):
-        self.reports, self.config, self.notes = [], config or {}, []
-
-    def restore(self):
-        from ray import tune
-
-        checkpoint = tune.get_checkpoint()          # this run's own retry of the trial
-        state = (checkpoint_state(checkpoint.filesystem, checkpoint.path, self.notes) if checkpoint is not None
-                 else None)
-        # else (or when that one is damaged) where this or an earlier run of the sweep left the newest intact one
-        return state if state is not None else earlier_state(self.config, self.notes)
-
-    def report(self, metrics, state):
-        from ray import tune
-
-        with tempfile.TemporaryDirectory() as directory:
-            _atomic_save(state, Path(directory) / STATE_FILE)
-            tune.report(self.with_notes(metrics), checkpoint=tune.Checkpoint.from_directory(directory))
-
-    def device(self):
-        return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
-
-
-class TrainSession(LocalSession):
-    """Inside a Ray Train DDP worker: every rank reports (it is a barrier), rank 0 checkpoints."""
-
-    def __init__(self):
-        import ray.train
-
-        context = ray.train.get_context()
-        self.rank, self.world_size = context.get_world_rank(), context.get_world_size()
-        self.reports, self.notes = [], []
-
-    def restore(self):
-        import ray.train
-
-        checkpoint = ray.train.get_checkpoint()
-        state = checkpoint_state(checkpoint.filesystem, checkpoint.path, self.notes) if checkpoint else None
-        if state is None and self.notes:
-            tell(self.notes, NO_CHECKPOINT_LEFT)
-        if state is not None and "epoch" in state and self.rank == 0:
-            # Train restarts a worker group that lost a worker (or its node) inside the Tune trial: Tune sees no
-            # failure, so this note is how the driver learns of it
-            tell(self.notes, f"resumes from epoch {state['epoch'] + 1} (its DDP workers started again from "
-                             f"their latest checkpoint)")
-        return state
-
-    def report(self, metrics, state):
-        import ray.train
-
-        with tempfile.TemporaryDirectory() as directory:
-            checkpoint = None
-            if self.rank == 0:
-                _atomic_save(state, Path(directory) / STATE_FILE)
-                checkpoint = ray.train.Checkpoint.from_directory(directory)
-            ray.train.report(self.with_notes(metrics), checkpoint=checkpoint)
-
-    def device(self):
-        from ray.train.torch import get_device
-
-        return get_device()
-
-    def prepare_model(self, model):
-        from ray.train.torch import prepare_model
-
-        return prepare_model(model)
-
-    def worker_nodes(self):
-        nodes = [None] * self.world_size
-        torch.distributed.all_gather_object(nodes, this_node())
-        return nodes
-
-
-def this_node() -> str:
-    import socket
-
-    try:
-        import ray
-
-        if ray.is_initialized():
-            return ray.get_runtime_context().get_node_id()
-    except ImportError:
-        pass
-    return socket.gethostname()
-
-
-def tell(notes: list[str], message: str) -> None:
-    print(f"[trial] {message}", flush=True)
-    notes.append(message)
-
-
-def earlier_state(config: dict, notes: list[str]) -> dict | None:
-    """The newest intact checkpoint any run of the sweep left for this trial's identity (none for `fresh`)."""
-    from pyarrow import fs
-
-    from .trial_folders import read_trial, trial_dirs, trial_started
-    from .identity import identity
-
-    if config.get("fresh") or not config.get("storage_path"):
-        return None
-    mine, found = identity(config), []
-    for filesystem, path in trial_dirs(f"{config['storage_path']}/experiment"):
-        try:
-            if identity(read_trial(filesystem, path)[0]) != mine:
-                continue
-        except (ValueError, KeyError):
-            continue
-        found += [(trial_started(path), info.base_name, filesystem, info.path)
-                  for info in filesystem.get_file_info(fs.FileSelector(path))
-                  if info.type == fs.FileType.Directory and info.base_name.startswith("checkpoint_")]
-    for _, _, filesystem, directory in sorted(found, reverse=True):
-        state = checkpoint_state(filesystem, directory, notes)
-        if state is None:
-            continue
-        if notes:   # a damaged one was set aside on the way: news for the user
-            tell(notes, f"continuing from {directory}, the newest intact checkpoint")
-        else:
-            print(f"[trial] continuing from {directory} (an earlier run of this sweep)", flush=True)
-        return state
-    if notes:
-        tell(notes, NO_CHECKPOINT_LEFT)
-    return None
-
-
-NO_CHECKPOINT_LEFT = "no intact checkpoint left: this trial restarts from epoch 0 (seeded: the same result)"
-DAMAGED = ".damaged"   # a checkpoint that cannot be read is renamed, never deleted: the user may want to look
-
-
-def checkpoint_state(filesystem, directory: str, notes: list[str]) -> dict | None:
-    """The state in <directory>/state.pt on any pyarrow filesystem; None when there is none, or when it is
-    damaged (then it is set aside as state.pt.damaged, with one line saying so)."""
-    path = f"{directory}/{STATE_FILE}"
-    try:
-        with filesystem.open_input_stream(path) as stream:
-            data = stream.read()
-    except (FileNotFoundError, OSError):
-        return None
-    state = load_state(data, path)
-    if state is None:
-        filesystem.move(path, path + DAMAGED)
-        tell(notes, f"{path}: unreadable checkpoint (damaged: {len(data)} bytes that are no intact torch archive); "
-                    f"set aside as {STATE_FILE}{DAMAGED}")
-    return state
-
-
-def load_state(data: bytes, name: str) -> dict | None:
-    """Tensors and plain values only (weights_only): a checkpoint in shared storage must not run code on load.
-
-    torch.save writes a zip archive with checksums: bytes that are no intact archive were damaged (a kill, a
-    full disk, a bad copy) and give None. An intact archive that holds Python objects is refused."""
-    import io
-    import pickle
-    import zipfile
-
-    try:
-        with zipfile.ZipFile(io.BytesIO(data)) as archive:
-            intact = archive.testzip() is None
-    except (zipfile.BadZipFile, EOFError, ValueError, OSError):
-        intact = False
-    try:
-        if intact:
-            return torch.load(io.BytesIO(data), weights_only=True)
-    except (RuntimeError, EOFError):
-        pass
-    except pickle.UnpicklingError:
-        raise RuntimeError(f"{name}: refused to load a checkpoint holding Python objects (only tensors and plain "
-                           "values are loaded). "
-                           "Fix: delete this checkpoint (its trial then restarts from the previous one or from "
-                           "scratch), and check who can write the sweep's storage") from None
-    return None
-
-
-def _atomic_save(state: dict, path: Path) -> None:
-    tmp = path.with_suffix(".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
-
-
-# ---------------------------------------------------------------- the loop
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
-def rng_state() -> dict:
-    """Every random stream training draws from, as tensors and plain values (weights_only-loadable)."""
-    kind, keys, position, has_gauss, gauss = np.random.get_state()
-    state = {"torch": torch.get_rng_state(), "python": random.getstate(),
-             "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "position": int(position),
-                       "has_gauss": int(has_gauss), "gauss": float(gauss)}}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def set_rng_state(state: dict) -> None:
-    """Continue the streams where the checkpoint left them: a resumed trial is the uninterrupted one."""
-    torch.set_rng_state(state["torch"])
-    version, internal, gauss = state["python"]
-    random.setstate((version, tuple(internal), gauss))
-    n = state["numpy"]
-    np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["position"], n["has_gauss"], n["gauss"]))
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-@dataclass
-class Loaders:
-    train: DataLoader
-    evaluate: dict             # validation and test: batches kept on the device, or a loader (evaluation_batches)
-    sampler: DistributedSampler
-    sizes: dict
-    unlabelled: object         # lazy: the training split in order, for Model.fit_to_training
-    cross: dict                # cross-corpus test sets: name -> DataLoader, read once at the end
-    context: DataLoader | None  # turns outside the task in the test dialogs, scored for DED only
-
-
-def make_loaders(task, fold, inputs, config, session, seed, device) -> Loaders:
-    """train.batch_size is the global batch: each of W DDP ranks takes batch_size / W of it.
-
-    Every setting draws the epoch's order from one DistributedSampler (1 replica in-process), so
-    rank r's i-th batch is the i-th global batch's elements r, r+W, ...: with gradients averaged
-    over ranks, a DDP step sees the same examples as the in-process step.
-    """
-    split = {name: task.table[task.table["utt_id"].isin(set(getattr(fold, name)))]
-             for name in ("train", "validation", "test")}
-    stats = None
-    if config["train"]["speaker_norm"] and config["train"].get("speaker_norm_stats") == "training_speakers":
-        stats = speaker_statistics(split["train"], task.report.stores, inputs, pooled=True)
-    elif config["train"]["speaker_norm"]:   # every speaker a trial reads: the task's, test corpora's, context turns'
-        everyone = pd.concat([task.table, *task.cross.values(), task.context], ignore_index=True)
-        stats = speaker_statistics(everyone, task.report.stores, inputs)
-    datasets = {name: UtteranceDataset(part, task.report.stores, inputs, task.classes, task.vocab, stats)
-                for name, part in split.items()}
-    batch_size = int(config["train"]["batch_size"])
-    sampler = DistributedSampler(datasets["train"], session.world_size, session.rank, shuffle=True, seed=seed)
-    train = DataLoader(datasets["train"], batch_size=max(1, batch_size // session.world_size), sampler=sampler,
-                       collate_fn=collate, generator=torch.Generator().manual_seed(seed),
-                       num_workers=int(config["train"]["num_workers"]),
-                       pin_memory=device.type == "cuda")
-    evaluate = {name: evaluation_batches(datasets[name], batch_size, device) for name in ("validation", "test")}
-    # own generators: reading them draws nothing from the training streams
-    cross = {name: DataLoader(UtteranceDataset(frame, task.report.stores, inputs, task.classes, task.vocab, stats),
-                              batch_size=batch_size, collate_fn=collate, generator=torch.Generator())
-             for name, frame in task.cross.items()}
-    return Loaders(train, evaluate, sampler, {name: len(d) for name, d in datasets.items()},
-                   unlabelled(datasets["train"], batch_size, device), cross,
-                   context_loader(task, split["test"], inputs, stats, batch_size))
-
-
-EVALUATION_KEPT_BYTES = 256 * 2**20
-
-
-def evaluation_batches(dataset: UtteranceDataset, batch_size: int, device) -> list[dict] | DataLoader:
-    """A split's batches are the same every epoch: collated once and kept on the device while its frames fit in
-    EVALUATION_KEPT_BYTES; a larger split is read from the shards again each epoch, so that a trial's memory
-    stays bounded whatever the corpus's size (bench/data_plane.py)."""
-    loader = DataLoader(dataset, batch_size=batch_size, collate_fn=collate)
-    if dataset.frame_bytes() > EVALUATION_KEPT_BYTES:
-        return loader
-    return [to_device(batch, device) for batch in loader]
-
-
-def context_loader(task, test: pd.DataFrame, inputs, stats, batch_size: int) -> DataLoader | None:
-    """The test dialogs' turns outside the task's classes (a placeholder label: their loss is never used)."""
-    if task.context is None or task.context.empty:
-        return None
-    turns = task.context[task.context["dialog"].isin(set(test["dialog"].dropna()))]
-    if turns.empty:
-        return None
-    dataset = UtteranceDataset(turns.assign(label=task.classes[0]), task.report.stores, inputs, task.classes,
-                               task.vocab, stats)
-    return DataLoader(dataset, batch_size=batch_size, collate_fn=collate, generator=torch.Generator())
-
-
-def unlabelled(dataset, batch_size: int, device):
-    """The whole training split in order, for statistics a model takes before training (every DDP rank
-    alike). A generator: nothing is read, and no random state is drawn, unless a model asks."""
-    loader = DataLoader(dataset, batch_size=batch_size, collate_fn=collate, generator=torch.Generator())
-    for batch in loader:
-        yield to_device({k: v for k, v in batch.items() if k != "labels"}, device)
-
-
-def to_device(batch: dict, device) -> dict:
-    """Every tensor, lengths too: models build masks from lengths and apply them to the features (lengths left
-    on the CPU failed every such model on an H200 with "mask on cpu and self on cuda:0"); the one consumer that
-    needs them on the CPU, pack_padded_sequence, moves its own copy (blocks.PackedLSTM)."""
-    return {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
 
 
 def autocast(device, precision: str):
@@ -444,15 +102,6 @@ def build_for_task(config: dict, task):
     return build_model(model_name, ablation, num_classes=len(task.classes), **options)
 
 
-def train_settings(config: dict) -> dict:
-    """Defaults, the model's recipe, the sweep file's own train keys, then searched hyperparameters of the
-    same name. (`train_explicit` holds the sweep file's keys; without it, `train` is taken as written.)"""
-    explicit = config.get("train_explicit", config["train"])
-    settings = train_for(config["model"], explicit)
-    settings.update({k: v for k, v in (config.get("hparams") or {}).items() if k in settings})
-    return settings
-
-
 def make_optimizer(settings: dict, parameters) -> torch.optim.Optimizer:
     name, lr, decay = settings["optimizer"], float(settings["lr"]), float(settings["weight_decay"])
     if name == "sgd":
@@ -504,8 +153,8 @@ def balanced_class_weight(task, fold, device) -> torch.Tensor:
 
 
 def train_loop(config: dict, session) -> dict:
-    settings = train_settings(config)
-    config = {**config, "train": settings}
+    """config["train"]: the trial's resolved settings (config.sweep_file.train_for), read as they are."""
+    settings = config["train"]
     seed = int(config["seed"]) * 1000 + int(config["fold"])
     seed_everything(seed)
     inputs = model_inputs(config["model"], config["ablation"])
@@ -552,8 +201,7 @@ def train_loop(config: dict, session) -> dict:
             # Only for the labelled "test-oracle" column that reproduces papers which pick the epoch on
             # the test fold. Selection below reads validation keys only.
             oracle = split_metrics("oracle_test", predict(core, eval_loaders["test"], device, precision), classes)
-            metrics.update({k: v for k, v in oracle.items() if k in ("oracle_test_wa", "oracle_test_ua",
-                                                                     "oracle_test_macro_f1")})
+            metrics.update({f"oracle_test_{m}": oracle[f"oracle_test_{m}"] for m in SCORES})
         window = [m[select_on] for m in history[-(int(settings["select_window"]) - 1):]] \
             if int(settings["select_window"]) > 1 else []
         score = float(np.mean(window + [metrics[select_on]]))   # trailing mean: a noisy peak picks nothing
@@ -685,43 +333,6 @@ def finish(config, session, model, best, test_loader, device, task, sizes, resum
             write_parquet(config, f"{name}.context", pd.DataFrame({
                 "utt_id": context["utt_id"], "probabilities": list(context["probabilities"].astype(np.float32))}))
     return final
-
-
-def package_versions() -> dict:
-    import platform
-    from importlib.metadata import PackageNotFoundError, version
-
-    found = {"python": platform.python_version()}
-    for package in ("emosweep", "torch", "torchaudio", "ray", "optuna"):
-        try:
-            found[package] = version(package)
-        except PackageNotFoundError:
-            found[package] = None
-    return found
-
-
-def write_predictions(config: dict, name: str, outputs: dict, task) -> None:
-    """Nothing of which run wrote it (aggregation adds the trial's key): writing it again gives the same bytes."""
-    meta = task.table.set_index("utt_id").loc[outputs["utt_id"]]
-    frame = pd.DataFrame({
-        "utt_id": outputs["utt_id"], "speaker": meta["speaker"].to_numpy(),
-        "session": meta["session"].to_numpy(), "dialog": meta["dialog"].to_numpy(),
-        "turn": meta["turn"].to_numpy(), "label": [task.classes[i] for i in outputs["labels"]],
-        "predicted": [task.classes[i] for i in outputs["probabilities"].argmax(1)],
-        "probabilities": list(outputs["probabilities"].astype(np.float32))})
-    write_parquet(config, name, frame)
-
-
-def write_parquet(config: dict, name: str, frame: pd.DataFrame) -> None:
-    """<predictions_dir>/<name>.parquet, whole or not at all (storage.write_bytes: one PUT, or a rename)."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    from . import storage
-
-    sink = pa.BufferOutputStream()
-    pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), sink)
-    storage.write_bytes(storage.join(config["predictions_dir"], f"{name}.parquet"), sink.getvalue().to_pybytes())
 
 
 INJECT_FAILURE = "EMOSWEEP_INJECT_FAILURE"  # tests only, never a sweep key: Ray passes it on to trial processes

@@ -6,10 +6,8 @@ time and holds no open file, so it pickles (Ray Client ships callbacks).
 """
 from __future__ import annotations
 
-import importlib
 import pickle
 import re
-import threading
 import time
 from pathlib import Path
 
@@ -65,7 +63,7 @@ class SweepProgress(Callback):
             return
         import ray
 
-        from .capacity import waiting_for
+        from orchestration.config.capacity import waiting_for
 
         self.waiting = waiting_for(self.resources, ray.available_resources(), self.shapes)
         if self.waiting_since is None:
@@ -165,28 +163,6 @@ def error_type(trial) -> str | None:
         return None
 
 
-class ReportPreload(Callback):
-    """Imports the report's libraries (matplotlib, scipy: 0.6 s) in a thread once the first trial runs, when
-    the driver only waits for results, so the report does not pay for them after the last trial. Not
-    earlier: before the first trial the driver's own imports are on the critical path, and threads share
-    one interpreter lock. Nothing else imports these meanwhile; a failure shows when the report is written."""
-
-    def __init__(self):
-        self.started = False
-
-    def on_trial_start(self, iteration, trials, trial, **info):
-        if not self.started:
-            self.started = True
-            threading.Thread(target=self.load, daemon=True).start()
-
-    @staticmethod
-    def load() -> None:
-        try:
-            importlib.import_module("orchestration.report")
-        except Exception:  # noqa: BLE001 - the report imports it again and says what is wrong
-            pass
-
-
 class WaitLimit(Stopper):
     """Stops the sweep (resumable) when it has waited for resources longer than resources.wait_timeout_s."""
 
@@ -202,3 +178,19 @@ class WaitLimit(Stopper):
 
     def stop_all(self) -> bool:
         return self.reached
+
+
+class Phases:
+    """Wall time of each phase of a sweep, printed at the end (bench/orchestration.py reads the line)."""
+
+    def __init__(self):
+        self.seconds: dict[str, float] = {}
+        self._started = time.perf_counter()
+
+    def done(self, name: str) -> None:
+        now = time.perf_counter()
+        self.seconds[name] = self.seconds.get(name, 0.0) + now - self._started
+        self._started = now
+
+    def line(self) -> str:
+        return "[sweep] timing: " + ", ".join(f"{name} {value:.2f} s" for name, value in self.seconds.items())

@@ -1,6 +1,6 @@
 """What a sweep folder says about itself: sweep.json and sweep.yaml, the settings digest, the git commit.
 
-Which sweep keys decide the numbers is the schema's to say (`Key.changes_results`, orchestration/schema.py):
+Which sweep keys decide the numbers is the schema's to say (`Key.changes_results`, orchestration/config/schema.py):
 the digest is computed from that field, so a new key never needs a list here.
 """
 from __future__ import annotations
@@ -11,10 +11,12 @@ from pathlib import Path
 
 import yaml
 
-from orchestration import schema, storage
-from orchestration.config import SweepError
+from orchestration.config import schema
 
-REPO = Path(__file__).resolve().parents[1]     # a checkout's root: its git commit is recorded with each sweep
+from orchestration.store import storage
+from orchestration.config.sweep_file import SweepError
+
+REPO = Path(__file__).resolve().parents[2]     # a checkout's root: its git commit is recorded with each sweep
 STORAGE_ACCESS = ("for S3 give credentials (AWS_* variables or an instance profile) and, for MinIO or moto, "
                   "AWS_ENDPOINT_URL")
 

@@ -1,4 +1,4 @@
-"""Write a sweep's report: python orchestration/report.py results/<sweep>
+"""Write a sweep's report: python orchestration/results/report.py results/<sweep>
 
 Produces <sweep>/report.md with <sweep>/figures/*.png, and the same report as
 one self-contained <sweep>/report.html (figures embedded) for sharing: the summary table,
@@ -14,27 +14,18 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from orchestration import figures as draw
-from orchestration import storage
-from orchestration.aggregate import read_table
-from orchestration.document import Figure, Heading, Table, Text, markdown, self_contained_html
-from orchestration.figures import ablation_name, cell_name, cells_of
-from orchestration.published import OURS
-from orchestration.results import published_table
-from orchestration.selection import CHOSEN, kept, searched_cells, setting_label
-from orchestration.stats import fold_comparison, fold_interval
+from orchestration.results import figures as draw
+from orchestration.store import storage
+from orchestration.results.aggregate import read_table
+from orchestration.results.document import Figure, Heading, Table, Text, markdown, self_contained_html
+from orchestration.results.figures import ablation_name, cell_name, cells_of
+from orchestration.results.published import OURS
+from orchestration.results.show import published_table
+from orchestration.results.selection import CHOSEN, cell_rows, kept, searched_cells, setting_label
+from orchestration.results.stats import fold_comparison, fold_interval
 from ser_models.cli import Parser, leave
 
 PM = "\u00a0±\u00a0"   # non-breaking: a mean and its spread never wrap apart
-
-
-def cell_rows(folds: pd.DataFrame) -> dict[tuple[str, str, str], pd.DataFrame]:
-    """(model, ablation, hparams) -> its finished fold rows, as the summary's rows are keyed; a searched cell's
-    kept settings also under CHOSEN."""
-    done = folds[folds["status"] == "finished"]
-    groups = dict(iter(done.groupby(["model", "ablation", "hparams"])))
-    groups |= dict(iter(kept(done).assign(hparams=CHOSEN).groupby(["model", "ablation", "hparams"])))
-    return groups
 
 
 def seed_sd(rows: pd.DataFrame) -> float:
@@ -177,7 +168,7 @@ def draw_report(sweep_dir: str, root: Path) -> Path:
 
 def layer_blocks(folds: pd.DataFrame, figure) -> list:
     """The per-layer curve of cells probing one encoder layer each, and each fold's validation-chosen layer."""
-    from orchestration import per_layer
+    from orchestration.results import per_layer
 
     rows = per_layer.layer_rows(folds)
     if rows.empty:
@@ -255,7 +246,7 @@ def ensemble_blocks(folds: pd.DataFrame) -> list:
 
 def optional_table(sweep_dir: str, name: str) -> pd.DataFrame:
     """A table that sweeps aggregated before it existed lack: empty, with its columns."""
-    from orchestration.aggregate import SCHEMAS
+    from orchestration.results.schemas import SCHEMAS
 
     try:
         return read_table(sweep_dir, name)
@@ -308,7 +299,7 @@ def main(argv=None) -> int:
     try:
         print(f"wrote {write_report(args.sweep_dir)}")
         if args.latex:
-            from orchestration.latex import latex_summary
+            from orchestration.results.latex import latex_summary
 
             table = latex_summary(args.sweep_dir)
             target = storage.join(storage.normalize(args.sweep_dir), "summary.tex")

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ser_models.cli import did_you_mean
+from ser_models.metrics import REPORTED
 
 NUMBER = (int, float)
 
@@ -36,7 +37,7 @@ class Key:
     maximum: float | None = None      # a sane upper bound: 10^21 epochs is a typo, not a plan
     above: float | None = None        # an exclusive minimum: a learning rate of 0 trains nothing
     # False: changing it changes no trial's numbers (where results go, how many run at once, which cells run):
-    # a finished sweep whose file changes only such keys reruns nothing (orchestration/record.py)
+    # a finished sweep whose file changes only such keys reruns nothing (orchestration/config/record.py)
     changes_results: bool = True
 
     @property
@@ -117,7 +118,7 @@ KEYS = [
         "on training + validation speakers for that many epochs, at the same learning rates, and score the test "
         "split with it"),
     Key("train.select_on", (str,), "val_ua", "the validation metric that picks the epoch (never a test metric)",
-        choices=("val_ua", "val_wa", "val_macro_f1", "val_loss")),
+        choices=tuple(f"val_{m}" for m in REPORTED)),
     Key("train.retries", (int,), 2, "how often a failed trial is retried from its checkpoint", minimum=0,
         maximum=100, changes_results=False),
     Key("train.num_workers", (int,), 0, "DataLoader worker processes per trial", minimum=0, maximum=256,
@@ -238,7 +239,8 @@ def _type_words(types: tuple) -> str:
 
 
 def reference_markdown() -> str:
-    lines = ["# Sweep file keys", "", "Generated from `orchestration/schema.py` (`python -m orchestration.schema`); "
+    lines = ["# Sweep file keys", "",
+             "Generated from `orchestration/config/schema.py` (`python -m orchestration.config.schema`); "
              "a test keeps it in sync.", "",
              "Any key can also be set on the command line, as a file edit would set it: a dotted key and a YAML "
              "value after the sweep file (`emosweep run FILE train.epochs=2 seeds=[0,1] models.fg_cme=[full]`; "
@@ -291,10 +293,10 @@ def json_schema() -> dict:
     return schema
 
 
-if __name__ == "__main__":  # regenerate the docs: python -m orchestration.schema
+if __name__ == "__main__":  # regenerate the docs: python -m orchestration.config.schema
     from pathlib import Path
 
-    docs = Path(__file__).resolve().parents[1] / "docs"
+    docs = Path(__file__).resolve().parents[2] / "docs"
     (docs / "sweep-keys.md").write_text(reference_markdown())
     (docs / "sweep.schema.json").write_text(json.dumps(json_schema(), indent=2) + "\n")
     print(f"wrote {docs / 'sweep-keys.md'} and {docs / 'sweep.schema.json'}")

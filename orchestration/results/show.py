@@ -17,12 +17,13 @@ import sys
 import numpy as np
 import pandas as pd
 
-from orchestration.aggregate import SCHEMAS, Incomplete, aggregate, read_table
-from orchestration.record import sweep_record
-from orchestration.published import OURS, published
-from orchestration.selection import CHOSEN, headline, kept, searched_cells, setting_label
-from orchestration.stats import fold_comparison, paired_comparison
-from orchestration.verify import report, verify
+from orchestration.results.aggregate import Incomplete, aggregate, collect, read_table
+from orchestration.results.schemas import SCHEMAS
+from orchestration.config.record import sweep_record
+from orchestration.results.published import OURS, published
+from orchestration.results.selection import CHOSEN, headline, kept, searched_cells, setting_label
+from orchestration.results.stats import fold_comparison, paired_comparison
+from orchestration.results.verify import report
 from ser_models.cli import Parser, leave
 
 INCOMPLETE = 3   # as the sweep's "resumable": running the sweep's command again redoes what is missing
@@ -126,7 +127,7 @@ def published_table(sweep_dir: str) -> pd.DataFrame:
 def oracle_rule_means(sweep_dir: str, folds: pd.DataFrame) -> dict:
     """(model, ablation, hparams) -> mean test UA at the epoch FG_CME's code keeps (0.9 WA + 0.1 UA on test),
     from the epochs table, so tables written before the summary had the column get it too."""
-    from orchestration.aggregate import oracle_by_rule
+    from orchestration.results.aggregate import oracle_by_rule
 
     epochs = read_table(sweep_dir, "epochs")
     if "oracle_test_ua" not in epochs or epochs["oracle_test_ua"].isna().all():
@@ -226,7 +227,8 @@ def main(argv=None) -> int:
             tables = aggregate(args.sweep_dir, with_ded=not args.no_ded, allow_gaps=args.allow_gaps)
             print(", ".join(f"{name}: {len(frame)} rows" for name, frame in tables.items()))
         elif args.command == "verify":
-            tables, gaps = verify(args.sweep_dir)
+            tables = collect(args.sweep_dir)
+            gaps = tables.pop("gaps")
             if gaps:
                 print(f"error: {args.sweep_dir}: {report(gaps)}", file=sys.stderr)
                 return INCOMPLETE

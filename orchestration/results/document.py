@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from orchestration.results import format_cell, to_markdown
+from orchestration.results.show import format_cell, to_markdown
 
 
 @dataclass(frozen=True)

@@ -21,43 +21,14 @@ from pathlib import Path
 import pandas as pd
 from ray.tune import Callback
 
-from orchestration import storage
-from orchestration.identity import identity_key
-from orchestration.selection import headline
+from orchestration.store import storage
+from ser_models.metrics import REPORTED, SCORES
 
-EPOCH_KEYS = ("train_loss", "lr", "val_ua", "val_wa", "val_macro_f1", "val_loss", "epoch_seconds",
-              "oracle_test_ua", "oracle_test_wa", "oracle_test_macro_f1")
-FINAL_KEYS = ("ua", "wa", "macro_f1", "loss")
-EXTRA = "pip install 'emosweep[tracking]'"
+from orchestration.store.identity import identity_key
+from orchestration.results.selection import headline
 
-
-# tracker -> (module it imports, its package, the key that says where it writes, why remote storage needs it, fix)
-NEEDS = {"tensorboard": ("torch.utils.tensorboard", "tensorboard", "tensorboard_dir",
-                         "writes local event files", "set tracking.tensorboard_dir to a local folder"),
-         "mlflow": ("mlflow", "mlflow", "mlflow_uri", "default store is a local SQLite file",
-                    "set tracking.mlflow_uri, e.g. http://your-mlflow-server:5000 or sqlite:////abs/mlflow.db")}
-
-
-def problems(tracking: dict, sweep_storage: str) -> list[tuple[str, str]]:
-    """(what is wrong, fix) for a tracking section, checked before any work."""
-    found = []
-    remote = storage.is_remote(storage.normalize(sweep_storage))
-    for name, (module, package, where, why, fix) in NEEDS.items():
-        if not tracking[name]:
-            continue
-        if not _importable(module):
-            found.append((f"tracking.{name} needs the {package} package", EXTRA))
-        if remote and not tracking[where]:
-            found.append((f"tracking.{name} {why} and storage is remote", fix))
-    return found
-
-
-def _importable(module: str) -> bool:
-    try:
-        __import__(module)
-    except ImportError:
-        return False
-    return True
+EPOCH_KEYS = ("train_loss", "lr", *(f"val_{m}" for m in REPORTED), "epoch_seconds",
+              *(f"oracle_test_{m}" for m in SCORES))
 
 
 def trackers(tracking: dict, sweep_dir: str, sweep_name: str, settings: str) -> list:
@@ -86,12 +57,12 @@ def row_identity(row, settings: str) -> str:
 def final_metrics(row, epochs: pd.DataFrame) -> dict:
     """A trial's final metrics: test_* honest (epoch chosen on validation), test_oracle_* labelled apart
     (the best test value over epochs, recorded only when train.test_oracle is on)."""
-    metrics = {f"test_{k}": float(getattr(row, f"test_{k}")) for k in FINAL_KEYS
+    metrics = {f"test_{k}": float(getattr(row, f"test_{k}")) for k in REPORTED
                if pd.notna(getattr(row, f"test_{k}"))}
     if pd.notna(row.selected_epoch):
         metrics.update({"selected_epoch": float(row.selected_epoch), "selected_val_ua": float(row.val_ua)})
     curve = epochs[epochs["trial_id"] == row.trial_id]
-    for k in ("ua", "wa", "macro_f1"):
+    for k in SCORES:
         if len(curve) and curve[f"oracle_test_{k}"].notna().any():
             metrics[f"test_oracle_{k}"] = float(curve[f"oracle_test_{k}"].max())
     return metrics

@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import pandas as pd
 
-from orchestration.aggregate import read_table
-from orchestration.record import sweep_record
-from orchestration.figures import ablation_name
-from orchestration.report import cell_rows
-from orchestration.selection import headline
-from orchestration.stats import fold_interval
+from orchestration.results.aggregate import read_table
+from orchestration.config.record import sweep_record
+from orchestration.results.figures import ablation_name
+from orchestration.results.selection import cell_rows, headline
+from orchestration.results.stats import fold_interval
 
 SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{",
            "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}

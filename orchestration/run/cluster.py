@@ -5,7 +5,7 @@ import json
 import os
 import time
 
-from orchestration.config import SweepError
+from orchestration.config.sweep_file import SweepError
 
 EMBEDDED_RESOURCES = {"TRAIN_DRIVER": 64}  # the embedded instance's: DDP trial drivers hold this, never a CPU
 
@@ -92,14 +92,14 @@ def check_listening(address: str | None) -> None:
 
 
 def cluster_shapes(ray) -> list:
-    """Live nodes plus the worker node types the autoscaler may add (orchestration/capacity.py)."""
-    from orchestration.capacity import autoscaler_shapes, live_shapes
+    """Live nodes plus the worker node types the autoscaler may add (orchestration/config/capacity.py)."""
+    from orchestration.config.capacity import autoscaler_shapes, live_shapes
 
     return live_shapes(ray.nodes()) + autoscaler_shapes()
 
 
 def report_autoscaler(shapes) -> None:
-    from orchestration.capacity import format_resources
+    from orchestration.config.capacity import format_resources
 
     addable = [shape for shape in shapes if not shape.live]
     if addable:

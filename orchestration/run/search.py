@@ -21,8 +21,8 @@ import tempfile
 import optuna
 from ray.tune.search import Searcher
 
-from .identity import identity_key
-from .spaces import parse_space
+from orchestration.store.identity import identity_key
+from orchestration.config.spaces import parse_space
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -30,8 +30,9 @@ optuna.logging.set_verbosity(optuna.logging.WARNING)
 class SweepSearcher(Searcher):
     def __init__(self, cells, folds, seeds, search: dict | None = None, metric: str = "objective",
                  mode: str = "max", seed: int = 0, model_options: dict | None = None, publish_to: str | None = None,
-                 settings: str | None = None):
+                 settings: str | None = None, train_of=None):
         super().__init__(metric=metric, mode=mode)
+        self.train_of = train_of  # (model, hparams) -> the trial's training settings (Sweep.train_of)
         self.settings = settings  # the digest of the settings that decide the numbers: part of each identity
         self.publish_to = publish_to  # a copy of the journal for optuna-dashboard (in the sweep's storage)
         self.model_options = model_options or {}
@@ -99,10 +100,10 @@ class SweepSearcher(Searcher):
             self._tell_if_complete(group)
 
     def member(self, group: str, fold: int, seed: int) -> dict:
-        cell = self.groups[group]["cell"]
-        return {"model": cell[0], "ablation": cell[1], "fold": fold, "seed": seed,
-                "hparams": self.groups[group]["params"], "group": group, "settings": self.settings,
-                "model_options": self.model_options.get(cell[0], {})}
+        cell, hparams = self.groups[group]["cell"], self.groups[group]["params"]
+        config = {"model": cell[0], "ablation": cell[1], "fold": fold, "seed": seed, "hparams": hparams,
+                  "group": group, "settings": self.settings, "model_options": self.model_options.get(cell[0], {})}
+        return config | ({"train": self.train_of(cell[0], hparams)} if self.train_of else {})
 
     def _already_done(self, group: str, config: dict) -> bool:
         key = identity_key(config)
@@ -181,7 +182,7 @@ class SweepSearcher(Searcher):
             json.dump({"format": "emosweep-searcher-1", "state": self.state(), "journal": journal}, handle)
         os.replace(tmp, checkpoint_path)
         if self.publish_to and self.space is not None:
-            from . import storage
+            from orchestration.store import storage
 
             storage.write_text(self.publish_to, journal)
 

@@ -55,3 +55,12 @@ def setting_label(hparams: str) -> str:
     values = json.loads(hparams)
     return ", ".join(f"{name}={value:.3g}" if isinstance(value, float) else f"{name}={value}"
                      for name, value in sorted(values.items()))
+
+
+def cell_rows(folds: pd.DataFrame) -> dict[tuple[str, str, str], pd.DataFrame]:
+    """(model, ablation, hparams) -> its finished fold rows, as the summary's rows are keyed; a searched cell's
+    kept settings also under CHOSEN."""
+    done = folds[folds["status"] == "finished"]
+    groups = dict(iter(done.groupby(["model", "ablation", "hparams"])))
+    groups |= dict(iter(kept(done).assign(hparams=CHOSEN).groupby(["model", "ablation", "hparams"])))
+    return groups

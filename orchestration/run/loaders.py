@@ -1,0 +1,95 @@
+"""A trial's data loaders: the training split (sharded over DDP ranks), validation and test kept on the
+device while they fit a budget, cross-corpus test sets and the test dialogs' context turns."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pandas as pd
+import torch
+from torch.utils.data import DataLoader, DistributedSampler
+
+from ser_models.data.dataset import UtteranceDataset, collate, speaker_statistics
+
+
+@dataclass
+class Loaders:
+    train: DataLoader
+    evaluate: dict             # validation and test: batches kept on the device, or a loader (evaluation_batches)
+    sampler: DistributedSampler
+    sizes: dict
+    unlabelled: object         # lazy: the training split in order, for Model.fit_to_training
+    cross: dict                # cross-corpus test sets: name -> DataLoader, read once at the end
+    context: DataLoader | None  # turns outside the task in the test dialogs, scored for DED only
+
+
+def make_loaders(task, fold, inputs, config, session, seed, device) -> Loaders:
+    """train.batch_size is the global batch: each of W DDP ranks takes batch_size / W of it.
+
+    Every setting draws the epoch's order from one DistributedSampler (1 replica in-process), so
+    rank r's i-th batch is the i-th global batch's elements r, r+W, ...: with gradients averaged
+    over ranks, a DDP step sees the same examples as the in-process step.
+    """
+    split = {name: task.table[task.table["utt_id"].isin(set(getattr(fold, name)))]
+             for name in ("train", "validation", "test")}
+    stats = None
+    if config["train"]["speaker_norm"] and config["train"].get("speaker_norm_stats") == "training_speakers":
+        stats = speaker_statistics(split["train"], task.report.stores, inputs, pooled=True)
+    elif config["train"]["speaker_norm"]:   # every speaker a trial reads: the task's, test corpora's, context turns'
+        everyone = pd.concat([task.table, *task.cross.values(), task.context], ignore_index=True)
+        stats = speaker_statistics(everyone, task.report.stores, inputs)
+    datasets = {name: UtteranceDataset(part, task.report.stores, inputs, task.classes, task.vocab, stats)
+                for name, part in split.items()}
+    batch_size = int(config["train"]["batch_size"])
+    sampler = DistributedSampler(datasets["train"], session.world_size, session.rank, shuffle=True, seed=seed)
+    train = DataLoader(datasets["train"], batch_size=max(1, batch_size // session.world_size), sampler=sampler,
+                       collate_fn=collate, generator=torch.Generator().manual_seed(seed),
+                       num_workers=int(config["train"]["num_workers"]),
+                       pin_memory=device.type == "cuda")
+    evaluate = {name: evaluation_batches(datasets[name], batch_size, device) for name in ("validation", "test")}
+    # own generators: reading them draws nothing from the training streams
+    cross = {name: DataLoader(UtteranceDataset(frame, task.report.stores, inputs, task.classes, task.vocab, stats),
+                              batch_size=batch_size, collate_fn=collate, generator=torch.Generator())
+             for name, frame in task.cross.items()}
+    return Loaders(train, evaluate, sampler, {name: len(d) for name, d in datasets.items()},
+                   unlabelled(datasets["train"], batch_size, device), cross,
+                   context_loader(task, split["test"], inputs, stats, batch_size))
+
+
+EVALUATION_KEPT_BYTES = 256 * 2**20
+
+
+def evaluation_batches(dataset: UtteranceDataset, batch_size: int, device) -> list[dict] | DataLoader:
+    """A split's batches are the same every epoch: collated once and kept on the device while its frames fit in
+    EVALUATION_KEPT_BYTES; a larger split is read from the shards again each epoch, so that a trial's memory
+    stays bounded whatever the corpus's size (bench/data_plane.py)."""
+    loader = DataLoader(dataset, batch_size=batch_size, collate_fn=collate)
+    if dataset.frame_bytes() > EVALUATION_KEPT_BYTES:
+        return loader
+    return [to_device(batch, device) for batch in loader]
+
+
+def context_loader(task, test: pd.DataFrame, inputs, stats, batch_size: int) -> DataLoader | None:
+    """The test dialogs' turns outside the task's classes (a placeholder label: their loss is never used)."""
+    if task.context is None or task.context.empty:
+        return None
+    turns = task.context[task.context["dialog"].isin(set(test["dialog"].dropna()))]
+    if turns.empty:
+        return None
+    dataset = UtteranceDataset(turns.assign(label=task.classes[0]), task.report.stores, inputs, task.classes,
+                               task.vocab, stats)
+    return DataLoader(dataset, batch_size=batch_size, collate_fn=collate, generator=torch.Generator())
+
+
+def unlabelled(dataset, batch_size: int, device):
+    """The whole training split in order, for statistics a model takes before training (every DDP rank
+    alike). A generator: nothing is read, and no random state is drawn, unless a model asks."""
+    loader = DataLoader(dataset, batch_size=batch_size, collate_fn=collate, generator=torch.Generator())
+    for batch in loader:
+        yield to_device({k: v for k, v in batch.items() if k != "labels"}, device)
+
+
+def to_device(batch: dict, device) -> dict:
+    """Every tensor, lengths too: models build masks from lengths and apply them to the features (lengths left
+    on the CPU failed every such model on an H200 with "mask on cpu and self on cuda:0"); the one consumer that
+    needs them on the CPU, pack_padded_sequence, moves its own copy (blocks.PackedLSTM)."""
+    return {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
