@@ -8,6 +8,10 @@ from ser_models.data.corpora.synthetic import SyntheticConfig
 
 REPO = Path(__file__).resolve().parents[1]
 SMALL_SYNTHETIC = SyntheticConfig(sessions=5, dialogs_per_session=2, turns_per_dialog=8, seed=3)
+# fault injection (plugins/emosweep_faults.py) reaches the sweeps the tests start, and their Ray trial processes,
+# through Python's start-up hook sitecustomize: every child process inherits this PYTHONPATH
+PLUGINS = REPO / "tests" / "plugins"
+os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PLUGINS), os.environ.get("PYTHONPATH")]))
 
 
 def shared_data_dir() -> Path | None:

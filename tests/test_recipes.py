@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from orchestration.config.sweep_file import parse_sweep, train_for
+from orchestration.config.sweep_file import SweepError, parse_sweep, train_for
 from orchestration.run.training import TrainingObjective, balanced_class_weight, train_loop, train_one_epoch
 from orchestration.run.session import LocalSession
 from ser_models.registry import SERModel, all_models
@@ -212,3 +212,21 @@ def test_the_report_labels_cells_normalised_with_test_audio_as_transductive():
     assert transductive_cells(folds) == ["fg_cme"]
     assert "Transductive rows: fg_cme" in transductive_blocks(folds)[0].text
     assert transductive_blocks(folds[folds["model"] != "fg_cme"]) == []
+
+
+def test_cells_whose_recipes_choose_epochs_differently_are_refused_until_the_file_says(monkeypatch):
+    """One experiment has one direction of search and one resume objective: the file must settle select_on."""
+    import dataclasses
+
+    from orchestration.config.checks import validate
+    from ser_models.registry import REGISTRY, get_spec
+
+    spec = get_spec("lstm_attn_text")
+    monkeypatch.setitem(REGISTRY, spec.name, dataclasses.replace(spec, recipe={**spec.recipe, "select_on": "val_loss"}))
+    data = {"name": "t", "corpus": "synthetic", "models": {"lstm_attn_text": ["full"], "lstm_attn_audio": ["full"]}}
+    with pytest.raises(SweepError, match="choose epochs by different metrics.*Fix: set train.select_on"):
+        validate(parse_sweep(data, "t.yaml"))
+    settled = parse_sweep({**data, "train": {"select_on": "val_ua"}}, "t.yaml")
+    validate(settled)
+    assert settled.select_on() == "val_ua" == settled.train_of("lstm_attn_text")["select_on"]
+

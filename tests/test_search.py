@@ -34,3 +34,17 @@ def test_a_restored_searcher_continues_exactly_where_the_saved_one_was(tmp_path)
     assert len(rest) == 7 and restored.suggest("t99") == "FINISHED"
     told = [t for cell in cells for t in restored.studies[cell].trials if t.value is not None]
     assert len(told) == 6                                           # every suggestion told, across the restore
+
+
+def test_each_trial_gets_its_settings_resolved_once_in_the_driver():
+    """Defaults, the model's recipe, the sweep file, then the searched value: the trial reads them as given."""
+    from orchestration.config.sweep_file import parse_sweep
+
+    sweep = parse_sweep({"name": "t", "corpus": "synthetic", "models": {"fg_cme": ["full"], "cma": ["raw"]},
+                         "train": {"batch_size": 8}, "search": SEARCH}, "t.yaml")
+    searcher = SweepSearcher(sweep.cells, [0], [0], SEARCH, train_of=sweep.train_of)
+    for config in drive(searcher, 4):
+        expected = sweep.train_of(config["model"]) | {"lr": config["hparams"]["lr"]}
+        assert config["train"] == expected and config["train"]["batch_size"] == 8
+    recipe = {model: sweep.train_of(model) for model in ("fg_cme", "cma")}
+    assert recipe["fg_cme"] != recipe["cma"]     # each model's own recipe under the file's keys

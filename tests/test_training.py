@@ -3,10 +3,11 @@ import json
 import pytest
 
 from orchestration.config.sweep_file import train_for
-from orchestration.run.training import train_loop
 from orchestration.run.session import LocalSession
+from orchestration.run.training import train_loop
 
 from .conftest import SMALL_SYNTHETIC
+from .plugins.emosweep_faults import with_faults
 
 
 def trial_config(synthetic_root, tmp_path, model="fg_cme", ablation="full", epochs=3, **train):
@@ -35,16 +36,18 @@ def test_loop_reports_selects_on_validation_and_scores_test_once(synthetic_root,
     assert [row["val_ua"] for row in final["history"]] == [r["val_ua"] for r in epochs]
 
 
-def inject_failure(monkeypatch, *specs) -> None:
+def inject_failure(monkeypatch, *specs):
+    """The loop, failing where the specs say (tests/plugins/emosweep_faults.py: sweeps' trials get it there)."""
     monkeypatch.setenv("EMOSWEEP_INJECT_FAILURE", json.dumps(list(specs)))
+    return with_faults(train_loop)
 
 
 def test_loop_resumes_from_its_checkpoint(synthetic_root, tmp_path, monkeypatch):
     config = trial_config(synthetic_root, tmp_path, epochs=4)
-    inject_failure(monkeypatch, {"epoch": 2, "times": 1, "marker_dir": str(tmp_path / "faults")})
+    failing = inject_failure(monkeypatch, {"epoch": 2, "times": 1, "marker_dir": str(tmp_path / "faults")})
     session = LocalSession(tmp_path / "run")
     with pytest.raises(RuntimeError, match="injected failure"):
-        train_loop(config, session)
+        failing(config, session)
     assert [r["epoch"] for r in session.reports] == [0, 1]
     resumed = LocalSession(tmp_path / "run")
     final = train_loop(config, resumed)
@@ -143,9 +146,9 @@ def test_a_resumed_trial_is_bit_identical_to_the_uninterrupted_one(synthetic_roo
     straight = LocalSession(tmp_path / "a")
     uninterrupted = train_loop(trial_config(synthetic_root, tmp_path, epochs=4, **model), straight)
     config = trial_config(synthetic_root, tmp_path, epochs=4, **model)
-    inject_failure(monkeypatch, {"epoch": 2, "times": 1, "marker_dir": str(tmp_path / "faults")})
+    failing = inject_failure(monkeypatch, {"epoch": 2, "times": 1, "marker_dir": str(tmp_path / "faults")})
     with pytest.raises(RuntimeError, match="injected failure"):
-        train_loop(config, LocalSession(tmp_path / "b"))
+        failing(config, LocalSession(tmp_path / "b"))
     resumed = LocalSession(tmp_path / "b")
     final = train_loop(config, resumed)
     assert final["resumed_from"] == 2

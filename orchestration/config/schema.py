@@ -118,7 +118,7 @@ KEYS = [
         "on training + validation speakers for that many epochs, at the same learning rates, and score the test "
         "split with it"),
     Key("train.select_on", (str,), "val_ua", "the validation metric that picks the epoch (never a test metric)",
-        choices=tuple(f"val_{m}" for m in REPORTED)),
+        choices=("val_ua", *(f"val_{m}" for m in REPORTED if m != "ua"))),   # the default first
     Key("train.retries", (int,), 2, "how often a failed trial is retried from its checkpoint", minimum=0,
         maximum=100, changes_results=False),
     Key("train.num_workers", (int,), 0, "DataLoader worker processes per trial", minimum=0, maximum=256,

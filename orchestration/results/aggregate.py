@@ -236,8 +236,6 @@ def write_tables(tables: dict[str, pd.DataFrame], sweep_dir: str) -> str:
     version = root / ".versions" / f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}-{time.monotonic_ns()}"
     for name, frame in tables.items():
         _write_table(name, frame, str(version / name), fs.LocalFileSystem())
-        if os.environ.get("EMOSWEEP_AGGREGATE_KILL_AFTER") == name:  # fault injection for the atomicity test
-            os.kill(os.getpid(), signal.SIGKILL)
     link, tmp_link = root / "tables", root / f".tables-{os.getpid()}-{time.monotonic_ns()}"
     previous = root / os.readlink(link) if link.is_symlink() else None
     if link.is_dir() and previous is None:  # a copy that followed the link (cp -rL, copytree, a download)

@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import functools
 import json
-import os
 import time
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -31,10 +29,6 @@ from orchestration.run.task import task_for
 
 class Diverged(RuntimeError):
     """The training loss became NaN or infinite: the trial fails, naming the epoch."""
-
-
-class InjectedFailure(RuntimeError):
-    """Raised on purpose by EMOSWEEP_INJECT_FAILURE (fault-injection tests)."""
 
 
 def autocast(device, precision: str):
@@ -192,7 +186,6 @@ def train_loop(config: dict, session) -> dict:
         if not np.isfinite(train_loss):     # never "finished" with the chance-level UA of a diverged model
             raise Diverged(f"epoch {epoch}: the training loss is {train_loss} (lr {lr}). Fix: lower train.lr, or "
                            "set train.clip_norm (e.g. 5.0); this trial is recorded as failed")
-        _maybe_fail(config, epoch, session)
         validation = split_metrics("val", predict(core, eval_loaders["validation"], device, precision), classes)
         metrics = {"epoch": epoch, "train_loss": train_loss, "lr": lr, "epoch_seconds": time.perf_counter() - started,
                    "resumed_from": resumed_from, "final": False,
@@ -335,27 +328,3 @@ def finish(config, session, model, best, test_loader, device, task, sizes, resum
     return final
 
 
-INJECT_FAILURE = "EMOSWEEP_INJECT_FAILURE"  # tests only, never a sweep key: Ray passes it on to trial processes
-
-
-def _maybe_fail(config: dict, epoch: int, session) -> None:
-    """Fault injection for tests: fail at `epoch` while fewer than `times` failures were recorded.
-
-    EMOSWEEP_INJECT_FAILURE holds a JSON list of {epoch, times, marker_dir, and optionally model,
-    ablation, fold, seed}; marker files count the failures across processes and resumes.
-    """
-    import json
-
-    for spec in json.loads(os.environ.get(INJECT_FAILURE) or "[]"):
-        if epoch != int(spec.get("epoch", 0)):
-            continue
-        if any(config.get(k) != v for k, v in spec.items() if k in ("model", "ablation", "fold", "seed")):
-            continue
-        marker_dir = Path(spec["marker_dir"])
-        marker_dir.mkdir(parents=True, exist_ok=True)
-        key = f"{config['model']}-{config['ablation']}-{config['fold']}-{config['seed']}"
-        done = len(list(marker_dir.glob(f"{key}-*")))
-        if done < int(spec.get("times", 1)) and session.rank == 0:
-            (marker_dir / f"{key}-{done}").touch()
-        if done < int(spec.get("times", 1)):
-            raise InjectedFailure(f"injected failure {done + 1} for {key} at epoch {epoch}")
