@@ -23,6 +23,12 @@ import sys
 
 from ser_models.cli import Parser, leave
 
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:   # annotations only
+    from orchestration.run.task import FeaturePlan
+
 EXIT_PROBLEM = 2
 
 
@@ -78,7 +84,7 @@ def check(argv: list[str], name: str = "check") -> int:
     return 0
 
 
-def feature_line(plan) -> str:
+def feature_line(plan: FeaturePlan) -> str:
     """What the plan's features weigh, in the cache and on each node."""
     from ser_models.data.location import is_remote
     from ser_models.data.shards import NODE_CACHE
@@ -157,7 +163,7 @@ def copy(argv: list[str], name: str = "copy") -> int:
     return 0
 
 
-def delegate(module: str, prefix: list[str] | None = None):
+def delegate(module: str, prefix: list[str] | None = None) -> Callable[[list[str], str], int]:
     def run(argv: list[str], name: str) -> int:
         import importlib
 

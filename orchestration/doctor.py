@@ -18,6 +18,12 @@ import shutil
 import socket
 from pathlib import Path
 
+from types import ModuleType
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:   # annotations only
+    from orchestration.config.sweep_file import Sweep
+
 CACHE_PROBE = b"emosweep cache probe"
 
 
@@ -76,7 +82,7 @@ def probe_cache(probe: str | None) -> str:
     return f"copied to {NODE_CACHE} ({human(shutil.disk_usage(existing).free)} free)"
 
 
-def node_reports(ray, storage_root: str, cache_probe: str | None,
+def node_reports(ray: ModuleType, storage_root: str, cache_probe: str | None,
                  variables: tuple[str, ...]) -> list[tuple[dict, dict]]:
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
@@ -163,7 +169,7 @@ def missing_workers(bootstrap: Path, joined: set[str]) -> list[str]:
     return problems
 
 
-def check(sweep, address: str | None, verbose: bool) -> int:
+def check(sweep: Sweep, address: str | None, verbose: bool) -> int:
     from orchestration.store import storage
     from orchestration.config.capacity import format_resources
     from orchestration.config.sweep_file import SweepError

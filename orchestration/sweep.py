@@ -30,12 +30,18 @@ from orchestration.run.preflight import preflight
 from ser_models.cli import Parser, leave
 from ser_models.interrupt import defer, deferred, stop_point
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:   # annotations only
+    from orchestration.config.sweep_file import Sweep
+    from ser_models.data.corpus import Corpus
+
 
 
 EXIT_DONE, EXIT_PROBLEM, EXIT_RESUMABLE, EXIT_FAILED_TRIALS = 0, 2, 3, 4
 
 
-def run(sweep, restart_errored: bool = False, address: str | None = None, verbose: bool = False) -> int:
+def run(sweep: Sweep, restart_errored: bool = False, address: str | None = None, verbose: bool = False) -> int:
     from orchestration.store.lock import DriverLock, SweepLocked
 
     corpus, root, change, _ = preflight(sweep)
@@ -54,7 +60,8 @@ def run(sweep, restart_errored: bool = False, address: str | None = None, verbos
         lock.release()
 
 
-def run_locked(sweep, corpus, root: str, restart_errored: bool, address: str | None, verbose: bool) -> int:
+def run_locked(sweep: Sweep, corpus: Corpus, root: str, restart_errored: bool, address: str | None,
+               verbose: bool) -> int:
     from orchestration.results.finish import ReportPreload, earlier_trials, finish
     from orchestration.results.tracking import trackers
     from orchestration.run.experiment import fit
@@ -106,7 +113,7 @@ def run_locked(sweep, corpus, root: str, restart_errored: bool, address: str | N
     stopping = threading.Thread(target=ray.shutdown)
     stopping.start()
     try:
-        counts, tables_written = finish(sweep, root, phases, tracking)
+        counts, tables_written = finish(sweep, root, phases.done, tracking)
     finally:
         stopping.join()
         phases.done("ray_stop")
@@ -123,7 +130,7 @@ def resume_command(arguments: list[str]) -> str:
     return shlex.join([*program, *arguments])
 
 
-def outcome(sweep, root: str, counts: dict, total: int, tables_written: bool) -> int:
+def outcome(sweep: Sweep, root: str, counts: dict, total: int, tables_written: bool) -> int:
     """The exit code, and a last line that says what to run next."""
     command = resume_command(sweep.arguments)
     finished, failed = counts.get("finished", 0), counts.get("error", 0)
@@ -147,7 +154,7 @@ def outcome(sweep, root: str, counts: dict, total: int, tables_written: bool) ->
     return EXIT_DONE
 
 
-def main(argv=None) -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = Parser(description=__doc__)
     parser.add_argument("sweep", nargs="?", help=SWEEP_HELP)
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help=OVERRIDES_HELP)

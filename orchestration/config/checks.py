@@ -12,8 +12,13 @@ from ser_models.data.corpus import CorpusError, get_kind
 from orchestration.config.sweep_file import TRAIN_DEFAULTS, Sweep, SweepError, _fail
 from orchestration.store import storage
 
+from typing import TYPE_CHECKING
 
-def validate(sweep: Sweep, corpus=None, cluster: list | None = None) -> None:
+if TYPE_CHECKING:   # annotations only
+    from ser_models.data.corpus import Corpus
+
+
+def validate(sweep: Sweep, corpus: Corpus | None = None, cluster: list | None = None) -> None:
     """Everything that can be checked before training; raises SweepError.
 
     Call it first without a corpus (names, settings, paths), then with the

@@ -16,6 +16,11 @@ from orchestration.config import schema
 from orchestration.store import storage
 from orchestration.config.sweep_file import SweepError
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:   # annotations only
+    from orchestration.config.sweep_file import Sweep
+
 REPO = Path(__file__).resolve().parents[2]     # a checkout's root: its git commit is recorded with each sweep
 STORAGE_ACCESS = ("for S3 give credentials (AWS_* variables or an instance profile) and, for MinIO or moto, "
                   "AWS_ENDPOINT_URL")
@@ -78,7 +83,7 @@ def decides(path: str) -> bool:
     return key is None or key.changes_results
 
 
-def recorded_change(sweep, sweep_dir: str) -> str | None:
+def recorded_change(sweep: Sweep, sweep_dir: str) -> str | None:
     """What changed since <sweep_dir>/sweep.json recorded the sweep file (None: nothing, or a new sweep);
     a change the finished trials cannot be told apart under is refused."""
     marker = storage.join(sweep_dir, "sweep.json")
@@ -102,7 +107,7 @@ def recorded_change(sweep, sweep_dir: str) -> str | None:
     return None
 
 
-def record_sweep(sweep, sweep_dir: str) -> None:
+def record_sweep(sweep: Sweep, sweep_dir: str) -> None:
     record = {"settings_digest": settings_digest(sweep.raw), "sweep": sweep.raw, "corpus": sweep.corpus,
               "folds": sweep.folds, "git_commit": git_commit()}
     storage.write_text(storage.join(sweep_dir, "sweep.json"), json.dumps(record, indent=2, default=str))
@@ -116,7 +121,7 @@ def full_digest(raw: dict) -> str:
     return hashlib.sha256(json.dumps(raw, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def changed_keys(stored: dict, sweep) -> str:
+def changed_keys(stored: dict, sweep: Sweep) -> str:
     before, now = stored.get("sweep") or {}, sweep.raw
     keys = sorted(k for k in set(before) | set(now) if before.get(k) != now.get(k) and decides(k))
     return ", ".join(keys) or "model options"

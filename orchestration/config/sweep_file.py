@@ -19,6 +19,7 @@ from ser_models.cli import did_you_mean
 from orchestration.config import schema
 
 from orchestration.store import storage
+from typing import NoReturn
 
 TRAIN_DEFAULTS = schema.defaults("train")
 RESOURCE_DEFAULTS = schema.defaults("resources")
@@ -63,7 +64,7 @@ class Sweep:
         return self.train_of(self.cells[0][0])["select_on"]
 
 
-def _fail(source, message, fix):
+def _fail(source: str, message: str, fix: str) -> NoReturn:
     """One message, one fix: a message that already carries its own (a corpus's, a registry's) keeps it."""
     raise SweepError(f"{source}: {message}" + ("" if "Fix:" in str(message) else f". Fix: {fix}"))
 
@@ -150,7 +151,8 @@ def distinct(source: str, key: str, values: list, example: str) -> None:
               f"list each once: {sorted(dict.fromkeys(map(str, values)))}")
 
 
-def parse_ensembles(source: str, ensembles: dict, cells: list[tuple[str, str]], search) -> dict[str, list[str]]:
+def parse_ensembles(source: str, ensembles: dict, cells: list[tuple[str, str]],
+                    search: dict | None) -> dict[str, list[str]]:
     """Every member is a cell of this sweep; an ensemble has two or more, and its name is no model's."""
 
     names = {f"{model}/{ablation}" for model, ablation in cells}
@@ -176,7 +178,7 @@ class UniqueKeys(yaml.SafeLoader):
     silently (two `train:` blocks lost the first's lr and batch size)."""
 
 
-def _unique_mapping(loader, node, deep=False):
+def _unique_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
     seen = {}
     for key_node, _ in node.value:
         key = loader.construct_object(key_node, deep=True)

@@ -24,7 +24,6 @@ import json
 import os
 import posixpath
 import shutil
-import signal
 import sys
 import time
 import warnings
@@ -177,7 +176,8 @@ def rescored_row(base: dict, predictions: pd.DataFrame, **changes) -> dict:
 
 def append_rows(tables: dict, new_folds: list[dict], new_predictions: list[pd.DataFrame]) -> dict:
     if new_folds:
-        tables["folds"] = sorted_frame("folds", pd.concat([tables["folds"], frame_of(new_folds, FOLDS)], ignore_index=True))
+        folds = pd.concat([tables["folds"], frame_of(new_folds, FOLDS)], ignore_index=True)
+        tables["folds"] = sorted_frame("folds", folds)
         tables["predictions"] = sorted_frame("predictions", pd.concat([tables["predictions"], *new_predictions],
                                                                  ignore_index=True))
     return tables
@@ -252,7 +252,7 @@ def write_tables(tables: dict[str, pd.DataFrame], sweep_dir: str) -> str:
     return str(link)
 
 
-def _write_table(name: str, frame: pd.DataFrame, path: str, filesystem) -> None:
+def _write_table(name: str, frame: pd.DataFrame, path: str, filesystem: fs.FileSystem) -> None:
     table = pa.Table.from_pandas(frame, schema=SCHEMAS[name], preserve_index=False)
     if name in PARTITIONED:
         partitioning = ds.partitioning(pa.schema([("model", pa.string()), ("ablation", pa.string())]),
@@ -264,7 +264,7 @@ def _write_table(name: str, frame: pd.DataFrame, path: str, filesystem) -> None:
         pq.write_table(table, f"{path}/part-0.parquet", filesystem=filesystem)
 
 
-def _write_remote(tables, sweep_dir: str) -> str:
+def _write_remote(tables: dict[str, pd.DataFrame], sweep_dir: str) -> str:
     """Object stores have no atomic rename: tables are replaced one by one (documented)."""
     filesystem, root = fs.FileSystem.from_uri(sweep_dir)
     for name, frame in tables.items():

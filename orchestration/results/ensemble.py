@@ -12,9 +12,11 @@ import numpy as np
 import pandas as pd
 
 from orchestration.config.sweep_file import parse_member
+from collections.abc import Iterator
 
 
-def fusions(folds: pd.DataFrame, predictions: pd.DataFrame, name: str, members: list[str]):
+def fusions(folds: pd.DataFrame, predictions: pd.DataFrame, name: str,
+            members: list[str]) -> Iterator[tuple[dict, pd.DataFrame]]:
     """(first member's fold row, fused prediction rows) for every (fold, seed) all of the members finished."""
     cells = [parse_member(m) for m in members]
     label = "+".join(f"{model}/{ablation}" for model, ablation in cells)

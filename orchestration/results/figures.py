@@ -18,6 +18,13 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from cycler import cycler  # noqa: E402
 
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:   # annotations only
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+
 PAGE_WIDTH_IN = 7.0     # a two-column paper's text width (IEEE 7.16 in): no figure is wider, so none is shrunk
 MIN_FONT_PT = 8
 # Okabe & Ito's palette: told apart with every common colour-vision deficiency
@@ -50,7 +57,7 @@ def chance_of(folds: pd.DataFrame) -> float:
 
 # ---------------------------------------------------------------- saving and checking
 
-def save(fig, path: Path) -> list[str]:
+def save(fig: Figure, path: Path) -> list[str]:
     """path.png (200 dpi) and path.svg; returns the layout problems found (empty: fit for print)."""
     problems = layout_problems(fig)
     for suffix in (".png", ".svg"):     # no date inside: the same tables draw the same bytes
@@ -60,7 +67,7 @@ def save(fig, path: Path) -> list[str]:
     return [f"{path.with_suffix('.png').name}: {problem}" for problem in problems]
 
 
-def layout_problems(fig) -> list[str]:
+def layout_problems(fig: Figure) -> list[str]:
     fig.canvas.draw()
     renderer = fig.canvas.get_renderer()
     texts = drawn_texts(fig)
@@ -77,7 +84,7 @@ def layout_problems(fig) -> list[str]:
     return problems
 
 
-def drawn_texts(fig) -> list:
+def drawn_texts(fig: Figure) -> list:
     """Every text the figure shows: titles, axis labels, tick labels in view, annotations, legends."""
     texts = list(fig.texts)
     legends = list(fig.legends)
@@ -100,7 +107,7 @@ def drawn_texts(fig) -> list:
     return [t for t in dict.fromkeys(texts) if t.get_visible() and t.get_text().strip()]
 
 
-def fit_labels(ax, positions, labels: list[str], axis: str = "x", upright: bool = False) -> None:
+def fit_labels(ax: Axes, positions: Sequence[float], labels: list[str], axis: str = "x", upright: bool = False) -> None:
     """Tick labels that never collide: wrapped to the room each tick has, else turned upright (90 degrees, so
     their boxes are exact for the layout check). Call after the figure's size and subplots are set."""
     if axis == "y":
@@ -142,7 +149,7 @@ def legend_columns(labels: list[str], width_in: float = PAGE_WIDTH_IN) -> int:
 
 # ---------------------------------------------------------------- figures
 
-def fold_bars(folds: pd.DataFrame):
+def fold_bars(folds: pd.DataFrame) -> Figure:
     """Test UA per fold, one bar per cell; the legend gives each cell's mean."""
     done = folds[folds["status"] == "finished"]
     table = done.assign(cell=[cell_name(m, a) for m, a in zip(done["model"], done["ablation"])]) \
@@ -162,7 +169,7 @@ def fold_bars(folds: pd.DataFrame):
     return fig
 
 
-def interval_bars(folds: pd.DataFrame):
+def interval_bars(folds: pd.DataFrame) -> Figure:
     """Test UA per cell: the mean over folds x seeds with its 95% t interval over folds, best on top."""
     from scipy import stats
 
@@ -184,7 +191,7 @@ def interval_bars(folds: pd.DataFrame):
     return fig
 
 
-def per_layer(curves: pd.DataFrame, chance: float):
+def per_layer(curves: pd.DataFrame, chance: float) -> Figure:
     """Validation UA per encoder layer, one line per probe (mean and std over folds and seeds)."""
     fig, ax = plt.subplots(figsize=(PAGE_WIDTH_IN / 2, 2.4), layout="constrained")
     for model, group in curves.groupby("model"):
@@ -201,7 +208,7 @@ def per_layer(curves: pd.DataFrame, chance: float):
     return fig
 
 
-def confusion_matrices(folds: pd.DataFrame):
+def confusion_matrices(folds: pd.DataFrame) -> Figure:
     """Row-normalised test confusion per cell, summed over folds (and seeds); counts shown where they fit."""
     cells = cells_of(folds)
     classes_n = len(folds[folds["status"] == "finished"]["classes"].iloc[0])
@@ -234,7 +241,7 @@ def confusion_matrices(folds: pd.DataFrame):
     return fig
 
 
-def learning_curves(folds: pd.DataFrame, epochs: pd.DataFrame):
+def learning_curves(folds: pd.DataFrame, epochs: pd.DataFrame) -> Figure:
     """Validation UA (top) and train loss (below) per epoch, one colour per fold, three cells a row."""
     trained = set(zip(epochs["model"], epochs["ablation"]))      # not DED or fusion rows: they train nothing
     cells = [c for c in cells_of(folds) if c in trained] or cells_of(folds)[:1]
@@ -272,7 +279,7 @@ def learning_curves(folds: pd.DataFrame, epochs: pd.DataFrame):
     return fig
 
 
-def speaker_accuracy(predictions: pd.DataFrame):
+def speaker_accuracy(predictions: pd.DataFrame) -> Figure:
     """Test accuracy per speaker (rows) and cell (columns); each speaker is in exactly one test fold."""
     cells = [cell_name(m, a) for m, a in zip(predictions["model"], predictions["ablation"])]
     table = predictions.assign(correct=predictions["label"] == predictions["predicted"], cell=cells) \
@@ -294,7 +301,7 @@ def speaker_accuracy(predictions: pd.DataFrame):
     return fig
 
 
-def published_bars(comparison: pd.DataFrame):
+def published_bars(comparison: pd.DataFrame) -> Figure:
     rows = comparison[comparison["paper_UA"].notna()]
     fig, ax = plt.subplots(figsize=(PAGE_WIDTH_IN, 2.9), layout="constrained")
     x = np.arange(len(rows))
@@ -310,7 +317,7 @@ def published_bars(comparison: pd.DataFrame):
     return fig
 
 
-def cross_corpus(matrix: pd.DataFrame):
+def cross_corpus(matrix: pd.DataFrame) -> Figure:
     """One train x test heatmap of UA per cell; the diagonal is the in-corpus speaker-disjoint test."""
     cells = sorted(set(zip(matrix["model"], matrix["ablation"])))
     columns = min(2, len(cells))

@@ -14,6 +14,16 @@ from orchestration.results.selection import CHOSEN, setting_label
 from orchestration.store import storage
 from ser_models.interrupt import stop_point
 
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:   # annotations only
+    from orchestration.config.sweep_file import Sweep
+    from orchestration.results.tracking import MLflowTracker
+    from orchestration.results.tracking import TensorBoardTracker
+    from ray.tune.experiment import Trial
+    import pandas as pd
+
 
 def earlier_trials(experiment: str, select_on: str, settings: str) -> tuple[dict, set]:
     """What earlier runs of the sweep left under the current settings: finished identities (with their
@@ -36,14 +46,14 @@ def earlier_trials(experiment: str, select_on: str, settings: str) -> tuple[dict
     return done, errored
 
 
-def in_sweep(folds, sweep):
+def in_sweep(folds: pd.DataFrame, sweep: Sweep) -> pd.Series:
     """Rows of the sweep file's current cells (a file that dropped cells keeps their rows in the tables)."""
     cells = folds[["model", "ablation"]].apply(tuple, axis=1).isin(set(sweep.cells))
     chosen = folds["fold"].isin(sweep.fold_indices) if sweep.fold_indices is not None else True
     return cells & folds["seed"].isin(sweep.seeds) & chosen
 
 
-def finish(sweep, root, phases: Phases, tracking: list) -> tuple[dict, bool]:
+def finish(sweep: Sweep, root: str, phase_done: Callable[[str], None], tracking: list) -> tuple[dict, bool]:
     """Tables and report; returns the count of trials per status and whether the tables were written."""
     from orchestration.results.aggregate import collect, write_tables
     from orchestration.results.verify import report
@@ -63,7 +73,7 @@ def finish(sweep, root, phases: Phases, tracking: list) -> tuple[dict, bool]:
               f"restore access to {sweep_dir}, then: emosweep results aggregate {sweep_dir}",
               flush=True)
         return counts, False
-    phases.done("tables")
+    phase_done("tables")
     print(f"[sweep] {sum(counts.values())} trials: {counts}; tables: {sweep_dir}/tables/"
           f"{{folds,epochs,predictions,trials,summary,cross}}")
     summary = tables["summary"]
@@ -77,7 +87,7 @@ def finish(sweep, root, phases: Phases, tracking: list) -> tuple[dict, bool]:
                      f"  {setting}; kept in {row.val_chosen_folds}/{row.n_folds} folds" if setting else ""))
         stop_point()   # the tables are written: a stop asked for meanwhile skips only the report and tracking
         write_report_safely(sweep_dir)
-        phases.done("report")
+        phase_done("report")
     for tracker in tracking:
         stop_point()
         publish_safely(tracker, tables, sweep_dir, sweep_facts(sweep, folds))
@@ -86,7 +96,7 @@ def finish(sweep, root, phases: Phases, tracking: list) -> tuple[dict, bool]:
     return counts, True
 
 
-def sweep_facts(sweep, folds) -> dict:
+def sweep_facts(sweep: Sweep, folds: pd.DataFrame) -> dict:
     """What a tracker's sweep-level run records about the sweep: enough to tell sweeps apart when comparing."""
     classes = next((list(c) for c in folds["classes"] if c is not None), [])
     return {"sweep_file": str(sweep.source), "corpus": sweep.corpus["name"],
@@ -95,7 +105,7 @@ def sweep_facts(sweep, folds) -> dict:
             "seeds": ",".join(map(str, sweep.seeds)), "git_commit": git_commit() or "unknown"}
 
 
-def publish_safely(tracker, tables: dict, sweep_dir: str, facts: dict) -> None:
+def publish_safely(tracker: TensorBoardTracker | MLflowTracker, tables: dict, sweep_dir: str, facts: dict) -> None:
     """Final metrics and figures to the trackers; like the report, a tracker's problem never fails the sweep."""
     figures = None if storage.is_remote(sweep_dir) else Path(sweep_dir) / "figures"
     try:
@@ -124,7 +134,7 @@ class ReportPreload(Callback):
     def __init__(self):
         self.started = False
 
-    def on_trial_start(self, iteration, trials, trial, **info):
+    def on_trial_start(self, iteration: int, trials: list[Trial], trial: Trial, **info) -> None:
         if not self.started:
             self.started = True
             threading.Thread(target=self.load, daemon=True).start()

@@ -49,5 +49,5 @@ OURS = "speaker-disjoint folds, epoch chosen on a validation split of training s
 PUBLISHED_CLASSES = 4
 
 
-def published(corpus: str, classes: int, model: str, ablation: str):
+def published(corpus: str, classes: int, model: str, ablation: str) -> dict | None:
     return PUBLISHED.get((corpus, model, ablation)) if classes == PUBLISHED_CLASSES else None

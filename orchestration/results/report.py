@@ -25,6 +25,12 @@ from orchestration.results.selection import CHOSEN, cell_rows, kept, searched_ce
 from orchestration.results.stats import fold_comparison, fold_interval
 from ser_models.cli import Parser, leave
 
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:   # annotations only
+    from matplotlib.figure import Figure as MplFigure
+
 PM = "\u00a0±\u00a0"   # non-breaking: a mean and its spread never wrap apart
 
 
@@ -33,7 +39,7 @@ def seed_sd(rows: pd.DataFrame) -> float:
     return float(rows.groupby("seed")["test_ua"].mean().std(ddof=1)) if rows["seed"].nunique() > 1 else float("nan")
 
 
-def pm(mean, std) -> str:
+def pm(mean: float, std: float) -> str:
     return "–" if pd.isna(mean) else (f"{mean:.3f}{PM}{std:.3f}" if pd.notna(std) else f"{mean:.3f}")
 
 
@@ -125,7 +131,7 @@ def draw_report(sweep_dir: str, root: Path) -> Path:
     comparison = published_table(sweep_dir)
     problems: list[str] = []
 
-    def figure(name: str, drawn, alt: str) -> Figure:
+    def figure(name: str, drawn: MplFigure, alt: str) -> Figure:
         problems.extend(draw.save(drawn, root / "figures" / name))
         return Figure(alt, f"figures/{name}.png")
 
@@ -166,7 +172,7 @@ def draw_report(sweep_dir: str, root: Path) -> Path:
     return report
 
 
-def layer_blocks(folds: pd.DataFrame, figure) -> list:
+def layer_blocks(folds: pd.DataFrame, figure: Callable[[str, MplFigure, str], Figure]) -> list:
     """The per-layer curve of cells probing one encoder layer each, and each fold's validation-chosen layer."""
     from orchestration.results import per_layer
 
@@ -194,7 +200,8 @@ def published_blocks(comparison: pd.DataFrame) -> list:
                  "maximises 0.9·WA + 0.1·UA on test. Both look at the test fold: neither is a result.")]
 
 
-def cross_corpus_blocks(folds: pd.DataFrame, cross: pd.DataFrame, figure) -> list:
+def cross_corpus_blocks(folds: pd.DataFrame, cross: pd.DataFrame,
+                        figure: Callable[[str, MplFigure, str], Figure]) -> list:
     matrix = corpus_matrix(folds, cross)
     table = matrix.assign(UA=[pm(m, s) for m, s in zip(matrix["mean"], matrix["std"])]).rename(columns={"count": "n"})
     return [Heading("Cross-corpus"),
@@ -272,7 +279,8 @@ def reproducibility_blocks(trials: pd.DataFrame) -> list:
                  f"optuna {v['optuna']}, Python {v['python']}; git commit `{v['git_commit']}`.")]
 
 
-def publish(sweep_dir: str, destination: Path, tables=("summary", "folds", "epochs", "trials")) -> None:
+def publish(sweep_dir: str, destination: Path,
+            tables: tuple[str, ...] = ("summary", "folds", "epochs", "trials")) -> None:
     """Copy the report, its figures and the small tables (dereferenced) to a folder meant for git."""
     import shutil
 
@@ -288,7 +296,7 @@ def publish(sweep_dir: str, destination: Path, tables=("summary", "folds", "epoc
         shutil.copytree((source / "tables" / name).resolve(), target)
 
 
-def main(argv=None) -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = Parser(description=__doc__)
     parser.add_argument("sweep_dir")
     parser.add_argument("--publish", type=Path, default=None,

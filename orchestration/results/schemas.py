@@ -72,7 +72,7 @@ SCHEMAS = {"folds": FOLDS, "epochs": EPOCHS, "predictions": PREDICTIONS, "trials
 PARTITIONED = ("folds", "epochs", "predictions")
 
 
-def clean(value):
+def clean(value: object) -> object:
     """NaN -> None and arrays -> lists, so pandas rows fit the Arrow schema."""
     if isinstance(value, float) and np.isnan(value):
         return None

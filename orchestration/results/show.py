@@ -25,6 +25,7 @@ from orchestration.results.selection import CHOSEN, headline, kept, searched_cel
 from orchestration.results.stats import fold_comparison, paired_comparison
 from orchestration.results.verify import report
 from ser_models.cli import Parser, leave
+import argparse
 
 INCOMPLETE = 3   # as the sweep's "resumable": running the sweep's command again redoes what is missing
 DEFAULT_METRICS = ["test_ua", "test_wa", "test_macro_f1", "val_ua"]
@@ -69,7 +70,7 @@ def render(frame: pd.DataFrame, fmt: str) -> str:
 
 def lists_as_json(frame: pd.DataFrame) -> pd.DataFrame:
     """List cells (recall, confusion, probabilities) as one-line JSON: numpy's repr spans lines inside a cell."""
-    def as_json(value):
+    def as_json(value: object) -> object:
         if isinstance(value, (list, np.ndarray)):
             return json.dumps(_plain(value))
         return value
@@ -78,13 +79,13 @@ def lists_as_json(frame: pd.DataFrame) -> pd.DataFrame:
     return frame.assign(**{c: frame[c].map(as_json) for c in columns}) if columns else frame
 
 
-def _plain(value):
+def _plain(value: object) -> object:
     if isinstance(value, (list, np.ndarray)):
         return [_plain(v) for v in value]
     return value.item() if isinstance(value, np.generic) else value
 
 
-def format_cell(value, digits: int = 3) -> str:
+def format_cell(value: object, digits: int = 3) -> str:
     """How a table cell reads in every report format: floats rounded, missing values as a dash."""
     if value is None or (isinstance(value, float) and pd.isna(value)):
         return "–"
@@ -157,7 +158,7 @@ def comparison_line(folds: pd.DataFrame, a: tuple, b: tuple, metric: str, unit: 
             f"{r['ci_high']:+.4f}, paired t-test p = {r['p_ttest']:.4f}; {bootstrap})")
 
 
-def shown(args) -> pd.DataFrame:
+def shown(args: argparse.Namespace) -> pd.DataFrame:
     """What `results show` prints: a summary per cell and setting unless a table, columns or groups are asked."""
     table = "folds" if args.folds else args.table
     if table is None and not args.by and not args.columns:
@@ -186,7 +187,7 @@ def summary_view(summary: pd.DataFrame) -> pd.DataFrame:
     return view
 
 
-def main(argv=None) -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = Parser(description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     agg = sub.add_parser("aggregate")

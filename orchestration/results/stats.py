@@ -12,7 +12,7 @@ def paired_comparison(folds: pd.DataFrame, a: tuple[str, str], b: tuple[str, str
                       bootstrap: int = 10_000, seed: int = 0) -> dict:
     """a - b on `metric` over the (fold, seed) pairs both finished: mean, 95% t interval, paired t-test p,
     and a bootstrap 95% interval and p-value."""
-    def pick(cell):
+    def pick(cell: tuple[str, str]) -> pd.Series:
         rows = folds[(folds["model"] == cell[0]) & (folds["ablation"] == cell[1]) & (folds["status"] == "finished")]
         return rows.set_index(["fold", "seed"])[metric]
 
@@ -64,7 +64,7 @@ def fold_comparison(folds: pd.DataFrame, a: tuple[str, str], b: tuple[str, str],
     The seeds of a fold share its test speakers and training data, so fold x seed runs are not independent;
     `seed_sd` (the spread of the seeds' mean difference over folds) is reported apart. With F folds the smallest
     sign-flip p is 2 / 2^F (0.0625 with 5 folds): five folds alone cannot reach p < 0.05 by that test."""
-    def pick(cell):
+    def pick(cell: tuple[str, str]) -> pd.Series:
         rows = folds[(folds["model"] == cell[0]) & (folds["ablation"] == cell[1]) & (folds["status"] == "finished")]
         return rows.set_index(["fold", "seed"])[metric]
 

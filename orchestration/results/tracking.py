@@ -27,6 +27,13 @@ from ser_models.metrics import REPORTED, SCORES
 from orchestration.store.identity import identity_key
 from orchestration.results.selection import headline
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:   # annotations only
+    from mlflow.tracking import MlflowClient
+    from ray.tune.experiment import Trial
+    from torch.utils.tensorboard import SummaryWriter
+
 EPOCH_KEYS = ("train_loss", "lr", *(f"val_{m}" for m in REPORTED), "epoch_seconds",
               *(f"oracle_test_{m}" for m in SCORES))
 
@@ -48,13 +55,13 @@ def trial_params(config: dict) -> dict:
     return params
 
 
-def row_identity(row, settings: str) -> str:
+def row_identity(row: tuple, settings: str) -> str:
     hparams = json.loads(row.hparams) if isinstance(row.hparams, str) and row.hparams else {}
     return identity_key({"model": row.model, "ablation": row.ablation, "group": row.group, "fold": row.fold,
                          "seed": row.seed, "hparams": hparams, "settings": settings})
 
 
-def final_metrics(row, epochs: pd.DataFrame) -> dict:
+def final_metrics(row: tuple, epochs: pd.DataFrame) -> dict:
     """A trial's final metrics: test_* honest (epoch chosen on validation), test_oracle_* labelled apart
     (the best test value over epochs, recorded only when train.test_oracle is on)."""
     metrics = {f"test_{k}": float(getattr(row, f"test_{k}")) for k in REPORTED
@@ -86,7 +93,7 @@ class TrackingCallback(Callback):
     def __init__(self, backends: list, settings: str):
         self.backends, self.settings = backends, settings
 
-    def on_trial_result(self, iteration, trials, trial, result, **info):
+    def on_trial_result(self, iteration: int, trials: list[Trial], trial: Trial, result: dict, **info) -> None:
         if result.get("final") or "epoch" not in result:
             return
         key = identity_key(trial.config)
@@ -130,10 +137,10 @@ class TensorBoardTracker:
     def __init__(self, directory: str):
         self.directory, self.writers = directory, {}
 
-    def unopened(self):
+    def unopened(self) -> TensorBoardTracker:
         return TensorBoardTracker(self.directory)
 
-    def writer(self, name: str):
+    def writer(self, name: str) -> SummaryWriter:
         from torch.utils.tensorboard import SummaryWriter
 
         if name not in self.writers:
@@ -178,11 +185,11 @@ class MLflowTracker:
         self.uri, self.experiment, self.sweep_name, self.sweep_dir = uri, experiment, sweep_name, sweep_dir
         self._client, self.experiment_id, self.parent_id, self.runs = None, None, None, {}
 
-    def unopened(self):
+    def unopened(self) -> MLflowTracker:
         return MLflowTracker(self.uri, self.experiment, self.sweep_name, self.sweep_dir)
 
     @property
-    def client(self):
+    def client(self) -> MlflowClient:
         if self._client is None:
             from mlflow.tracking import MlflowClient
 

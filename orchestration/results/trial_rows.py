@@ -141,7 +141,7 @@ class Outputs:
         return found, gaps
 
 
-def checkpoint_gaps(key: dict, config: dict, filesystem, path: str, results: list[dict],
+def checkpoint_gaps(key: dict, config: dict, filesystem: fs.FileSystem, path: str, results: list[dict],
                     experiment: str) -> list[Gap]:
     """The final checkpoint the trial's report names (a DDP trial's: in its Ray Train run, named by identity)."""
     named = next((r["checkpoint_dir_name"] for r in reversed(results)

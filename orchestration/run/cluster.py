@@ -7,10 +7,16 @@ import time
 
 from orchestration.config.sweep_file import SweepError
 
+from types import ModuleType
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:   # annotations only
+    from orchestration.config.capacity import NodeShape
+
 EMBEDDED_RESOURCES = {"TRAIN_DRIVER": 64}  # the embedded instance's: DDP trial drivers hold this, never a CPU
 
 
-def init_ray(ray, address: str | None, **options):
+def init_ray(ray: ModuleType, address: str | None, **options) -> object:
     """ray.init; through Ray Client, retried twice when the head fails to spawn this client's server process.
 
     The proxier forks that process from a threaded gRPC server; under load the child at times dies at birth
@@ -32,7 +38,7 @@ def spawn_failure(err: ConnectionError) -> bool:
     return any(sign in str(err) for sign in ("client server failed", "Initialization failure from server"))
 
 
-def start_ray(address: str | None, verbose: bool, dashboard: bool = False):
+def start_ray(address: str | None, verbose: bool, dashboard: bool = False) -> object:
     """Join the cluster Ray finds (--address, RAY_ADDRESS, a `ray start` on this machine), else start one.
 
     `ray.init()` does the finding; nothing local-only is passed, because passing
@@ -91,14 +97,14 @@ def check_listening(address: str | None) -> None:
                          f"RAY_ADDRESS / drop --address to run on this machine") from None
 
 
-def cluster_shapes(ray) -> list:
+def cluster_shapes(ray: ModuleType) -> list[NodeShape]:
     """Live nodes plus the worker node types the autoscaler may add (orchestration/config/capacity.py)."""
     from orchestration.config.capacity import autoscaler_shapes, live_shapes
 
     return live_shapes(ray.nodes()) + autoscaler_shapes()
 
 
-def report_autoscaler(shapes) -> None:
+def report_autoscaler(shapes: list[NodeShape]) -> None:
     from orchestration.config.capacity import format_resources
 
     addable = [shape for shape in shapes if not shape.live]

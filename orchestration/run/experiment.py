@@ -13,6 +13,16 @@ from orchestration.config.sweep_file import SweepError
 from orchestration.store import storage
 from ser_models.interrupt import defer
 
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:   # annotations only
+    from orchestration.config.capacity import NodeShape
+    from orchestration.config.sweep_file import Sweep
+    from orchestration.run.progress import WaitLimit
+    from orchestration.run.search import SweepSearcher
+    from ray import ObjectRef
+
 
 def quiet_tune() -> None:
     """Ray's and Tune's settings for a sweep's driver, set before Ray starts (its processes inherit them)."""
@@ -29,7 +39,7 @@ def quiet_tune() -> None:
     os.environ.setdefault("TUNE_PRINT_ALL_TRIAL_ERRORS", "0")
 
 
-def base_config(sweep, root: str) -> dict:
+def base_config(sweep: Sweep, root: str) -> dict:
     """Constants merged into every trial's config."""
     return {"sweep": sweep.name, "corpus": sweep.corpus, "test_corpora": sweep.test_corpora, "folds": sweep.folds,
             "settings": settings_digest(sweep.raw)[:12],
@@ -37,7 +47,7 @@ def base_config(sweep, root: str) -> dict:
             "git_commit": git_commit()}
 
 
-def restore_searcher(searcher, experiment: str) -> None:
+def restore_searcher(searcher: SweepSearcher, experiment: str) -> None:
     """The searcher's newest saved state (its own JSON, under Tune's file name), from local disk or a bucket."""
     import tempfile
 
@@ -75,7 +85,9 @@ def clear_train_runs(experiment: str, keys: set) -> None:
         storage.delete_dir(storage.join(experiment, "train", key))
 
 
-def fit(sweep, folds, root, experiment, restart_errored, task_ref, shapes, callbacks: list, read_earlier):
+def fit(sweep: Sweep, folds: list[int], root: str, experiment: str, restart_errored: bool, task_ref: ObjectRef,
+        shapes: list[NodeShape], callbacks: list,
+        read_earlier: Callable[[], tuple[dict, set]]) -> tuple[WaitLimit, int]:
     """Run the sweep's pending trials; returns (the wait limit, the number of trials).
 
     callbacks: Tune callbacks besides progress and the JSON logger (trackers, the report's preload).
@@ -93,8 +105,9 @@ def fit(sweep, folds, root, experiment, restart_errored, task_ref, shapes, callb
         gc.unfreeze()
 
 
-def tune_experiment(sweep, folds, root, experiment, restart_errored, task_ref, shapes, callbacks: list,
-                    read_earlier):
+def tune_experiment(sweep: Sweep, folds: list[int], root: str, experiment: str, restart_errored: bool,
+                    task_ref: ObjectRef, shapes: list[NodeShape], callbacks: list,
+                    read_earlier: Callable[[], tuple[dict, set]]) -> tuple[WaitLimit, int]:
     from ray import tune
     from ray.tune.logger import JsonLoggerCallback
 

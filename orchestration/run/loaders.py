@@ -10,6 +10,14 @@ from torch.utils.data import DataLoader, DistributedSampler
 
 from ser_models.data.dataset import UtteranceDataset, collate, speaker_statistics
 
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:   # annotations only
+    from orchestration.run.session import LocalSession
+    from orchestration.run.task import Task
+    from ser_models.data.folds import Fold
+
 
 @dataclass
 class Loaders:
@@ -22,7 +30,8 @@ class Loaders:
     context: DataLoader | None  # turns outside the task in the test dialogs, scored for DED only
 
 
-def make_loaders(task, fold, inputs, config, session, seed, device) -> Loaders:
+def make_loaders(task: Task, fold: Fold, inputs: tuple[str, ...], config: dict, session: LocalSession, seed: int,
+                 device: torch.device) -> Loaders:
     """train.batch_size is the global batch: each of W DDP ranks takes batch_size / W of it.
 
     Every setting draws the epoch's order from one DistributedSampler (1 replica in-process), so
@@ -58,7 +67,7 @@ def make_loaders(task, fold, inputs, config, session, seed, device) -> Loaders:
 EVALUATION_KEPT_BYTES = 256 * 2**20
 
 
-def evaluation_batches(dataset: UtteranceDataset, batch_size: int, device) -> list[dict] | DataLoader:
+def evaluation_batches(dataset: UtteranceDataset, batch_size: int, device: torch.device) -> list[dict] | DataLoader:
     """A split's batches are the same every epoch: collated once and kept on the device while its frames fit in
     EVALUATION_KEPT_BYTES; a larger split is read from the shards again each epoch, so that a trial's memory
     stays bounded whatever the corpus's size (bench/data_plane.py)."""
@@ -68,7 +77,8 @@ def evaluation_batches(dataset: UtteranceDataset, batch_size: int, device) -> li
     return [to_device(batch, device) for batch in loader]
 
 
-def context_loader(task, test: pd.DataFrame, inputs, stats, batch_size: int) -> DataLoader | None:
+def context_loader(task: Task, test: pd.DataFrame, inputs: tuple[str, ...], stats: dict | None,
+                   batch_size: int) -> DataLoader | None:
     """The test dialogs' turns outside the task's classes (a placeholder label: their loss is never used)."""
     if task.context is None or task.context.empty:
         return None
@@ -80,7 +90,7 @@ def context_loader(task, test: pd.DataFrame, inputs, stats, batch_size: int) -> 
     return DataLoader(dataset, batch_size=batch_size, collate_fn=collate, generator=torch.Generator())
 
 
-def unlabelled(dataset, batch_size: int, device):
+def unlabelled(dataset: UtteranceDataset, batch_size: int, device: torch.device) -> Iterator[dict]:
     """The whole training split in order, for statistics a model takes before training (every DDP rank
     alike). A generator: nothing is read, and no random state is drawn, unless a model asks."""
     loader = DataLoader(dataset, batch_size=batch_size, collate_fn=collate, generator=torch.Generator())
@@ -88,7 +98,7 @@ def unlabelled(dataset, batch_size: int, device):
         yield to_device({k: v for k, v in batch.items() if k != "labels"}, device)
 
 
-def to_device(batch: dict, device) -> dict:
+def to_device(batch: dict, device: torch.device) -> dict:
     """Every tensor, lengths too: models build masks from lengths and apply them to the features (lengths left
     on the CPU failed every such model on an H200 with "mask on cpu and self on cuda:0"); the one consumer that
     needs them on the CPU, pack_padded_sequence, moves its own copy (blocks.PackedLSTM)."""

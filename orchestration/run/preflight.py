@@ -7,8 +7,16 @@ from orchestration.config.record import STORAGE_ACCESS, recorded_change
 from orchestration.config.sweep_file import SweepError
 from orchestration.store import storage
 
+from typing import TYPE_CHECKING
 
-def prepare_features(sweep, corpus):
+if TYPE_CHECKING:   # annotations only
+    from orchestration.config.sweep_file import Sweep
+    from orchestration.run.task import FeaturePlan
+    from orchestration.run.task import Task
+    from ser_models.data.corpus import Corpus
+
+
+def prepare_features(sweep: Sweep, corpus: Corpus) -> Task:
     """Fill the feature cache once, in the driver, before any trial starts; the Task goes to every node."""
     from orchestration.run.task import prepare_task
     from ser_models.data.folds import fold_warnings
@@ -33,7 +41,7 @@ def prepare_features(sweep, corpus):
     return task
 
 
-def check_storage(sweep, root: str, probe: bool = True) -> None:
+def check_storage(sweep: Sweep, root: str, probe: bool = True) -> None:
     """probe: write and delete a file there (run); else only look (check, which must leave nothing behind)."""
     try:
         (storage.check_writable if probe else storage.check_could_write)(root)
@@ -42,7 +50,7 @@ def check_storage(sweep, root: str, probe: bool = True) -> None:
                          f"at a folder you can write, or an existing bucket; {STORAGE_ACCESS}") from None
 
 
-def preflight(sweep, probe: bool = True):
+def preflight(sweep: Sweep, probe: bool = True) -> tuple[Corpus, str, str | None, FeaturePlan]:
     """Every problem `run` can find before any work, for `run` and for `emosweep check` (probe=False: it only
     looks at storage). Returns the corpus, the storage root, what changed since the last run (if anything) and
     the features' plan (their bytes, which are cached)."""
@@ -68,7 +76,7 @@ def preflight(sweep, probe: bool = True):
     return corpus, root, recorded_change(sweep, storage.join(root, sweep.name)), plan
 
 
-def check_cache_room(sweep, plan) -> None:
+def check_cache_room(sweep: Sweep, plan: FeaturePlan) -> None:
     """Refuse before extraction starts when the cache's disk cannot hold what extraction will write, or (a cache
     in a bucket) this node's disk cannot hold its copy of the shards."""
     from ser_models.data.shards import NODE_CACHE

@@ -13,6 +13,11 @@ from pathlib import Path
 
 from ray.tune import Callback, Stopper
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:   # annotations only
+    from ray.tune.experiment import Trial
+
 
 class SweepProgress(Callback):
     """resources, shapes: the sweep's resources section and the cluster's NodeShapes, to say what a
@@ -75,11 +80,11 @@ class SweepProgress(Callback):
             print(self.line(), flush=True)
             self.last_print = now
 
-    def on_trial_start(self, iteration, trials, trial, **info):
+    def on_trial_start(self, iteration: int, trials: list[Trial], trial: Trial, **info) -> None:
         self.running.add(trial.trial_id)
         self._print()
 
-    def on_trial_result(self, iteration, trials, trial, result, **info):
+    def on_trial_result(self, iteration: int, trials: list[Trial], trial: Trial, result: dict, **info) -> None:
         self.last_progress = time.monotonic()
         for note in result.get("notes") or ():    # what the trial found restoring (a damaged checkpoint, ...)
             print(f"[sweep] {trial_label(trial)}: {note}", flush=True)
@@ -91,7 +96,7 @@ class SweepProgress(Callback):
                 self.first_epoch_at = time.monotonic()
             self._print(force=self.epochs_here == 2)  # the first ETA as soon as there is one
 
-    def _close(self, trial) -> None:
+    def _close(self, trial: Trial) -> None:
         """A trial that ended before its last epoch (early stop, error) still fills its share of the total."""
         self.running.discard(trial.trial_id)
         self.training.discard(trial.trial_id)
@@ -99,7 +104,7 @@ class SweepProgress(Callback):
         last_epoch = int((trial.last_result or {}).get("epoch", -1))
         self.epochs_done += max(0, self.epochs_per_trial - 1 - last_epoch)
 
-    def on_trial_complete(self, iteration, trials, trial, **info):
+    def on_trial_complete(self, iteration: int, trials: list[Trial], trial: Trial, **info) -> None:
         self._close(trial)
         self.done += 1
         result = trial.last_result or {}
@@ -108,14 +113,14 @@ class SweepProgress(Callback):
               flush=True)
         self._print(force=True)
 
-    def on_trial_error(self, iteration, trials, trial, **info):
+    def on_trial_error(self, iteration: int, trials: list[Trial], trial: Trial, **info) -> None:
         self._close(trial)
         self.failed += 1
         print(f"[sweep] FAILED {trial_label(trial)}: {last_error(trial)} (traceback: {trial.error_file})",
               flush=True)
         self._print(force=True)
 
-    def on_trial_recover(self, iteration, trials, trial, **info):
+    def on_trial_recover(self, iteration: int, trials: list[Trial], trial: Trial, **info) -> None:
         """An attempt that failed with retries left (its node lost, its process killed): one line, not Ray's
         traceback. Every epoch is checkpointed, so the retry continues after the last reported epoch."""
         self.running.discard(trial.trial_id)
@@ -126,12 +131,12 @@ class SweepProgress(Callback):
         print(f"[sweep] {trial_label(trial)} resumes from epoch {epoch} (retry {retries[0]} of {retries[1]}): "
               f"{last_error(trial)}", flush=True)
 
-    def on_step_end(self, iteration, trials, **info):
+    def on_step_end(self, iteration: int, trials: list[Trial], **info) -> None:
         self._check_waiting()
         self._print()
 
 
-def trial_label(trial) -> str:
+def trial_label(trial: Trial) -> str:
     config = trial.config
     return f"{config.get('model')}/{config.get('ablation')} fold {config.get('fold')} seed {config.get('seed')}"
 
@@ -139,7 +144,7 @@ def trial_label(trial) -> str:
 LOST = {"ActorUnavailableError", "ActorDiedError", "NodeDiedError", "WorkerCrashedError", "RayActorError"}
 
 
-def last_error(trial, width: int = 400) -> str:
+def last_error(trial: Trial, width: int = 400) -> str:
     """What the trial's last attempt failed with, in one line: the remote traceback's last 'Type: message' line,
     else the exception's type and first line (a lost actor's error has no traceback)."""
     text = Path(trial.error_file).read_text() if trial.error_file and Path(trial.error_file).exists() else ""
@@ -154,7 +159,7 @@ def last_error(trial, width: int = 400) -> str:
     return found if len(found) <= width else found[:width - 3] + "..."
 
 
-def error_type(trial) -> str | None:
+def error_type(trial: Trial) -> str | None:
     """The failed attempt's exception class, from the pickle Tune keeps beside error.txt."""
     try:
         with open(trial.pickled_error_file, "rb") as handle:
@@ -173,7 +178,7 @@ class WaitLimit(Stopper):
     def reached(self) -> bool:
         return self.progress.waited_s > self.timeout_s
 
-    def __call__(self, trial_id, result) -> bool:
+    def __call__(self, trial_id: str, result: dict) -> bool:
         return False
 
     def stop_all(self) -> bool:

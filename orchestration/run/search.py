@@ -23,14 +23,16 @@ from ray.tune.search import Searcher
 
 from orchestration.store.identity import identity_key
 from orchestration.config.spaces import parse_space
+from collections.abc import Callable
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 
 class SweepSearcher(Searcher):
-    def __init__(self, cells, folds, seeds, search: dict | None = None, metric: str = "objective",
+    def __init__(self, cells: list[tuple[str, str]], folds: list[int], seeds: list[int], search: dict | None = None,
+                 metric: str = "objective",
                  mode: str = "max", seed: int = 0, model_options: dict | None = None, publish_to: str | None = None,
-                 settings: str | None = None, train_of=None):
+                 settings: str | None = None, train_of: Callable[[str, dict], dict] | None = None):
         super().__init__(metric=metric, mode=mode)
         self.train_of = train_of  # (model, hparams) -> the trial's training settings (Sweep.train_of)
         self.settings = settings  # the digest of the settings that decide the numbers: part of each identity
@@ -69,7 +71,7 @@ class SweepSearcher(Searcher):
         return studies
 
     @staticmethod
-    def _told(cell, storage) -> int:
+    def _told(cell: tuple[str, str], storage: optuna.storages.BaseStorage) -> int:
         try:
             return len(optuna.load_study(study_name=study_name(cell), storage=storage).trials)
         except KeyError:   # a cell the sweep file gained since the state was saved
@@ -137,7 +139,7 @@ class SweepSearcher(Searcher):
             self._refill()
         return bool(self.queue)
 
-    def suggest(self, trial_id: str):
+    def suggest(self, trial_id: str) -> dict | str:
         if not self.queue:
             self._refill()
         if not self.queue:
@@ -206,5 +208,5 @@ class SweepSearcher(Searcher):
         self.studies = self._open_studies(create=False)
 
 
-def study_name(cell) -> str:
+def study_name(cell: tuple[str, str]) -> str:
     return f"{cell[0]}/{cell[1]}"

@@ -12,6 +12,12 @@ import numpy as np
 import pandas as pd
 import torch
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:   # annotations only
+    from orchestration.run.task import Task
+    from pyarrow import fs
+
 
 NO_CHECKPOINT_LEFT = "no intact checkpoint left: this trial restarts from epoch 0 (seeded: the same result)"
 DAMAGED = ".damaged"   # a checkpoint that cannot be read is renamed, never deleted: the user may want to look
@@ -52,7 +58,7 @@ class LocalSession:
     def device(self) -> torch.device:
         return torch.device("cpu")
 
-    def prepare_model(self, model):
+    def prepare_model(self, model: torch.nn.Module) -> torch.nn.Module:
         return model
 
     def worker_nodes(self) -> list[str]:
@@ -66,7 +72,7 @@ class TuneSession(LocalSession):
     def __init__(self, config: dict | None = None):
         self.reports, self.config, self.notes = [], config or {}, []
 
-    def restore(self):
+    def restore(self) -> dict | None:
         from ray import tune
 
         checkpoint = tune.get_checkpoint()          # this run's own retry of the trial
@@ -75,14 +81,14 @@ class TuneSession(LocalSession):
         # else (or when that one is damaged) where this or an earlier run of the sweep left the newest intact one
         return state if state is not None else earlier_state(self.config, self.notes)
 
-    def report(self, metrics, state):
+    def report(self, metrics: dict, state: dict) -> None:
         from ray import tune
 
         with tempfile.TemporaryDirectory() as directory:
             _atomic_save(state, Path(directory) / STATE_FILE)
             tune.report(self.with_notes(metrics), checkpoint=tune.Checkpoint.from_directory(directory))
 
-    def device(self):
+    def device(self) -> torch.device:
         return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
 
 
@@ -96,7 +102,7 @@ class TrainSession(LocalSession):
         self.rank, self.world_size = context.get_world_rank(), context.get_world_size()
         self.reports, self.notes = [], []
 
-    def restore(self):
+    def restore(self) -> dict | None:
         import ray.train
 
         checkpoint = ray.train.get_checkpoint()
@@ -110,7 +116,7 @@ class TrainSession(LocalSession):
                              f"their latest checkpoint)")
         return state
 
-    def report(self, metrics, state):
+    def report(self, metrics: dict, state: dict) -> None:
         import ray.train
 
         with tempfile.TemporaryDirectory() as directory:
@@ -120,17 +126,17 @@ class TrainSession(LocalSession):
                 checkpoint = ray.train.Checkpoint.from_directory(directory)
             ray.train.report(self.with_notes(metrics), checkpoint=checkpoint)
 
-    def device(self):
+    def device(self) -> torch.device:
         from ray.train.torch import get_device
 
         return get_device()
 
-    def prepare_model(self, model):
+    def prepare_model(self, model: torch.nn.Module) -> torch.nn.Module:
         from ray.train.torch import prepare_model
 
         return prepare_model(model)
 
-    def worker_nodes(self):
+    def worker_nodes(self) -> list[str]:
         nodes = [None] * self.world_size
         torch.distributed.all_gather_object(nodes, this_node())
         return nodes
@@ -187,7 +193,7 @@ def earlier_state(config: dict, notes: list[str]) -> dict | None:
     return None
 
 
-def checkpoint_state(filesystem, directory: str, notes: list[str]) -> dict | None:
+def checkpoint_state(filesystem: fs.FileSystem, directory: str, notes: list[str]) -> dict | None:
     """The state in <directory>/state.pt on any pyarrow filesystem; None when there is none, or when it is
     damaged (then it is set aside as state.pt.damaged, with one line saying so)."""
     path = f"{directory}/{STATE_FILE}"
@@ -278,7 +284,7 @@ def package_versions() -> dict:
     return found
 
 
-def write_predictions(config: dict, name: str, outputs: dict, task) -> None:
+def write_predictions(config: dict, name: str, outputs: dict, task: Task) -> None:
     """Nothing of which run wrote it (aggregation adds the trial's key): writing it again gives the same bytes."""
     meta = task.table.set_index("utt_id").loc[outputs["utt_id"]]
     frame = pd.DataFrame({

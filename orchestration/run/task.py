@@ -24,6 +24,13 @@ from ser_models.data.location import is_remote
 from ser_models.data.text import Vocabulary, cached_embedding_matrix, utterance_words
 from ser_models.registry import INPUTS
 
+from collections.abc import Iterable
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:   # annotations only
+    from ray import ObjectRef
+
 FEATURE_INPUTS = set(INPUTS) - {"words"}   # every model input but word ids comes from the feature cache
 
 
@@ -52,7 +59,7 @@ def corpus_from_config(corpus_cfg: dict) -> Corpus:
     return load_corpus(corpus_cfg["name"], corpus_cfg.get("root"), corpus_cfg.get("classes"), **options)
 
 
-def features_for(inputs) -> list[str]:
+def features_for(inputs: Iterable[str]) -> list[str]:
     names = sorted(set(inputs) & FEATURE_INPUTS)
     if "word_spans" in names and "fbank40" not in names:
         names.append("fbank40")  # alignments live on the fbank frame grid
@@ -70,7 +77,7 @@ class FeaturePlan:
         return sum(size for name, size in self.sizes.items() if name not in self.cached)
 
 
-def feature_plan(corpus: Corpus, cross: dict[str, pd.DataFrame], inputs, cache_dir: str | None,
+def feature_plan(corpus: Corpus, cross: dict[str, pd.DataFrame], inputs: Iterable[str], cache_dir: str | None,
                  encoder: dict | None = None) -> FeaturePlan:
     """What extraction will read and write, from file headers and the cache's keys, before any audio is decoded."""
     from ser_models.data.cache import corpus_fingerprint, feature_key, feature_location, is_complete
@@ -103,8 +110,8 @@ def extraction_table(corpus: Corpus, cross: dict[str, pd.DataFrame]) -> pd.DataF
     return pd.concat([corpus.task, *cross.values(), context], ignore_index=True)
 
 
-def prepare_task(corpus_cfg: dict, folds: str | None, inputs, cache_dir: str | None = None,
-                 vectors: str = "glove-6b-50d", progress: bool = False, test_corpora=(),
+def prepare_task(corpus_cfg: dict, folds: str | None, inputs: Iterable[str], cache_dir: str | None = None,
+                 vectors: str = "glove-6b-50d", progress: bool = False, test_corpora: Sequence[dict] = (),
                  engine: str = "threads", encoder: dict | None = None) -> Task:
     key = json.dumps([corpus_cfg, folds, sorted(inputs), cache_dir, vectors, progress, list(test_corpora), engine,
                       encoder], sort_keys=True, default=str)
@@ -137,7 +144,7 @@ def cross_tables(corpus: Corpus, test_corpora: list[dict]) -> dict[str, pd.DataF
 _SHARED: dict[str, Task] = {}
 
 
-def shared_task(ref) -> Task:
+def shared_task(ref: ObjectRef) -> Task:
     """The driver's Task from the object store, fetched once per process (reused trial processes keep it)."""
     import ray
 
@@ -148,7 +155,7 @@ def shared_task(ref) -> Task:
     return _SHARED[key]
 
 
-def task_for(config: dict, inputs) -> Task:
+def task_for(config: dict, inputs: Iterable[str]) -> Task:
     """A trial's Task: the shipped one when the sweep provides it, else prepared here."""
     if config.get("task_ref") is not None:
         return shared_task(config["task_ref"])

@@ -11,6 +11,8 @@ from __future__ import annotations
 import functools
 import json
 import time
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -26,12 +28,24 @@ from orchestration.run.session import (package_versions, rng_state, seed_everyth
 from orchestration.run.loaders import Loaders, make_loaders, to_device
 from orchestration.run.task import task_for
 
+if TYPE_CHECKING:   # annotations only
+    from torch.utils.data import DataLoader
+
+    from ser_models.data.folds import Fold
+    from ser_models.registry import SERModel
+
+    from orchestration.run.session import LocalSession
+    from orchestration.run.task import Task
+
+    Batches = DataLoader | list[dict]     # a split's batches: a loader, or collated once and kept (loaders.py)
+    Schedule = torch.optim.lr_scheduler.LRScheduler | torch.optim.lr_scheduler.ReduceLROnPlateau
+
 
 class Diverged(RuntimeError):
     """The training loss became NaN or infinite: the trial fails, naming the epoch."""
 
 
-def autocast(device, precision: str):
+def autocast(device: torch.device, precision: str) -> torch.autocast:
     """bf16 autocast where asked for (or `auto` on a GPU that supports it); otherwise a no-op context."""
     use_bf16 = precision == "bf16" or (precision == "auto" and device.type == "cuda"
                                        and torch.cuda.is_bf16_supported())
@@ -55,7 +69,7 @@ def cpu_bf16_problem() -> str | None:
 
 
 @torch.no_grad()
-def predict(model, loader, device, precision: str = "fp32") -> dict:
+def predict(model: torch.nn.Module, loader: Batches, device: torch.device, precision: str = "fp32") -> dict:
     model.eval()
     utt_ids, labels, probabilities, loss_sum = [], [], [], 0.0
     for batch in loader:
@@ -83,7 +97,7 @@ def better(score: float, best: float | None, select_on: str) -> bool:
     return score < best if select_on == "val_loss" else score > best
 
 
-def build_for_task(config: dict, task):
+def build_for_task(config: dict, task: Task) -> SERModel:
     model_name, ablation = config["model"], config["ablation"]
     options = dict(config.get("model_options") or {})
     options.update({k: v for k, v in (config.get("hparams") or {}).items() if k in get_spec(model_name).defaults})
@@ -96,7 +110,7 @@ def build_for_task(config: dict, task):
     return build_model(model_name, ablation, num_classes=len(task.classes), **options)
 
 
-def make_optimizer(settings: dict, parameters) -> torch.optim.Optimizer:
+def make_optimizer(settings: dict, parameters: Iterable[torch.nn.Parameter]) -> torch.optim.Optimizer:
     name, lr, decay = settings["optimizer"], float(settings["lr"]), float(settings["weight_decay"])
     if name == "sgd":
         return torch.optim.SGD(parameters, lr=lr, momentum=float(settings["momentum"]), weight_decay=decay)
@@ -107,7 +121,7 @@ def make_optimizer(settings: dict, parameters) -> torch.optim.Optimizer:
     return optimizer(parameters, lr=lr, eps=float(settings["eps"]), weight_decay=decay)
 
 
-def make_schedule(settings: dict, optimizer):
+def make_schedule(settings: dict, optimizer: torch.optim.Optimizer) -> Schedule | None:
     """An epoch-level schedule (None for none); plateau steps on select_on, the others on the epoch."""
     import math
 
@@ -131,14 +145,14 @@ def make_schedule(settings: dict, optimizer):
     return None
 
 
-def step_schedule(schedule, metrics: dict, select_on: str) -> None:
+def step_schedule(schedule: Schedule | None, metrics: dict, select_on: str) -> None:
     if isinstance(schedule, torch.optim.lr_scheduler.ReduceLROnPlateau):
         schedule.step(metrics[select_on])
     elif schedule is not None:
         schedule.step()
 
 
-def balanced_class_weight(task, fold, device) -> torch.Tensor:
+def balanced_class_weight(task: Task, fold: Fold, device: torch.device) -> torch.Tensor:
     """n / (classes x n_c) over the training split (scikit-learn's "balanced"); an absent class weighs 0."""
     labels = task.table.loc[task.table["utt_id"].isin(set(fold.train)), "label"]
     counts = torch.tensor([float((labels == c).sum()) for c in task.classes])
@@ -146,7 +160,7 @@ def balanced_class_weight(task, fold, device) -> torch.Tensor:
     return weight.to(device)
 
 
-def train_loop(config: dict, session) -> dict:
+def train_loop(config: dict, session: LocalSession) -> dict:
     """config["train"]: the trial's resolved settings (config.sweep_file.train_for), read as they are."""
     settings = config["train"]
     seed = int(config["seed"]) * 1000 + int(config["fold"])
@@ -218,7 +232,8 @@ def train_loop(config: dict, session) -> dict:
     return final
 
 
-def finish_again(config, session, model, state: dict, device, task, sizes, loaders: Loaders) -> dict:
+def finish_again(config: dict, session: LocalSession, model: SERModel, state: dict, device: torch.device, task: Task,
+                 sizes: dict, loaders: Loaders) -> dict:
     """A trial that finished before an interruption: its outputs are written again from the chosen model kept
     in its final checkpoint (a kill may have lost them; the files are keyed by identity, so this rewrites the
     same bytes) and its final report is made again, here. Nothing is trained."""
@@ -228,7 +243,8 @@ def finish_again(config, session, model, state: dict, device, task, sizes, loade
     return final
 
 
-def set_up(config, task, fold, inputs, session, seed, device):
+def set_up(config: dict, task: Task, fold: Fold, inputs: tuple[str, ...], session: LocalSession, seed: int,
+           device: torch.device) -> tuple[SERModel, Loaders, torch.optim.Optimizer, Schedule | None, torch.nn.Module]:
     """A fresh model for this fold, its loaders, optimiser, schedule and the (DDP-wrapped) training objective."""
     settings = config["train"]
     model = build_for_task(config, task).to(device)
@@ -241,7 +257,8 @@ def set_up(config, task, fold, inputs, session, seed, device):
     return model, loaders, optimizer, schedule, session.prepare_model(TrainingObjective(model))
 
 
-def refit(config, task, fold, inputs, session, seed, device, chosen: list[dict]):
+def refit(config: dict, task: Task, fold: Fold, inputs: tuple[str, ...], session: LocalSession, seed: int,
+          device: torch.device, chosen: list[dict]) -> tuple[SERModel, int]:
     """train.refit: a fresh model, seeded as the first, trained on training + validation speakers for the
     epochs validation chose, each at the learning rate that epoch had (so a plateau schedule replays too).
     The test split is still untouched. Returns the model and its training-set size."""
@@ -262,15 +279,16 @@ def refit(config, task, fold, inputs, session, seed, device, chosen: list[dict])
 class TrainingObjective(torch.nn.Module):
     """forward = the model's training loss, so DDP's forward hooks (gradient sync) see the whole step."""
 
-    def __init__(self, model):
+    def __init__(self, model: SERModel):
         super().__init__()
         self.model = model
 
-    def forward(self, batch, labels):
+    def forward(self, batch: dict, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self.model.training_loss(batch, labels)
 
 
-def train_one_epoch(objective, loader, optimizer, device, precision: str = "fp32", clip_norm: float = 0.0) -> float:
+def train_one_epoch(objective: torch.nn.Module, loader: Batches, optimizer: torch.optim.Optimizer, device: torch.device,
+                    precision: str = "fp32", clip_norm: float = 0.0) -> float:
     objective.train()
     total, count = 0.0, 0
     for batch in loader:
@@ -291,8 +309,8 @@ def train_one_epoch(objective, loader, optimizer, device, precision: str = "fp32
     return total / max(1, count)
 
 
-def finish(config, session, model, best, test_loader, device, task, sizes, resumed_from, history,
-           loaders: Loaders) -> dict:
+def finish(config: dict, session: LocalSession, model: SERModel, best: dict, test_loader: Batches, device: torch.device,
+           task: Task, sizes: dict, resumed_from: int, history: list[dict], loaders: Loaders) -> dict:
     """Score the test split once, and each cross-corpus test set once, with the checkpoint chosen on validation."""
     model.load_state_dict(best["model"])
     outputs = predict(model, test_loader, device, config["train"]["precision"])

@@ -8,11 +8,16 @@ import pyarrow.parquet as pq
 
 from orchestration.store import storage
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:   # annotations only
+    from ser_models.data.folds import Fold
+
 
 UTTERANCE_FACTS = ["utt_id", "speaker", "session", "dialog", "turn", "start_s", "emotion", "label"]
 
 
-def store_corpus_facts(sweep_dir: str, corpus_table: pd.DataFrame, folds) -> None:
+def store_corpus_facts(sweep_dir: str, corpus_table: pd.DataFrame, folds: list[Fold]) -> None:
     """What the tables need from the corpus later (dialogs and turns for DED, every fold's splits), stored with
     the sweep when it runs: aggregation reads these and never goes back to the corpus."""
     splits = pd.DataFrame([(fold.index, utt_id, split) for fold in folds for split in ("train", "validation", "test")

@@ -8,9 +8,10 @@ import re
 import warnings
 
 from pyarrow import fs
+from collections.abc import Iterator
 
 
-def read_text_or_none(filesystem, path: str) -> str | None:
+def read_text_or_none(filesystem: fs.FileSystem, path: str) -> str | None:
     try:
         with filesystem.open_input_stream(path) as stream:
             return stream.read().decode()
@@ -18,7 +19,7 @@ def read_text_or_none(filesystem, path: str) -> str | None:
         return None
 
 
-def trial_dirs(experiment: str):
+def trial_dirs(experiment: str) -> Iterator[tuple[fs.FileSystem, str]]:
     filesystem, root = fs.FileSystem.from_uri(experiment)
     try:
         infos = filesystem.get_file_info(fs.FileSelector(root))
@@ -34,7 +35,7 @@ class DamagedFile(UserWarning):
     """A storage file that could not be read whole; the message names it and the fix."""
 
 
-def read_trial(filesystem, path: str) -> tuple[dict, list[dict], str | None]:
+def read_trial(filesystem: fs.FileSystem, path: str) -> tuple[dict, list[dict], str | None]:
     result_file = posixpath.join(path, "result.json")
     results = []
     for number, line in enumerate((read_text_or_none(filesystem, result_file) or "").splitlines(), 1):
