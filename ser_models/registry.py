@@ -12,20 +12,12 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-# The one list of model inputs: what each name means and what a corpus must have to provide it. Every name
-# but `words` is a feature of ser_models/data/features.py (or the cache's word_spans): a test keeps them in step.
+from .data.features import MEANINGS
+
+# The one list of model inputs: what each name means and what a corpus must have to provide it. The features'
+# come from ser_models/data/features.py; the transcript's two (words, and the cache's word_spans) are here.
 INPUTS = {
-    "waveform": "raw 16 kHz samples (variable length)",
-    "fbank40": "Kaldi log fbank, 40 bins, 25/10 ms",
-    "mfcc39": "HTK MFCC c1..c12 + log E with deltas and delta-deltas",
-    "mel512_fixed": "log mel, n_fft 512, 128 mels, resized to 230 frames",
-    "mel1024_fixed": "log mel, n_fft 1024, 256 mels, resized to 120 frames",
-    "spec257": "257-bin log power spectrogram, 25/10 ms",
-    "egemaps": "openSMILE eGeMAPSv02 functionals: 88 values per utterance (extra: egemaps)",
-    "ssl_layers": "every hidden layer of the sweep's encoder (wav2vec2, HuBERT, WavLM, Whisper), pooled over the "
-                  "utterance: [layers + 1, dims] (extra: ssl)",
-    "ssl_frames": "the frame-level outputs of the layers encoder.frame_layers names: [frames, layers, dims], 50 "
-                  "per second (extra: ssl)",
+    **MEANINGS,
     "words": "word ids of the transcript (needs transcripts)",
     "word_spans": "word start/end times (needs transcripts; .wdseg/TextGrid or the fallback)",
 }

@@ -142,25 +142,27 @@ def test_a_corpus_is_one_new_file(tmp_path):
     assert done.stdout.split() == ["TinyCorpus"]
 
 
-def edited_copy(tmp_path: Path, file: str, old: str, new: str) -> Path:
-    """orchestration/ and ser_models/ copied, with one edit in one file: what a contributor's change would be."""
+def edited_copy(tmp_path: Path, file: str, *edits: tuple[str, str]) -> Path:
+    """orchestration/ and ser_models/ copied, with edits in one file: what a contributor's change would be."""
     import shutil
 
     for package in ("orchestration", "ser_models"):
         shutil.copytree(REPO / package, tmp_path / package, ignore=shutil.ignore_patterns("__pycache__"))
     path = tmp_path / file
     text = path.read_text()
-    assert text.count(old) == 1
-    path.write_text(text.replace(old, new))
+    for old, new in edits:
+        assert text.count(old) == 1
+        text = text.replace(old, new)
+    path.write_text(text)
     return tmp_path
 
 
 def test_a_sweep_key_is_one_entry_in_the_schema(tmp_path):
     """Its default, type check, did-you-mean, docs and its part in the sweep's identity follow the entry."""
     anchor = '    Key("train.clip_norm",'
-    checkout = edited_copy(tmp_path, "orchestration/config/schema.py", anchor,
-                           '    Key("train.warmup_epochs", (int,), 0, "epochs of linear warm-up", minimum=0, '
-                           'maximum=100),\n' + anchor)
+    checkout = edited_copy(tmp_path, "orchestration/config/schema.py",
+                           (anchor, '    Key("train.warmup_epochs", (int,), 0, "epochs of linear warm-up", minimum=0, '
+                                    'maximum=100),\n' + anchor))
     done = run_python('''
         import orchestration
         from orchestration.config import schema
@@ -185,8 +187,8 @@ def test_a_sweep_key_is_one_entry_in_the_schema(tmp_path):
 
 def test_a_metric_is_one_entry_in_ser_models_metrics(tmp_path):
     """A score added to metrics.py reaches the tables' columns, the summary's and the trackers' keys."""
-    checkout = edited_copy(tmp_path, "ser_models/metrics.py", 'SCORES = ("wa", "ua", "macro_f1")',
-                           'SCORES = ("wa", "ua", "macro_f1", "kappa")')
+    checkout = edited_copy(tmp_path, "ser_models/metrics.py",
+                           ('SCORES = ("wa", "ua", "macro_f1")', 'SCORES = ("wa", "ua", "macro_f1", "kappa")'))
     done = run_python('''
         from orchestration.results.schemas import EPOCHS, FOLDS, SUMMARY
         from orchestration.results.tracking import EPOCH_KEYS
@@ -197,3 +199,44 @@ def test_a_metric_is_one_entry_in_ser_models_metrics(tmp_path):
     assert done.stdout.split() == ["val_kappa", "test_kappa", "test_kappa_mean", "test_kappa_std", "val_kappa_mean",
                                    "val_kappa_std", "val_kappa", "oracle_test_kappa", "val_kappa",
                                    "oracle_test_kappa"]
+
+
+def test_a_feature_is_one_file_its_extractor_and_its_meaning(tmp_path):
+    """Added in features.py alone, a feature is a model input the registry lists, the checks accept for a
+    model that names it, and the feature cache extracts (it is not one of the transcript's inputs)."""
+    checkout = edited_copy(tmp_path, "ser_models/data/features.py",
+                           ('    "fbank40": KaldiFbank(),\n',
+                            '    "fbank40": KaldiFbank(),\n    "fbank80": KaldiFbank(80),\n'),
+                           ('MEANINGS = {\n', 'MEANINGS = {\n    "fbank80": "Kaldi log fbank, 80 bins, 25/10 ms",\n'))
+    (checkout / "extra").mkdir()
+    (checkout / "extra" / "fbank80_mean.py").write_text(textwrap.dedent('''
+        import torch
+        from ser_models.registry import ModelSpec, SERModel, register
+
+        class Fbank80Mean(SERModel):
+            def __init__(self, config):
+                super().__init__()
+                self.head = torch.nn.Linear(80, config["num_classes"])
+
+            def forward(self, batch):
+                return self.head(batch["fbank80"].mean(1))
+
+        register(ModelSpec("fbank80_mean", "none", "mean fbank80 + linear", Fbank80Mean,
+                           lambda config: ("fbank80",)))
+    '''))
+    done = run_python('''
+        import numpy as np
+        import ser_models.models as models
+        models.__path__.append("extra")
+        from ser_models.data.features import get_extractor
+        from ser_models.registry import INPUTS
+        from orchestration.config.checks import validate
+        from orchestration.config.sweep_file import parse_sweep
+        from orchestration.run.task import features_for
+        validate(parse_sweep({"name": "t", "corpus": "synthetic", "models": {"fbank80_mean": ["full"]}}, "t.yaml"))
+        frames = get_extractor("fbank80")(np.zeros(16000, np.float32))
+        print(INPUTS["fbank80"] == "Kaldi log fbank, 80 bins, 25/10 ms", features_for(("fbank80",)), frames.shape[1])
+    ''', checkout)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["True", "['fbank80']", "80"]
+

@@ -181,6 +181,22 @@ EXTRACTORS = {
 # features whose extractor a sweep file sets up (name -> its section): one encoder checkpoint of many
 CONFIGURED = {"ssl_layers": "encoder", "ssl_frames": "encoder"}
 
+# the features a model may name as inputs, and what each means (ser_models/registry.py lists them with the
+# transcript's): a new input is an extractor above plus a line here, in this file alone
+MEANINGS = {
+    "waveform": "raw 16 kHz samples (variable length)",
+    "fbank40": "Kaldi log fbank, 40 bins, 25/10 ms",
+    "mfcc39": "HTK MFCC c1..c12 + log E with deltas and delta-deltas",
+    "mel512_fixed": "log mel, n_fft 512, 128 mels, resized to 230 frames",
+    "mel1024_fixed": "log mel, n_fft 1024, 256 mels, resized to 120 frames",
+    "spec257": "257-bin log power spectrogram, 25/10 ms",
+    "egemaps": "openSMILE eGeMAPSv02 functionals: 88 values per utterance (extra: egemaps)",
+    "ssl_layers": "every hidden layer of the sweep's encoder (wav2vec2, HuBERT, WavLM, Whisper), pooled over the "
+                  "utterance: [layers + 1, dims] (extra: ssl)",
+    "ssl_frames": "the frame-level outputs of the layers encoder.frame_layers names: [frames, layers, dims], 50 "
+                  "per second (extra: ssl)",
+}
+
 
 def get_extractor(name: str):
     if name not in EXTRACTORS:
