@@ -84,25 +84,30 @@ def run_python(code: str, tmp_path: Path) -> subprocess.CompletedProcess:
                           text=True, timeout=300)
 
 
-def test_a_model_is_one_new_file(tmp_path):
-    """A file dropped into the models package registers itself; the sweep loader, its checks and the
-    training settings pick it up with no other change."""
-    (tmp_path / "extra").mkdir()
-    (tmp_path / "extra" / "tiny_mean.py").write_text(textwrap.dedent('''
+def write_mean_model(folder: Path, name: str, feature: str, dims: int, recipe: dict | None = None) -> None:
+    """One model file, as a contributor would add it: a linear layer on a feature's mean over frames."""
+    folder.mkdir()
+    (folder / f"{name}.py").write_text(textwrap.dedent(f'''
         import torch
         from ser_models.registry import ModelSpec, SERModel, register
 
-        class TinyMean(SERModel):
+        class MeanLinear(SERModel):
             def __init__(self, config):
                 super().__init__()
-                self.head = torch.nn.Linear(40, config["num_classes"])
+                self.head = torch.nn.Linear({dims}, config["num_classes"])
 
             def forward(self, batch):
-                return self.head(batch["fbank40"].mean(1))
+                return self.head(batch["{feature}"].mean(1))
 
-        register(ModelSpec("tiny_mean", "none", "mean fbank40 + linear", TinyMean, lambda config: ("fbank40",),
-                           recipe={"lr": 0.01}))
+        register(ModelSpec("{name}", "none", "mean {feature} + linear", MeanLinear, lambda config: ("{feature}",),
+                           recipe={recipe or {}!r}))
     '''))
+
+
+def test_a_model_is_one_new_file(tmp_path):
+    """A file dropped into the models package registers itself; the sweep loader, its checks and the
+    training settings pick it up with no other change."""
+    write_mean_model(tmp_path / "extra", "tiny_mean", "fbank40", 40, recipe={"lr": 0.01})
     done = run_python(f'''
         import ser_models.models as models
         models.__path__.append({str(tmp_path / "extra")!r})
@@ -208,22 +213,7 @@ def test_a_feature_is_one_file_its_extractor_and_its_meaning(tmp_path):
                            ('    "fbank40": KaldiFbank(),\n',
                             '    "fbank40": KaldiFbank(),\n    "fbank80": KaldiFbank(80),\n'),
                            ('MEANINGS = {\n', 'MEANINGS = {\n    "fbank80": "Kaldi log fbank, 80 bins, 25/10 ms",\n'))
-    (checkout / "extra").mkdir()
-    (checkout / "extra" / "fbank80_mean.py").write_text(textwrap.dedent('''
-        import torch
-        from ser_models.registry import ModelSpec, SERModel, register
-
-        class Fbank80Mean(SERModel):
-            def __init__(self, config):
-                super().__init__()
-                self.head = torch.nn.Linear(80, config["num_classes"])
-
-            def forward(self, batch):
-                return self.head(batch["fbank80"].mean(1))
-
-        register(ModelSpec("fbank80_mean", "none", "mean fbank80 + linear", Fbank80Mean,
-                           lambda config: ("fbank80",)))
-    '''))
+    write_mean_model(checkout / "extra", "fbank80_mean", "fbank80", 80)
     done = run_python('''
         import numpy as np
         import ser_models.models as models
