@@ -230,3 +230,38 @@ def test_cells_whose_recipes_choose_epochs_differently_are_refused_until_the_fil
     validate(settled)
     assert settled.select_on() == "val_ua" == settled.train_of("lstm_attn_text")["select_on"]
 
+
+
+def test_online_speaker_norm_reads_only_a_speakers_earlier_utterances(synthetic_root, tmp_path):
+    """speaker_norm_stats: online. A test utterance is normalised by its speaker's utterances spoken before it;
+    a speaker's first by the training speakers' pooled statistics; nothing later, itself included, enters."""
+    import numpy as np
+
+    from orchestration.run.loaders import make_loaders
+    from orchestration.run.task import task_for
+    from ser_models.data.dataset import frame_moments
+
+    config = trial_config(synthetic_root, tmp_path, model="cnn_lstm", epochs=1, speaker_norm=True,
+                          speaker_norm_stats="online")
+    task = task_for(config, ("fbank40",))
+    fold, store = task.folds[0], task.report.stores["fbank40"]
+    train = task.table[task.table["utt_id"].isin(set(fold.train))]
+    test = task.table[task.table["utt_id"].isin(set(fold.test))]
+    loaders = make_loaders(task, fold, ("fbank40",), config, LocalSession(tmp_path / "s"), 0, torch.device("cpu"))
+    stats = loaders.train.dataset.speaker_stats
+    speaker, spoken = next(iter(test.sort_values(["session", "dialog", "turn", "utt_id"]).groupby("speaker")))
+    spoken = list(spoken["utt_id"])
+    assert ("fbank40", speaker, spoken[0]) not in stats and ("fbank40", speaker) not in stats
+    for k in (1, 2, len(spoken) - 1):
+        mean, std = frame_moments("fbank40", [store[u] for u in spoken[:k]])
+        online_mean, online_std = stats["fbank40", speaker, spoken[k]]
+        assert np.allclose(online_mean, mean, atol=1e-4) and np.allclose(online_std, std, atol=1e-4)
+    pooled_mean, pooled_std = frame_moments("fbank40", [store[u] for u in train["utt_id"]])
+    seen = {utt_id: batch["fbank40"][i] for batch in loaders.evaluate["test"]
+            for i, utt_id in enumerate(batch["utt_id"])}
+    third = stats["fbank40", speaker, spoken[2]]
+    for utt_id, (mean, std) in ((spoken[0], (pooled_mean, pooled_std)), (spoken[2], third)):
+        frames = store[utt_id]
+        assert np.allclose(seen[utt_id][:len(frames)].numpy(), (frames - mean) / std, atol=1e-5)
+    final = train_loop(config, LocalSession(tmp_path / "run"))
+    assert json.loads(final["recipe"])["speaker_norm_stats"] == "online"

@@ -111,7 +111,9 @@ KEYS = [
     Key("train.speaker_norm_stats", (str,), "all_audio", "where speaker_norm's statistics come from: all_audio "
         "(each speaker's own utterances, test speakers' included: transductive), or training_speakers (each "
         "training speaker's own; validation and test speakers by the training speakers' pooled statistics, so no "
-        "validation or test audio is read)", choices=("all_audio", "training_speakers")),
+        "validation or test audio is read), or online (training speakers by their own; every other utterance by "
+        "its speaker's utterances spoken before it, a speaker's first by the training speakers' pooled "
+        "statistics: what a deployed system knows)", choices=("all_audio", "training_speakers", "online")),
     Key("train.class_weights", (str,), "none", "balanced: weight the loss by the inverse class frequency of the "
         "training split", choices=("none", "balanced")),
     Key("train.refit", (bool,), False, "after choosing the epoch on validation, train a fresh model (same seed) "

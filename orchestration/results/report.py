@@ -238,7 +238,8 @@ def transductive_blocks(folds: pd.DataFrame) -> list:
         return []
     return [Text(f"Transductive rows: {', '.join(cells)} normalise each speaker, test speakers included, by that "
                  "speaker's own audio (train.speaker_norm with speaker_norm_stats: all_audio): no test label is "
-                 "read, but the test audio shapes the features. speaker_norm_stats: training_speakers reads none.")]
+                 "read, but the test audio shapes the features. speaker_norm_stats: training_speakers reads none, and "
+                 "online only a speaker's utterances before the one scored.")]
 
 
 def ensemble_blocks(folds: pd.DataFrame) -> list:

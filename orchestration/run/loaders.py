@@ -8,7 +8,7 @@ import pandas as pd
 import torch
 from torch.utils.data import DataLoader, DistributedSampler
 
-from ser_models.data.dataset import UtteranceDataset, collate, speaker_statistics
+from ser_models.data.dataset import UtteranceDataset, collate, online_statistics, speaker_statistics
 
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
@@ -41,11 +41,17 @@ def make_loaders(task: Task, fold: Fold, inputs: tuple[str, ...], config: dict, 
     split = {name: task.table[task.table["utt_id"].isin(set(getattr(fold, name)))]
              for name in ("train", "validation", "test")}
     stats = None
-    if config["train"]["speaker_norm"] and config["train"].get("speaker_norm_stats") == "training_speakers":
-        stats = speaker_statistics(split["train"], task.report.stores, inputs, pooled=True)
-    elif config["train"]["speaker_norm"]:   # every speaker a trial reads: the task's, test corpora's, context turns'
+    if config["train"]["speaker_norm"]:
+        mode = config["train"].get("speaker_norm_stats")
+        # every utterance a trial reads: the task's, test corpora's, context turns'
         everyone = pd.concat([task.table, *task.cross.values(), task.context], ignore_index=True)
-        stats = speaker_statistics(everyone, task.report.stores, inputs)
+        if mode in ("training_speakers", "online"):
+            stats = speaker_statistics(split["train"], task.report.stores, inputs, pooled=True)
+        else:
+            stats = speaker_statistics(everyone, task.report.stores, inputs)
+        if mode == "online":   # every utterance outside training: by its speaker's earlier audio
+            unseen = everyone[~everyone["utt_id"].isin(set(split["train"]["utt_id"]))]
+            stats |= online_statistics(unseen, task.report.stores, inputs)
     datasets = {name: UtteranceDataset(part, task.report.stores, inputs, task.classes, task.vocab, stats)
                 for name, part in split.items()}
     batch_size = int(config["train"]["batch_size"])

@@ -37,6 +37,42 @@ def speaker_statistics(table, stores: dict, inputs, pooled: bool = False) -> dic
     return stats
 
 
+# the order a speaker's utterances came in, where a corpus says (sessions, dialogs, turns, start times); the id last
+SPOKEN_ORDER = ("session", "dialog", "turn", "start_s", "utt_id")
+
+
+def online_statistics(table, stores: dict, inputs) -> dict:
+    """(feature, speaker, utt_id) -> (mean, std) over that speaker's utterances in `table` spoken before it.
+
+    What a deployed system knows of a new speaker: their audio so far, never the utterance at hand or later ones.
+    A speaker's first utterance gets no entry (the dataset then takes the pooled statistics). Same moments as
+    speaker_statistics over the same utterances."""
+    from .features import CONFIGURED
+
+    order = [column for column in SPOKEN_ORDER if column in table]
+    ordered = table.sort_values(order, kind="stable", na_position="first")
+    stats = {}
+    for name in inputs:
+        if name in ("words", "word_spans") or name not in stores:
+            continue
+        for speaker, utterances in ordered.groupby("speaker", sort=False)["utt_id"]:
+            total = squares = None
+            count = 0
+            for utt_id in utterances:
+                frames = np.asarray(stores[name][utt_id])
+                if frames.ndim != 2:
+                    break                              # waveforms and fixed vectors: left as they are
+                if count:
+                    mean = total / count
+                    std = np.sqrt(np.maximum(squares / count - mean ** 2, 0.0))
+                    stats[name, speaker, utt_id] = mean.astype(np.float32), np.maximum(std, 1e-5).astype(np.float32)
+                rows = (frames[None] if name in CONFIGURED else frames).astype(np.float64)
+                total = rows.sum(0) if total is None else total + rows.sum(0)
+                squares = (rows ** 2).sum(0) if squares is None else squares + (rows ** 2).sum(0)
+                count += len(rows)
+    return stats
+
+
 def frame_moments(name: str, frames: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray] | None:
     from .features import CONFIGURED
 
@@ -76,8 +112,9 @@ class UtteranceDataset(Dataset):
                 example["words"] = np.asarray(self.vocab.encode(utterance_words(row)), dtype=np.int64)
             else:
                 example[name] = np.asarray(self.stores[name][row["utt_id"]])
-                # a speaker without statistics of its own takes the pooled ones, where there are any
-                moments = self.speaker_stats.get((name, row["speaker"])) or self.speaker_stats.get((name, None))
+                # the utterance's own (online: its speaker so far), else its speaker's, else the pooled ones
+                moments = (self.speaker_stats.get((name, row["speaker"], row["utt_id"]))
+                           or self.speaker_stats.get((name, row["speaker"])) or self.speaker_stats.get((name, None)))
                 if moments is not None:
                     mean, std = moments
                     example[name] = (example[name] - mean) / std
