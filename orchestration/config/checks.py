@@ -57,9 +57,10 @@ def validate(sweep: Sweep, corpus: Corpus | None = None, cluster: list | None = 
     if res["mode"] == "ddp" and res["workers_per_trial"] > 1 and 0 < gpus < 1:
         _fail(src, "two DDP workers of one trial would share one GPU (NCCL rejects duplicate GPUs)",
               "use gpus_per_worker: 1 with DDP, or workers_per_trial: 1 with fractional GPUs")
-    for model in dict.fromkeys(model for model, _ in sweep.cells):
-        _validate_train(src, model, sweep.train_of(model), res)
-    chosen_by = {model: sweep.train_of(model)["select_on"] for model, _ in sweep.cells}
+    settings = {model: sweep.train_of(model) for model, _ in sweep.cells}
+    for model, train in settings.items():
+        _validate_train(src, model, train, res)
+    chosen_by = {model: train["select_on"] for model, train in settings.items()}
     if len(set(chosen_by.values())) > 1:   # one experiment, one direction: Tune's searcher and the resume agree
         _fail(src, f"the cells' recipes choose epochs by different metrics ({chosen_by})",
               "set train.select_on in the sweep file: it applies to every cell")

@@ -43,8 +43,9 @@ def make_loaders(task: Task, fold: Fold, inputs: tuple[str, ...], config: dict, 
     stats = None
     if config["train"]["speaker_norm"]:
         mode = config["train"].get("speaker_norm_stats")
-        # every utterance a trial reads: the task's, test corpora's, context turns'
-        everyone = pd.concat([task.table, *task.cross.values(), task.context], ignore_index=True)
+        # every utterance a trial reads: the task's, test corpora's, context turns' (training_speakers: none)
+        everyone = None if mode == "training_speakers" else \
+            pd.concat([task.table, *task.cross.values(), task.context], ignore_index=True)
         if mode in ("training_speakers", "online"):
             stats = speaker_statistics(split["train"], task.report.stores, inputs, pooled=True)
         else:
