@@ -34,6 +34,7 @@ EXIT_PROBLEM = 2
 
 def check(argv: list[str], name: str = "check") -> int:
     """The resolved plan, from the sweep file and the corpus alone (no Ray): what `run` would do."""
+    from orchestration.config.checks import cost_warnings
     from orchestration.config.sweep_file import (OVERRIDES_HELP, SWEEP_HELP, SweepError, load_sweep, split_overrides)
     from orchestration.run.preflight import preflight
     from ser_models.registry import get_spec
@@ -62,7 +63,7 @@ def check(argv: list[str], name: str = "check") -> int:
           + (f"; left out: {corpus.outside}" if corpus.outside else ""))
     print(f"folds: {sweep.folds or corpus.default_folds}, {len(chosen)} of {len(folds)} (speaker-disjoint, checked)")
     print(fold_summary(corpus.task, chosen).fillna(0).to_string(index=False))
-    for line in fold_warnings(corpus.task, chosen):
+    for line in fold_warnings(corpus.task, chosen) + cost_warnings(sweep):
         print(f"warning: {line}")
     print(f"cells: {', '.join(f'{m}/{a}' for m, a in sweep.cells)}")
     print(f"trials: {len(sweep.cells)} cells x {samples} setting(s) x {len(chosen)} folds x {len(sweep.seeds)} "

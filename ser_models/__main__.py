@@ -11,12 +11,19 @@ def rows(vocab_size: int = 2):
     for name, spec in all_models().items():
         for ablation in spec.ablation_names:
             config = spec.config(ablation.replace("<k>", "0"), vocab_size=vocab_size, **spec.listing)
-            model = spec.builder(config)
-            trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-            vocab_params = sum(m.weight.numel() for m in model.modules()
-                               if type(m).__name__ == "Embedding" and m.weight.requires_grad)
             yield {"model": name, "paper": spec.paper, "ablation": ablation, "inputs": ", ".join(spec.inputs(config)),
-                   "params": trainable - vocab_params}
+                   "params": None if "encoder" in spec.defaults else trainable(spec.builder(config))}
+
+
+def trainable(model) -> int:
+    """Trainable parameters without word-embedding tables."""
+    count = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return count - sum(m.weight.numel() for m in model.modules()
+                       if type(m).__name__ == "Embedding" and m.weight.requires_grad)
+
+
+def shown(params: int | None) -> str:
+    return "checkpoint's" if params is None else f"{params:,}"   # a model around the sweep's encoder checkpoint
 
 
 def main(argv=None) -> int:
@@ -29,12 +36,14 @@ def main(argv=None) -> int:
     if args.markdown:
         print("| model | paper | ablation | inputs | parameters |\n|---|---|---|---|---:|")
         for row in table:
-            print(f"| {row['model']} | {row['paper']} | {row['ablation']} | {row['inputs']} | {row['params']:,} |")
+            print(f"| {row['model']} | {row['paper']} | {row['ablation']} | {row['inputs']} | {shown(row['params'])} |")
     else:
-        print(f"{'model':16s} {'paper':13s} {'ablation':26s} {'parameters':>11s}  inputs")
+        print(f"{'model':16s} {'paper':13s} {'ablation':26s} {'parameters':>12s}  inputs")
         for row in table:
-            print(f"{row['model']:16s} {row['paper']:13s} {row['ablation']:26s} {row['params']:>11,d}  {row['inputs']}")
-        print("\nparameters: trainable, without word-embedding tables (their size depends on the vocabulary)")
+            print(f"{row['model']:16s} {row['paper']:13s} {row['ablation']:26s} {shown(row['params']):>12s}  "
+                  f"{row['inputs']}")
+        print("\nparameters: trainable, without word-embedding tables (their size depends on the vocabulary);\n"
+              "checkpoint's: the head and the encoder layers it trains, which depend on the sweep's checkpoint")
         print("recipes (a sweep file's train: keys override them):")
         for name, spec in all_models().items():
             print(f"  {name:16s} {spec.recipe}\n  {'':16s} from {spec.recipe_source}")

@@ -36,6 +36,11 @@ class SERModel(nn.Module):
         """Statistics taken from the fold's training split before the first step (e.g. standardisation).
         `batches` is a lazy iterable of unshuffled training batches without labels; the default takes none."""
 
+    def parameter_groups(self, lr: float):
+        """What the optimiser trains, at train.lr; a model that trains a part at another rate returns param
+        groups, a scaled one with its `lr_scale` (a refit replays each epoch's lr times it)."""
+        return self.parameters()
+
     def training_loss(self, batch: dict, labels):
         logits = self(batch)
         return self.classification_loss(logits, labels), logits

@@ -5,6 +5,7 @@ import torch
 from ser_models.registry import INPUTS, IncompatibleInputs, all_models, build_model, check_corpus_supports, model_inputs
 
 from .model_inputs import INPUT_SHAPES, VOCAB, batch_for, pad_more
+from .tiny_encoders import finetunable
 
 PAIRS = [(name, ablation) for name, spec in all_models().items() for ablation in spec.ablations]
 
@@ -12,7 +13,8 @@ PAIRS = [(name, ablation) for name, spec in all_models().items() for ablation in
 def small(name: str) -> dict:
     defaults = all_models()[name].defaults
     return ({"vocab_size": VOCAB} if "vocab_size" in defaults else {}) | (
-        {"input_shapes": INPUT_SHAPES} if "input_shapes" in defaults else {})
+        {"input_shapes": INPUT_SHAPES} if "input_shapes" in defaults else {}) | (
+        {"encoder": finetunable()} if "encoder" in defaults else {})
 
 
 @pytest.mark.parametrize("name, ablation", PAIRS)

@@ -11,29 +11,7 @@ pytest.importorskip("transformers")
 
 from .conftest import REPO  # noqa: E402
 from .sweeps import run_sweep, table, write_sweep  # noqa: E402
-
-SMALL = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, conv_dim=(32,) * 7)
-
-
-def save_tiny(folder, family: str, seed: int = 0):
-    import torch
-    from transformers import (HubertConfig, HubertModel, Wav2Vec2Config, Wav2Vec2FeatureExtractor, Wav2Vec2Model,
-                              WavLMConfig, WavLMModel, WhisperConfig, WhisperFeatureExtractor, WhisperModel)
-
-    torch.manual_seed(seed)
-    if family == "whisper":
-        config = WhisperConfig(d_model=32, encoder_layers=2, encoder_attention_heads=2, encoder_ffn_dim=64,
-                               decoder_layers=1, decoder_attention_heads=2, decoder_ffn_dim=64, num_mel_bins=80,
-                               vocab_size=100, max_target_positions=32, pad_token_id=0, bos_token_id=1,
-                               eos_token_id=2, decoder_start_token_id=1)
-        WhisperModel(config).save_pretrained(folder)
-        WhisperFeatureExtractor(feature_size=80).save_pretrained(folder)
-    else:
-        config, model = {"wav2vec2": (Wav2Vec2Config, Wav2Vec2Model), "hubert": (HubertConfig, HubertModel),
-                         "wavlm": (WavLMConfig, WavLMModel)}[family]
-        model(config(**SMALL)).save_pretrained(folder)
-        Wav2Vec2FeatureExtractor().save_pretrained(folder)
-    return folder
+from .tiny_encoders import save_tiny  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -231,3 +209,60 @@ def test_one_cell_per_layer_draws_the_curve_and_each_fold_takes_its_layer_on_val
                           "encoder": {"model": str(tiny_wavlm)}}, "t.yaml")
     with pytest.raises(SweepError, match="ssl_svm: layer_3 probes layer 3, and the encoder has layers 0..2"):
         validate(beyond)
+
+
+@pytest.fixture
+def batch_on_cpu(monkeypatch):
+    """Batching by length runs on GPUs only (on a CPU it costs more than it gains): here, on the CPU too."""
+    from ser_models.data import encoders
+
+    monkeypatch.setattr(encoders, "BATCH_DEVICES", {"cuda", "cpu"})
+
+
+def test_batching_by_length_equals_one_at_a_time_where_padding_cannot_reach(tmp_path, tiny_wavlm, batch_on_cpu):
+    """Whisper and a layer-norm front end batch (their outputs equal those of each utterance alone, up to float
+    rounding); a group-norm front end, whose outputs padding changes, goes one at a time and keeps its key."""
+    from ser_models.data.encoders import batches_exactly, encoder_features
+
+    from .tiny_encoders import finetunable
+
+    waves = [tone(seconds, seed) for seed, seconds in enumerate([1.0, 2.7, 1.3, 0.6, 2.1])]
+    whisper = save_tiny(tmp_path / "whisper", "whisper")
+    for folder in (finetunable(), whisper, tiny_wavlm):
+        one_by_one = encoder_features(str(folder), pooling="mean_std", frame_layers=[1, 2], batch_seconds=0)
+        batched = encoder_features(str(folder), pooling="mean_std", frame_layers=[1, 2],
+                                   batch_seconds=90 if folder == whisper else 5)     # 3 windows; or 2-3 utterances
+        for name, feature in batched.items():
+            alone = [one_by_one[name](wave) for wave in waves]
+            for single, together in zip(alone, feature.many(waves)):
+                assert single.shape == together.shape
+                assert np.allclose(single, together, atol=1e-5), (folder, name)
+            assert ("batch_seconds" in feature.identity()) == (folder != tiny_wavlm)
+            assert one_by_one[name].identity() == {k: v for k, v in feature.identity().items() if k != "batch_seconds"}
+    assert batches_exactly(encoder_features(str(whisper), batch_seconds=30)["ssl_layers"])
+    assert not batches_exactly(encoder_features(str(tiny_wavlm), batch_seconds=60)["ssl_layers"])
+
+
+def test_the_data_plane_batches_the_chunk_and_gives_the_same_features(tmp_path, synthetic_corpus, batch_on_cpu,
+                                                                     monkeypatch):
+    from ser_models.data.cache import extract
+    from ser_models.data.encoders import encoder_features
+
+    from .tiny_encoders import finetunable
+
+    from ser_models.data import encoders
+
+    calls = []
+    monkeypatch.setattr(encoders, "batch_states", lambda *args, batch=encoders.batch_states: calls.append(
+        len(args[3])) or batch(*args))
+    table = synthetic_corpus.task.head(10).copy()
+    stores = {}
+    for seconds in (0, 20):
+        configured = encoder_features(finetunable(), batch_seconds=seconds)
+        stores[seconds] = extract(table, ["ssl_layers"], tmp_path / "cache", workers=1, progress=False,
+                                  chunk=10, configured=configured).stores["ssl_layers"]
+    assert sorted(stores[0].utt_ids) == sorted(stores[20].utt_ids) == sorted(table["utt_id"])
+    for utt_id in table["utt_id"]:
+        assert np.allclose(stores[0][utt_id], stores[20][utt_id], atol=1e-5)
+    assert len(list((tmp_path / "cache" / "ssl_layers").glob("*/meta.json"))) == 2     # two keys: two entries
+    assert sum(calls) == 10 and max(calls) > 1, calls                # the batched run encoded several per call

@@ -124,8 +124,12 @@ def _validate_encoder(sweep: Sweep) -> None:
 
     reads = {f"{model}/{ablation}": set(model_inputs(model, ablation)) & set(CONFIGURED)
              for model, ablation in sweep.cells}
-    readers = [cell for cell, names in reads.items() if names]
+    live = [f"{model}/{ablation}" for model, ablation in sweep.cells if "encoder" in get_spec(model).defaults]
+    readers = [cell for cell, names in reads.items() if names] + live
     frame_readers = [cell for cell, names in reads.items() if "ssl_frames" in names]
+    if live and not sweep.encoder:
+        _fail(sweep.source, f"{live[0]} fine-tunes the encoder: section's checkpoint, and there is none",
+              "add encoder: {model: <a checkpoint folder or hub id>}, e.g. model: microsoft/wavlm-base-plus")
     if readers and not sweep.encoder:
         _fail(sweep.source, f"{readers[0]} reads the {sorted(reads[readers[0]])[0]} feature, which the encoder: "
               "section sets up", "add encoder: {model: <a checkpoint folder or hub id>}, e.g. model: "
@@ -150,7 +154,11 @@ def _validate_encoder(sweep: Sweep) -> None:
     except EncoderError as err:
         _fail(sweep.source, str(err), "")
     for model, ablation in sweep.cells:
-        layer = get_spec(model).config(ablation, **sweep.model_options.get(model, {})).get("layer")
+        options = get_spec(model).config(ablation, **sweep.model_options.get(model, {}))
+        layer, unfrozen = options.get("layer"), options.get("unfrozen_layers")
+        if isinstance(unfrozen, int) and not 0 <= unfrozen < layers:
+            _fail(sweep.source, f"models.{model}: {ablation} trains the top {unfrozen} layers, and the encoder has "
+                  f"{layers - 1} transformer layers", f"choose 0 to {layers - 1} layers, or the ablation all")
         if "ssl_layers" in reads[f"{model}/{ablation}"] and layer is not None and not -layers <= layer < layers:
             _fail(sweep.source, f"models.{model}: {ablation} probes layer {layer}, and the encoder has layers 0.."
                   f"{layers - 1}", f"choose layers from 0 to {layers - 1} (0 is the CNN or embedding output)")
@@ -204,3 +212,17 @@ def _validate_search(sweep: Sweep) -> None:
             if name not in known:
                 _fail(sweep.source, f"search.space.{name}: not a training setting nor a hyperparameter of model "
                       f"{model!r}{did_you_mean(name, known)}", f"search one of {sorted(known)}")
+
+
+def cost_warnings(sweep: Sweep) -> list[str]:
+    """What a plan will cost that its user should hear before it starts (not errors: the plan may be meant)."""
+    from ser_models.registry import get_spec
+
+    live = [f"{model}/{ablation}" for model, ablation in sweep.cells if "encoder" in get_spec(model).defaults]
+    if not live or not sweep.encoder or float(sweep.resources["gpus_per_worker"]) > 0:
+        return []
+    return [f"{', '.join(live)} run {sweep.encoder['model']} inside the model without a GPU (resources."
+            "gpus_per_worker: 0): every step runs the encoder forward (and backward through the trained layers); "
+            "measured at base size on 2 CPU cores: 5 s per step of 4 utterances, 3000x a probe's step on cached "
+            "features (bench/ssl_finetune.py). Give trials a GPU (resources.gpus_per_worker: 1), or use ssl_probe "
+            "for a CPU sweep"]

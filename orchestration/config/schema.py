@@ -178,6 +178,11 @@ KEYS = [
         "or embedding output, -1 the last layer"),
     Key("encoder.chunk_seconds", NUMBER, 30, "wav2vec2, HuBERT, WavLM: longer utterances are encoded in windows "
         "of this many seconds (Whisper: always 30 s windows)", minimum=1, maximum=600),
+    Key("encoder.batch_seconds", NUMBER, 60, "extraction on a GPU encodes utterances of similar length together, "
+        "at most this many seconds of padded audio per call (Whisper: this / 30 windows); 0: one at a time. Only "
+        "where padding cannot change an utterance's output: Whisper, and checkpoints with a per-frame layer-norm "
+        "front end (the large ones); the group-norm base checkpoints, and any CPU, go one at a time",
+        minimum=0, maximum=10_000),
 ]
 BY_PATH = {key.path: key for key in KEYS}
 SECTIONS = ("train", "resources", "search", "tracking", "encoder")

@@ -2,7 +2,7 @@
 cache's room), then the features extracted once for the whole sweep."""
 from __future__ import annotations
 
-from orchestration.config.checks import validate
+from orchestration.config.checks import cost_warnings, validate
 from orchestration.config.record import STORAGE_ACCESS, recorded_change
 from orchestration.config.sweep_file import SweepError
 from orchestration.store import storage
@@ -36,7 +36,7 @@ def prepare_features(sweep: Sweep, corpus: Corpus) -> Task:
     for name, frame in task.cross.items():
         print(f"[sweep] cross-corpus test set {name}: {len(frame)} utterances, {frame['speaker'].nunique()} "
               f"speakers, classes {dict(sorted(frame['label'].value_counts().items()))}")
-    for line in fold_warnings(task.table, task.folds):
+    for line in fold_warnings(task.table, task.folds) + cost_warnings(sweep):
         print(f"[sweep] warning: {line}")
     return task
 

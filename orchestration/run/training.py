@@ -103,6 +103,8 @@ def build_for_task(config: dict, task: Task) -> SERModel:
     options.update({k: v for k, v in (config.get("hparams") or {}).items() if k in get_spec(model_name).defaults})
     if task.vocab is not None and "words" in model_inputs(model_name, ablation):
         options.update(vocab_size=len(task.vocab), embeddings=task.embeddings, embedding_dim=task.embeddings.shape[1])
+    if "encoder" in get_spec(model_name).defaults:     # a model that runs the sweep's encoder itself
+        options["encoder"] = config.get("encoder")
     if "input_shapes" in get_spec(model_name).defaults:   # a head sized by its features (an encoder's layers)
         stores = task.report.stores
         options["input_shapes"] = {name: stores[name][stores[name].utt_ids[0]].shape
@@ -110,7 +112,8 @@ def build_for_task(config: dict, task: Task) -> SERModel:
     return build_model(model_name, ablation, num_classes=len(task.classes), **options)
 
 
-def make_optimizer(settings: dict, parameters: Iterable[torch.nn.Parameter]) -> torch.optim.Optimizer:
+def make_optimizer(settings: dict, parameters: Iterable) -> torch.optim.Optimizer:
+    """`parameters`: a model's parameter_groups (parameters, or param groups of their own lr)."""
     name, lr, decay = settings["optimizer"], float(settings["lr"]), float(settings["weight_decay"])
     if name == "sgd":
         return torch.optim.SGD(parameters, lr=lr, momentum=float(settings["momentum"]), weight_decay=decay)
@@ -250,7 +253,7 @@ def set_up(config: dict, task: Task, fold: Fold, inputs: tuple[str, ...], sessio
     model = build_for_task(config, task).to(device)
     loaders = make_loaders(task, fold, inputs, config, session, seed, device)
     model.fit_to_training(loaders.unlabelled)
-    optimizer = make_optimizer(settings, model.parameters())
+    optimizer = make_optimizer(settings, model.parameter_groups(float(settings["lr"])))
     schedule = make_schedule(settings, optimizer)
     if settings["class_weights"] == "balanced":
         model.class_weight = balanced_class_weight(task, fold, device)
@@ -270,7 +273,7 @@ def refit(config: dict, task: Task, fold: Fold, inputs: tuple[str, ...], session
     for epoch, record in enumerate(chosen):
         loaders.sampler.set_epoch(epoch)
         for group in optimizer.param_groups:
-            group["lr"] = record["lr"]
+            group["lr"] = record["lr"] * group.get("lr_scale", 1.0)
         train_one_epoch(objective, loaders.train, optimizer, device, config["train"]["precision"],
                         float(config["train"]["clip_norm"]))
     return model, loaders.sizes["train"]

@@ -85,38 +85,71 @@ class ExtractionReport:
         return set.intersection(*(set(s.utt_ids) for s in stores)) if stores else set()
 
 
+DECODED_ROWS = 64   # waveforms held at once by a worker (about 20 MB of 5-s utterances)
+
+
 def _extract_chunk(rows: list[dict], extractors: dict) -> list[tuple[str, dict | str]]:
     """Worker: decode each file once and run every requested extractor (name -> extractor; None for the word
-    spans) on it."""
-    from .alignment import fallback_alignment
-    from .audio import AudioError, load_audio
-    from .text import utterance_words
+    spans) on it, DECODED_ROWS files at a time."""
+    return [out for start in range(0, len(rows), DECODED_ROWS)
+            for out in _extract_decoded(rows[start: start + DECODED_ROWS], extractors)]
 
-    out = []
+
+def _extract_decoded(rows: list[dict], extractors: dict) -> list[tuple[str, dict | str]]:
+    """An extractor with `many` (an encoder's layers) gets the rows' waveforms at once, to batch them by length;
+    one that fails on them is run again one utterance at a time, so only a bad file fails."""
+    from .audio import AudioError, load_audio
+
+    out: dict[str, dict | str] = {}
+    waves = {}
     for row in rows:
         try:
-            wave = load_audio(row["path"])
+            waves[row["utt_id"]] = load_audio(row["path"])
+            out[row["utt_id"]] = {}
         except AudioError as err:
-            out.append((row["utt_id"], f"{err.reason}. Fix: {err.fix}"))
-            continue
-        features = {}
-        for name, extractor in extractors.items():
-            if name == WORD_SPANS:
-                if row.get("align_start") is not None:
-                    spans = np.stack([row["align_start"], row["align_end"]], axis=1) if row["align_start"] else None
-                else:
-                    _, starts, ends = fallback_alignment(utterance_words(row), wave)
-                    spans = np.stack([starts, ends], axis=1) if starts else None
-                features[name] = np.zeros((0, 2), np.float32) if spans is None else spans.astype(np.float32)
+            out[row["utt_id"]] = f"{err.reason}. Fix: {err.fix}"
+    decoded = [row for row in rows if row["utt_id"] in waves]
+    for name, extractor in extractors.items():
+        for row, result in zip(decoded, _feature_arrays(name, extractor, decoded, waves)):
+            if isinstance(out[row["utt_id"]], str):
+                continue
+            if isinstance(result, Exception):
+                out[row["utt_id"]] = (f"{name} extraction failed ({type(result).__name__}: {str(result)[:160]}). "
+                                      "Fix: check the file (length, channels), or drop it from the corpus")
             else:
-                try:
-                    features[name] = extractor(wave).numpy()
-                except Exception as err:  # noqa: BLE001 - one odd file is quarantined, never fatal
-                    features = f"{name} extraction failed ({type(err).__name__}: {str(err)[:160]}). Fix: check " \
-                               "the file (length, channels), or drop it from the corpus"
-                    break
-        out.append((row["utt_id"], features))
-    return out
+                out[row["utt_id"]][name] = result
+    return [(row["utt_id"], out[row["utt_id"]]) for row in rows]
+
+
+def _feature_arrays(name: str, extractor, rows: list[dict], waves: dict) -> list:
+    """Each row's array of one feature, or the exception its extraction raised (one odd file is quarantined,
+    never fatal)."""
+    if name == WORD_SPANS:
+        return [_word_spans(row, waves[row["utt_id"]]) for row in rows]
+    if hasattr(extractor, "many") and len(rows) > 1:
+        try:
+            return [array.numpy() for array in extractor.many([waves[row["utt_id"]] for row in rows])]
+        except Exception:  # noqa: BLE001 - find the file that failed: one at a time below
+            pass
+    results = []
+    for row in rows:
+        try:
+            results.append(extractor(waves[row["utt_id"]]).numpy())
+        except Exception as err:  # noqa: BLE001 - one odd file is quarantined, never fatal
+            results.append(err)
+    return results
+
+
+def _word_spans(row: dict, wave) -> np.ndarray:
+    from .alignment import fallback_alignment
+    from .text import utterance_words
+
+    if row.get("align_start") is not None:
+        spans = np.stack([row["align_start"], row["align_end"]], axis=1) if row["align_start"] else None
+    else:
+        _, starts, ends = fallback_alignment(utterance_words(row), wave)
+        spans = np.stack([starts, ends], axis=1) if starts else None
+    return np.zeros((0, 2), np.float32) if spans is None else spans.astype(np.float32)
 
 
 def extract(table: pd.DataFrame, names: list[str], cache_dir: str | Path = DEFAULT_CACHE,
