@@ -32,8 +32,10 @@ def test_lost_outputs_are_named_then_written_again_as_they_were(grid_sweep, tmp_
 
     experiment = copy / "experiment"
     trials = sorted(experiment.glob("run_trial_*"))
-    lost = sorted((experiment / "predictions").glob("*.parquet"))[0]
+    lost = sorted(p for p in (experiment / "predictions").glob("*.parquet") if p.name.count(".") == 1)[0]
     lost.unlink()                                                   # a kill before the upload, say
+    lost_validation = sorted((experiment / "predictions").glob("*.validation.parquet"))[-1]
+    lost_validation.unlink()
     result = trials[1] / "result.json"                              # a driver killed before syncing its epochs
     result.write_text("".join(line + "\n" for line in result.read_text().splitlines()
                               if json.loads(line).get("final")))
@@ -46,13 +48,15 @@ def test_lost_outputs_are_named_then_written_again_as_they_were(grid_sweep, tmp_
     assert f"test predictions missing: {lost}" in checked.stderr
     assert f"final checkpoint missing: {trials[2] / final['checkpoint_dir_name']}/state.pt" in checked.stderr
     assert "epoch" not in checked.stderr                  # the final report carries every epoch row: none lost
-    assert "Fix: run the sweep's command again" in checked.stderr and checked.stderr.count("\n  ") == 2
+    assert f"validation predictions missing: {lost_validation}" in checked.stderr
+    assert "Fix: run the sweep's command again" in checked.stderr and checked.stderr.count("\n  ") == 3
 
     again = run_sweep(path)
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
     assert "finished trials whose outputs are incomplete are redone" in again.stdout
     assert verify(copy).returncode == 0
-    assert lost.read_bytes() == (original / "experiment" / "predictions" / lost.name).read_bytes()
+    for file in (lost, lost_validation):
+        assert file.read_bytes() == (original / "experiment" / "predictions" / file.name).read_bytes()
     for name in ("folds", "epochs", "predictions"):
         ours, theirs = (read_table(str(d), name).drop(columns=["trial_id", "resumed_from", "epoch_seconds"],
                                                        errors="ignore") for d in (copy, original))

@@ -109,7 +109,7 @@ def recorded_change(sweep: Sweep, sweep_dir: str) -> str | None:
 
 def record_sweep(sweep: Sweep, sweep_dir: str) -> None:
     record = {"settings_digest": settings_digest(sweep.raw), "sweep": sweep.raw, "corpus": sweep.corpus,
-              "folds": sweep.folds, "git_commit": git_commit()}
+              "folds": sweep.folds, "ensembles": sweep.ensembles, "git_commit": git_commit()}
     storage.write_text(storage.join(sweep_dir, "sweep.json"), json.dumps(record, indent=2, default=str))
     # the file with the command line's overrides applied: what ran, readable, and runnable as it stands
     effective = f"# the sweep as run: {sweep.source}\n# emosweep run on this file runs (or resumes) the same sweep\n"

@@ -72,9 +72,11 @@ KEYS = [
     Key("search", (dict, type(None)), None, "an Optuna search (below); null runs the fixed settings once"),
     Key("resources", (dict, type(None)), None, "how trials use the cluster (below)"),
     Key("ensembles", (dict, type(None)), None, "late fusion, scored when the tables are built: name -> two or "
-        "more of the sweep's cells as model/ablation; per fold and seed their test probabilities are averaged with "
-        "equal weights. Members and weights are fixed here and each member chose its epoch on validation, so "
-        "nothing is picked on test; adding one to a finished sweep reruns nothing", changes_results=False),
+        "more of the sweep's cells as model/ablation (their test probabilities averaged with equal weights), or "
+        "name -> {method: greedy | top_k, size: rounds or k, from: [cells]}, an automatic ensemble whose members "
+        "and weights are chosen per fold and seed on validation predictions only (greedy: Caruana's forward "
+        "selection with replacement, 20 rounds; top_k: the 3 best cells), its rows model auto. Nothing is picked "
+        "on test; adding one to a finished sweep reruns nothing", changes_results=False),
     Key("tracking", (dict, type(None)), None, "experiment trackers that watch the sweep (below); they change no "
         "number, so adding one to a finished sweep reruns nothing", changes_results=False),
     Key("encoder", (dict, type(None)), None, "a self-supervised speech encoder whose hidden layers the ssl_* "

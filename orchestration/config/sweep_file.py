@@ -50,7 +50,8 @@ class Sweep:
     raw: dict = field(default_factory=dict)
     tracking: dict = field(default_factory=lambda: schema.defaults("tracking"))
     test_corpora: list[dict] = field(default_factory=list)   # cross-corpus test sets
-    ensembles: dict[str, list[str]] = field(default_factory=dict)   # name -> member cells, fused at aggregation
+    # name -> member cells, or an automatic ensemble's {method, size, from}: fused at aggregation
+    ensembles: dict[str, list[str] | dict] = field(default_factory=dict)
     arguments: list[str] = field(default_factory=list)   # the command line's: "run the same command" repeats them
     encoder: dict | None = None                  # the ssl_* features' checkpoint (schema: encoder.*)
 
@@ -151,11 +152,17 @@ def distinct(source: str, key: str, values: list, example: str) -> None:
               f"list each once: {sorted(dict.fromkeys(map(str, values)))}")
 
 
+# an automatic ensemble's methods, each with its default size: greedy's rounds, top_k's k
+AUTO_METHODS = {"greedy": 20, "top_k": 3}
+
+
 def parse_ensembles(source: str, ensembles: dict, cells: list[tuple[str, str]],
-                    search: dict | None) -> dict[str, list[str]]:
-    """Every member is a cell of this sweep; an ensemble has two or more, and its name is no model's."""
+                    search: dict | None) -> dict[str, list[str] | dict]:
+    """Every member is a cell of this sweep; a declared ensemble has two or more, and its name is no model's.
+    An automatic one ({method: ...}) is checked by parse_auto."""
 
     names = {f"{model}/{ablation}" for model, ablation in cells}
+    parsed: dict[str, list[str] | dict] = {}
     for name, members in ensembles.items():
         where = f"ensembles.{name}"
         if search is not None:
@@ -163,6 +170,9 @@ def parse_ensembles(source: str, ensembles: dict, cells: list[tuple[str, str]],
                   "drop ensembles, or drop search and fix the settings")
         if name in {model for model, _ in cells}:
             _fail(source, f"{where}: the name is a model's", "name the ensemble apart, e.g. fg_cme+egemaps")
+        if isinstance(members, dict):
+            parsed[str(name)] = parse_auto(source, where, members, names)
+            continue
         if not isinstance(members, list) or len({parse_member(m) for m in members}) < 2:
             _fail(source, f"{where} must list two or more different cells", "e.g. [fg_cme/full, egemaps_svm/full]")
         for member in members:
@@ -170,7 +180,34 @@ def parse_ensembles(source: str, ensembles: dict, cells: list[tuple[str, str]],
                 _fail(source, f"{where}: {member!r} is not a cell of this sweep"
                       f"{did_you_mean('/'.join(parse_member(member)), names)}",
                       f"use one of {sorted(names)} (model/ablation, as in models:)")
-    return {str(name): [str(m) for m in members] for name, members in ensembles.items()}
+        parsed[str(name)] = [str(m) for m in members]
+    return parsed
+
+
+def parse_auto(source: str, where: str, spec: dict, names: set[str]) -> dict:
+    """{method: greedy | top_k, size: rounds or k, from: [cells] (default: every cell)}, checked and filled."""
+    unknown = set(spec) - {"method", "size", "from"}
+    if unknown:
+        key = sorted(unknown)[0]
+        _fail(source, f"{where}: unknown key {key!r}{did_you_mean(key, ['method', 'size', 'from'])}",
+              "an automatic ensemble takes method (greedy or top_k), size and from")
+    method = spec.get("method", "greedy")
+    if method not in AUTO_METHODS:
+        _fail(source, f"{where}.method: {method!r} is not one of {sorted(AUTO_METHODS)}"
+              f"{did_you_mean(str(method), list(AUTO_METHODS))}", "greedy: forward selection with replacement "
+              "(Caruana et al., 2004); top_k: the k best cells on validation, equal weights")
+    size = spec.get("size", AUTO_METHODS[method])
+    if not isinstance(size, int) or isinstance(size, bool) or size < 1:
+        _fail(source, f"{where}.size must be a whole number >= 1, got {size!r}", "e.g. size: 20 (greedy's rounds) "
+              "or 3 (top_k's k)")
+    pool = [str(m) for m in spec.get("from") or sorted(names)]
+    for member in pool:
+        if "/".join(parse_member(member)) not in names:
+            _fail(source, f"{where}.from: {member!r} is not a cell of this sweep"
+                  f"{did_you_mean('/'.join(parse_member(member)), names)}", f"use cells of {sorted(names)}")
+    if len({parse_member(m) for m in pool}) < 2:
+        _fail(source, f"{where} chooses among {len(pool)} cell(s); it needs two or more", "add cells, or drop it")
+    return {"method": method, "size": size, "from": ["/".join(parse_member(m)) for m in pool]}
 
 
 class UniqueKeys(yaml.SafeLoader):

@@ -39,7 +39,7 @@ from pyarrow import fs
 from ser_models.metrics import ORACLE, PER_CLASS, SCORES
 
 from orchestration.store import storage
-from orchestration.results.ensemble import fusions
+from orchestration.results.ensemble import auto_fusions, fusions
 from orchestration.config.record import sweep_record
 from orchestration.store.trial_folders import DamagedFile
 from orchestration.results.schemas import FOLDS, METRICS, PARTITIONED, SCHEMAS, SUMMARY, frame_of, sorted_frame
@@ -189,13 +189,27 @@ def declared_ensembles(sweep_dir: str) -> dict:
         record = sweep_record(sweep_dir) or {}
     except (json.JSONDecodeError, OSError):
         return {}
-    return (record.get("sweep") or {}).get("ensembles") or {}
+    # parsed (automatic ensembles filled in); a sweep.json written before it was kept holds the file's own
+    return record.get("ensembles", (record.get("sweep") or {}).get("ensembles")) or {}
 
 
-def add_ensemble_rows(tables: dict, ensembles: dict) -> dict:
-    """Each declared ensemble's late-fusion rows, beside the trials' (orchestration/results/ensemble.py)."""
+def add_ensemble_rows(tables: dict, ensembles: dict, validation: pd.DataFrame) -> dict:
+    """Each ensemble's late-fusion rows, beside the trials' (orchestration/results/ensemble.py): a declared one's
+    from its members' test predictions, an automatic one's chosen on `validation`, the trials' validation
+    predictions."""
     new_folds, new_predictions = [], []
-    for name, members in ensembles.items():
+    for name, spec in ((name, spec) for name, spec in ensembles.items() if isinstance(spec, dict)):
+        how = (f"greedy forward selection with replacement, {spec['size']} rounds" if spec["method"] == "greedy"
+               else f"the {spec['size']} best cells, equal weights")
+        for base, fused, on_validation, members in auto_fusions(tables["folds"], tables["predictions"], validation,
+                                                               name, spec):
+            scores = rescored_row({"classes": base["classes"]}, on_validation)
+            new_predictions.append(fused)
+            new_folds.append(rescored_row(base, fused, **{f"val_{m}": scores.get(f"test_{m}") for m in METRICS},
+                                          model="auto", ablation=name, recipe=None, selected_epoch=None,
+                                          epochs_run=None, resumed_from=None,
+                                          selection=f"automatic ensemble on validation ({how}): {members}"))
+    for name, members in ((name, spec) for name, spec in ensembles.items() if not isinstance(spec, dict)):
         for base, fused in fusions(tables["folds"], tables["predictions"], name, members):
             new_predictions.append(fused)
             new_folds.append(rescored_row(base, fused, **{f"val_{m}": None for m in METRICS}, recipe=None,
@@ -215,14 +229,14 @@ def _dialogs(table: pd.DataFrame) -> dict[str, list[str]]:
 def build_tables(sweep_dir: str, with_ded: bool = True) -> dict[str, pd.DataFrame]:
     sweep = posixpath.basename(sweep_dir.rstrip("/"))
     tables = read_experiment(f"{sweep_dir}/experiment", sweep)
-    context, gaps = tables.pop("context"), tables.pop("gaps")
+    context, validation, gaps = tables.pop("context"), tables.pop("validation"), tables.pop("gaps")
     if with_ded and tables["predictions"]["dialog"].notna().any():
         facts = read_corpus_facts(sweep_dir)
         if isinstance(facts, Gap):
             gaps.append(facts)
         else:
             tables = add_ded_rows(tables, *facts, context)
-    tables = add_ensemble_rows(tables, declared_ensembles(sweep_dir))
+    tables = add_ensemble_rows(tables, declared_ensembles(sweep_dir), validation)
     tables["folds"]["val_chosen"] = mark_chosen(tables["folds"])
     tables["summary"] = summarize(tables["folds"], tables["epochs"], tables["predictions"], sweep)
     return tables | {"gaps": gaps}

@@ -243,13 +243,23 @@ def transductive_blocks(folds: pd.DataFrame) -> list:
 
 
 def ensemble_blocks(folds: pd.DataFrame) -> list:
-    fused = folds[folds["selection"].fillna("").str.startswith("late fusion")]
-    if not len(fused):
-        return []
-    names = ", ".join(f"{model} = {ablation.replace('+', ' + ')}"
-                      for model, ablation in fused[["model", "ablation"]].drop_duplicates().itertuples(index=False))
-    return [Text(f"Ensembles declared in the sweep file ({names}): per fold and seed, the mean of the members' test "
-                 "probabilities, each member at its validation-chosen epoch; no validation or test-oracle column.")]
+    selection = folds["selection"].fillna("")
+    fused, auto = folds[selection.str.startswith("late fusion")], folds[selection.str.startswith("automatic")]
+    blocks = []
+    if len(fused):
+        names = ", ".join(f"{model} = {ablation.replace('+', ' + ')}" for model, ablation
+                          in fused[["model", "ablation"]].drop_duplicates().itertuples(index=False))
+        blocks.append(Text(f"Ensembles declared in the sweep file ({names}): per fold and seed, the mean of the "
+                           "members' test probabilities, each member at its validation-chosen epoch; no validation "
+                           "or test-oracle column."))
+    if len(auto):
+        chosen = auto.assign(members=auto["selection"].str.partition("): ")[2])
+        blocks += [Text("Automatic ensembles (model `auto`): per fold and seed, members and weights chosen on the "
+                        "candidates' validation predictions alone, then that fold's test speakers scored once. "
+                        "Their validation columns are the ensemble's own validation scores."),
+                   Table(chosen[["ablation", "fold", "seed", "members", "val_ua", "test_ua"]].rename(
+                       columns={"ablation": "ensemble"}))]
+    return blocks
 
 
 def optional_table(sweep_dir: str, name: str) -> pd.DataFrame:

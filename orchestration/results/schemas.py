@@ -92,6 +92,7 @@ def frame_of(rows: list[dict], schema: pa.Schema) -> pd.DataFrame:
 def sorted_frame(name: str, frame: pd.DataFrame) -> pd.DataFrame:
     order = {"epochs": ["model", "ablation", "fold", "seed", "trial_id", "epoch"],
              "predictions": ["model", "ablation", "fold", "seed", "trial_id", "utt_id"],
+             "validation": ["model", "ablation", "fold", "seed", "trial_id", "utt_id"],
              "summary": ["model", "ablation", "hparams"],
              "cross": ["model", "ablation", "group", "fold", "seed", "test_corpus"]
              }.get(name, ["model", "ablation", "group", "fold", "seed"])

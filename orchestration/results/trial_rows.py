@@ -63,7 +63,7 @@ def read_experiment(experiment: str, sweep: str, with_predictions: bool = True) 
         latest[key] = (filesystem, path, config, results, error)
     current = current_settings(experiment)
     outputs = Outputs(experiment)
-    folds, epochs, trials, predictions, cross, context, gaps = [], [], [], [], [], [], []
+    folds, epochs, trials, predictions, cross, context, validation, gaps = [], [], [], [], [], [], [], []
     for ident, (filesystem, path, config, results, error) in latest.items():
         trial_id = results[-1]["trial_id"] if results else posixpath.basename(path).split("_")[2]
         key = _key(sweep, trial_id, config)
@@ -85,6 +85,7 @@ def read_experiment(experiment: str, sweep: str, with_predictions: bool = True) 
             found, missing = outputs.read(key, config, final, with_predictions)
             predictions += found.get("predictions", [])
             context += found.get("context", [])
+            validation += found.get("validation", [])
             if status != "finished":   # superseded: kept in the tables, never run again, so no gap to redo
                 for gap in missing:
                     warnings.warn(f"{gap.line()} (a superseded trial's)", DamagedFile, stacklevel=2)
@@ -99,6 +100,9 @@ def read_experiment(experiment: str, sweep: str, with_predictions: bool = True) 
     # not a table: the scores of dialog turns outside the task, which DED decodes along (never scored)
     tables["context"] = pd.concat(context, ignore_index=True) if context else pd.DataFrame(
         columns=["trial_id", "utt_id", "probabilities"])
+    # not a table either: the chosen models' validation predictions, which automatic ensembles choose by
+    tables["validation"] = (pd.concat(validation, ignore_index=True) if validation
+                            else frame_of([], PREDICTIONS))
     return {name: sorted_frame(name, frame) for name, frame in tables.items()} | {"gaps": gaps}
 
 
@@ -115,10 +119,12 @@ class Outputs:
         self.names = {info.base_name for info in listed if info.type == fs.FileType.File}
 
     def read(self, key: dict, config: dict, final: dict, with_predictions: bool) -> tuple[dict, list]:
-        """({"predictions": [frame], "context": [frame]} as far as read, gaps)."""
+        """({"predictions": [frame], "validation": [frame], "context": [frame]} as far as read, gaps)."""
         name = next((n for n in (identity_key(config), key["trial_id"]) if f"{n}.parquet" in self.names),
                     identity_key(config))
         claims = {"predictions": (f"{name}.parquet", "test predictions", final.get("n_test"))}
+        if final.get("validation_scored"):     # trials of older sweeps have none, and claim none
+            claims["validation"] = (f"{name}.validation.parquet", "validation predictions", final.get("n_validation"))
         if final.get("context_turns"):
             claims["context"] = (f"{name}.context.parquet", "scores of the test dialogs' other turns",
                                  final["context_turns"])
@@ -132,7 +138,7 @@ class Outputs:
                     if rows is not None and len(frame) != int(rows):
                         problem = f"{len(frame)} rows, not {rows}"
                     else:
-                        found[kind] = [frame.assign(**key) if kind == "predictions"
+                        found[kind] = [frame.assign(**key) if kind in ("predictions", "validation")
                                        else frame.assign(trial_id=key["trial_id"])]
                 except (OSError, pa.ArrowException) as err:
                     problem = f"unreadable ({str(err)[:120]})"

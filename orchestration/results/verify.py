@@ -4,6 +4,8 @@ A trial counts as finished when a result.json of its identity holds its final re
 
   epochs       one row per epoch it ran, 0 to its last (the final report carries them all: `history`)
   predictions  <experiment>/predictions/<identity>.parquet with its n_test rows, written before that report
+  validation   <identity>.validation.parquet with its n_validation rows: the chosen model's validation scores,
+               which automatic ensembles choose by (not after a refit; not in sweeps run before they existed)
   context      <identity>.context.parquet, where its test dialogs have turns outside the task
   checkpoint   the final checkpoint the report names, holding the chosen model the outputs come from
   DED facts    utterances.parquet and fold_splits.parquet beside the experiment, where there are dialogs

@@ -314,9 +314,14 @@ def train_one_epoch(objective: torch.nn.Module, loader: Batches, optimizer: torc
 
 def finish(config: dict, session: LocalSession, model: SERModel, best: dict, test_loader: Batches, device: torch.device,
            task: Task, sizes: dict, resumed_from: int, history: list[dict], loaders: Loaders) -> dict:
-    """Score the test split once, and each cross-corpus test set once, with the checkpoint chosen on validation."""
+    """Score the test split once, and each cross-corpus test set once, with the checkpoint chosen on validation;
+    write the test predictions, and the validation ones automatic ensembles choose their members by."""
     model.load_state_dict(best["model"])
     outputs = predict(model, test_loader, device, config["train"]["precision"])
+    # the chosen model's validation scores, for ensembles chosen on validation; a refit model has trained on
+    # the validation speakers, so its scores there would choose nothing honestly
+    validation = None if best.get("refit") else predict(model, loaders.evaluate["validation"], device,
+                                                        config["train"]["precision"])
     test = split_metrics("test", outputs, len(task.classes))
     cross_scores = {name: {"n": len(loader.dataset), **split_metrics(
         "test", predict(model, loader, device, config["train"]["precision"]), len(task.classes))}
@@ -335,6 +340,7 @@ def finish(config: dict, session: LocalSession, model: SERModel, best: dict, tes
              "refit_epochs": (best.get("refit") or {}).get("epochs"),
              "n_refit": (best.get("refit") or {}).get("n_train"),
              "context_turns": len(loaders.context.dataset) if loaders.context is not None else 0,
+             "validation_scored": validation is not None,
              # every epoch's row, from the checkpoints' chain: the epochs table never depends on which of a
              # resumed trial's reports reached result.json before a kill
              "history": [{k: v for k, v in row.items() if k != "final"} for row in history]}
@@ -342,6 +348,8 @@ def finish(config: dict, session: LocalSession, model: SERModel, best: dict, tes
         # written (atomically) before the final report: a trial that counts as finished has its predictions
         name = identity_key(config)
         write_predictions(config, name, outputs, task)
+        if validation is not None:
+            write_predictions(config, f"{name}.validation", validation, task)
         if loaders.context is not None:
             context = predict(model, loaders.context, device, config["train"]["precision"])
             write_parquet(config, f"{name}.context", pd.DataFrame({
