@@ -265,3 +265,73 @@ def test_online_speaker_norm_reads_only_a_speakers_earlier_utterances(synthetic_
         assert np.allclose(seen[utt_id][:len(frames)].numpy(), (frames - mean) / std, atol=1e-5)
     final = train_loop(config, LocalSession(tmp_path / "run"))
     assert json.loads(final["recipe"])["speaker_norm_stats"] == "online"
+
+
+@pytest.mark.parametrize("mode", ["all_audio", "training_speakers"])
+def test_a_skewed_test_mix_is_scored_by_full_and_by_skewed_statistics(synthetic_root, tmp_path, mode):
+    """train.skewed_test_class: every other one of each test speaker's utterances of the class is removed; the
+    rest is scored by the trial's statistics and by statistics that never saw the removed ones (all_audio: the
+    speaker's kept audio; training_speakers: the same as before, so the two scores agree)."""
+    import numpy as np
+
+    from orchestration.run.loaders import make_loaders
+    from orchestration.run.task import task_for
+    from ser_models.data.dataset import frame_moments
+
+    config = trial_config(synthetic_root, tmp_path, model="cnn_lstm", epochs=1, speaker_norm=True,
+                          speaker_norm_stats=mode, skewed_test_class="neutral")
+    task = task_for(config, ("fbank40",))
+    fold, store = task.folds[0], task.report.stores["fbank40"]
+    test = task.table[task.table["utt_id"].isin(set(fold.test))]
+    loaders = make_loaders(task, fold, ("fbank40",), config, LocalSession(tmp_path / "s"), 0, torch.device("cpu"))
+    kept = set(u for batch in loaders.skewed["skewed"] for u in batch["utt_id"])
+    gone = set(test["utt_id"]) - kept
+    neutral = test[test["label"] == "neutral"]
+    assert gone <= set(neutral["utt_id"]) and loaders.skewed["removed"] == len(gone)
+    for speaker, group in neutral.groupby("speaker"):
+        assert len(set(group["utt_id"]) & gone) == len(group) // 2
+    reference, skewed = (loaders.skewed[name].dataset.speaker_stats for name in ("reference", "skewed"))
+    assert reference is loaders.train.dataset.speaker_stats
+    speaker = neutral["speaker"].iloc[0]
+    if mode == "all_audio":
+        own = task.table[(task.table["speaker"] == speaker) & ~task.table["utt_id"].isin(gone)]
+        mean, std = frame_moments("fbank40", [store[u] for u in own["utt_id"]])
+        assert np.allclose(skewed["fbank40", speaker][0], mean, atol=1e-5)
+        assert not np.allclose(reference["fbank40", speaker][0], mean, atol=1e-5)
+    else:
+        assert all(np.array_equal(skewed[k][0], reference[k][0]) for k in reference)
+    final = train_loop(config, LocalSession(tmp_path / "run"))
+    assert final["skewed_removed"] == len(gone) and 0 <= final["skewed_test_ua"] <= 1
+    if mode == "training_speakers":
+        assert final["skewed_test_ua"] == final["skewed_reference_ua"]
+
+
+def test_the_skewed_mix_check_names_its_mistakes(synthetic_root):
+    from orchestration.config.checks import validate
+    from ser_models.data.corpus import load_corpus
+
+    from .conftest import SMALL_SYNTHETIC
+
+    corpus = load_corpus("synthetic", synthetic_root, **SMALL_SYNTHETIC.__dict__)
+    base = {"name": "t", "corpus": "synthetic", "models": {"cnn_lstm": ["full"]}}
+    with pytest.raises(SweepError, match="skewed_test_class checks speaker_norm's statistics, and speaker_norm is off"):
+        validate(parse_sweep({**base, "train": {"skewed_test_class": "neutral"}}, "t.yaml"))
+    with pytest.raises(SweepError, match=r"'neutrl' is not one of the task's classes .*did you mean 'neutral'"):
+        validate(parse_sweep({**base, "train": {"speaker_norm": True, "skewed_test_class": "neutrl"}}, "t.yaml"),
+                 corpus)
+
+
+def test_the_report_shows_the_drop_on_a_skewed_mix():
+    import pandas as pd
+
+    from orchestration.results.report import skew_blocks
+
+    recipe = json.dumps({"speaker_norm": True, "speaker_norm_stats": "all_audio", "skewed_test_class": "neutral"})
+    folds = pd.DataFrame([{"model": "fg_cme", "ablation": "full", "recipe": recipe, "skewed_removed": 6,
+                           "skewed_reference_ua": reference, "skewed_test_ua": skewed}
+                          for reference, skewed in ((0.70, 0.60), (0.80, 0.60))])
+    heading, text, table = skew_blocks(folds)
+    row = table.frame.iloc[0]
+    assert row["drop"] == "+0.150 ± 0.071" and row["UA, skewed-set statistics"] == "0.600"
+    assert row["removed"] == "half the neutral (6 per fold)" and row["statistics"] == "all_audio"
+    assert skew_blocks(folds.assign(skewed_test_ua=None)) == []

@@ -60,6 +60,10 @@ def validate(sweep: Sweep, corpus: Corpus | None = None, cluster: list | None = 
     settings = {model: sweep.train_of(model) for model, _ in sweep.cells}
     for model, train in settings.items():
         _validate_train(src, model, train, res)
+        skewed = train["skewed_test_class"]
+        if skewed and corpus is not None and skewed not in corpus.classes:
+            _fail(src, f"train.skewed_test_class: {skewed!r} is not one of the task's classes {corpus.classes}"
+                  f"{did_you_mean(skewed, corpus.classes)}", "name one of them")
     chosen_by = {model: train["select_on"] for model, train in settings.items()}
     if len(set(chosen_by.values())) > 1:   # one experiment, one direction: Tune's searcher and the resume agree
         _fail(src, f"the cells' recipes choose epochs by different metrics ({chosen_by})",
@@ -172,6 +176,9 @@ def _validate_train(src: str, model: str, train: dict, res: dict) -> None:
     if train["speaker_norm_stats"] != "all_audio" and not train["speaker_norm"]:
         _fail(src, f"{where}: train.speaker_norm_stats is {train['speaker_norm_stats']}, but speaker_norm is off",
               "set train.speaker_norm: true, or drop speaker_norm_stats")
+    if train["skewed_test_class"] and not train["speaker_norm"]:
+        _fail(src, f"{where}: train.skewed_test_class checks speaker_norm's statistics, and speaker_norm is off",
+              "set train.speaker_norm: true, or drop skewed_test_class")
     milestones = train["milestones"]
     if not all(isinstance(m, int) and not isinstance(m, bool) and m >= 0 for m in milestones) \
             or list(milestones) != sorted(set(milestones)):

@@ -116,6 +116,10 @@ KEYS = [
         "validation or test audio is read), or online (training speakers by their own; every other utterance by "
         "its speaker's utterances spoken before it, a speaker's first by the training speakers' pooled "
         "statistics: what a deployed system knows)", choices=("all_audio", "training_speakers", "online")),
+    Key("train.skewed_test_class", (str, type(None)), None, "a robustness check of speaker_norm: the test speakers "
+        "scored again with every other one of their utterances of this class removed (in spoken order), "
+        "normalised by statistics of the full set (reference) and of the skewed set itself: the fold rows' "
+        "skewed_reference_ua and skewed_test_ua, and the report's drop. E.g. neutral"),
     Key("train.class_weights", (str,), "none", "balanced: weight the loss by the inverse class frequency of the "
         "training split", choices=("none", "balanced")),
     Key("train.refit", (bool,), False, "after choosing the epoch on validation, train a fresh model (same seed) "

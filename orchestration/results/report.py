@@ -146,7 +146,8 @@ def draw_report(sweep_dir: str, root: Path) -> Path:
                    "folds' means, with the number of folds (the fold is the unit: its seeds share test speakers); "
                    "seed sd: the spread of the seeds' mean UA over folds (– with one seed); macro-F1 on test; "
                    "*oracle UA: the test-oracle epoch, never a result." + searched_note(every_setting)),
-              Table(summary_frame(summary, every_setting)), *transductive_blocks(folds), *ensemble_blocks(folds),
+              Table(summary_frame(summary, every_setting)), *transductive_blocks(folds), *skew_blocks(folds),
+              *ensemble_blocks(folds),
               figure("intervals", draw.interval_bars(folds), "test UA per model with 95% intervals over folds")]
     if comparison["paper_UA"].notna().any():
         blocks += [Heading("Beside the published numbers"), *published_blocks(comparison),
@@ -240,6 +241,31 @@ def transductive_blocks(folds: pd.DataFrame) -> list:
                  "speaker's own audio (train.speaker_norm with speaker_norm_stats: all_audio): no test label is "
                  "read, but the test audio shapes the features. speaker_norm_stats: training_speakers reads none, and "
                  "online only a speaker's utterances before the one scored.")]
+
+
+def skew_blocks(folds: pd.DataFrame) -> list:
+    """train.skewed_test_class: how much UA a speaker normalisation loses when a test speaker's mix is skewed."""
+    import json
+
+    if "skewed_test_ua" not in folds or folds["skewed_test_ua"].isna().all():
+        return []
+    rows = []
+    for (model, ablation), group in folds.dropna(subset=["skewed_test_ua"]).groupby(["model", "ablation"]):
+        recipe = json.loads(group["recipe"].dropna().iloc[0])
+        drop = group["skewed_reference_ua"] - group["skewed_test_ua"]
+        rows.append({"cell": cell_name(model, ablation), "statistics": recipe.get("speaker_norm_stats"),
+                     "removed": f"half the {recipe.get('skewed_test_class')} ({int(group['skewed_removed'].mean())} "
+                                "per fold)",
+                     "UA, full-set statistics": f"{group['skewed_reference_ua'].mean():.3f}",
+                     "UA, skewed-set statistics": f"{group['skewed_test_ua'].mean():.3f}",
+                     "drop": f"{drop.mean():+.3f} ± {drop.std(ddof=1) if len(drop) > 1 else 0:.3f}"})
+    return [Heading("Speaker normalisation on a skewed test mix"),
+            Text("Each trial scored its test speakers again with every other one of their utterances of one class "
+                 "removed (train.skewed_test_class), once normalised by the statistics the trial used and once by "
+                 "statistics of the skewed set itself, as a new speaker with that mix would be. The drop (mean ± sd "
+                 "over folds and seeds) is what the normalisation's gain owes to the corpus's balanced mix; "
+                 "training_speakers statistics never read test audio, so their drop is 0 by construction."),
+            Table(pd.DataFrame(rows))]
 
 
 def ensemble_blocks(folds: pd.DataFrame) -> list:

@@ -23,7 +23,10 @@ FOLDS = pa.schema(KEY + [
     ("n_validation", pa.int64()), ("n_test", pa.int64())]
     + [(f"{split}_{m}", pa.float64()) for split in ("val", "test") for m in METRICS]
     + [("classes", pa.list_(pa.string())), ("test_recall", pa.list_(pa.float64())),
-       ("test_support", pa.list_(pa.int64())), ("test_confusion", pa.list_(pa.list_(pa.int64())))])
+       ("test_support", pa.list_(pa.int64())), ("test_confusion", pa.list_(pa.list_(pa.int64())))]
+    # train.skewed_test_class: test utterances removed, and UA on what is left by the trial's own and by skewed
+    # normalisation statistics
+    + [("skewed_removed", pa.int64()), ("skewed_reference_ua", pa.float64()), ("skewed_test_ua", pa.float64())])
 
 
 EPOCHS = pa.schema(KEY + [("group", pa.string()), ("epoch", pa.int64()), ("train_loss", pa.float64())]

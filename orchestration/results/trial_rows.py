@@ -173,7 +173,8 @@ def fold_row(key: dict, config: dict, final: dict | None, status: str, epochs_ru
     if final:
         row.update({k: final.get(k) for k in ("recipe", "select_on", "selected_epoch", "resumed_from", "world_size",
                                                "n_train", "n_validation", "n_test", "classes", "test_recall",
-                                               "test_support", "test_confusion")})
+                                               "test_support", "test_confusion", "skewed_removed",
+                                               "skewed_reference_ua", "skewed_test_ua")})
         row.update({f"val_{m}": final.get(f"selected_val_{m}") for m in METRICS})
         row.update({f"test_{m}": final.get(f"test_{m}") for m in METRICS})
     return row

@@ -1,5 +1,6 @@
 """A trial's data loaders: the training split (sharded over DDP ranks), validation and test kept on the
-device while they fit a budget, cross-corpus test sets and the test dialogs' context turns."""
+device while they fit a budget, cross-corpus test sets, the test dialogs' context turns, and the skewed test
+mix of train.skewed_test_class."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -8,7 +9,8 @@ import pandas as pd
 import torch
 from torch.utils.data import DataLoader, DistributedSampler
 
-from ser_models.data.dataset import UtteranceDataset, collate, online_statistics, speaker_statistics
+from ser_models.data.dataset import (SPOKEN_ORDER, UtteranceDataset, collate, online_statistics,
+                                     speaker_statistics)
 
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
@@ -28,6 +30,7 @@ class Loaders:
     unlabelled: object         # lazy: the training split in order, for Model.fit_to_training
     cross: dict                # cross-corpus test sets: name -> DataLoader, read once at the end
     context: DataLoader | None  # turns outside the task in the test dialogs, scored for DED only
+    skewed: dict                # train.skewed_test_class: {removed, reference, skewed}, or {}
 
 
 def make_loaders(task: Task, fold: Fold, inputs: tuple[str, ...], config: dict, session: LocalSession, seed: int,
@@ -40,19 +43,7 @@ def make_loaders(task: Task, fold: Fold, inputs: tuple[str, ...], config: dict, 
     """
     split = {name: task.table[task.table["utt_id"].isin(set(getattr(fold, name)))]
              for name in ("train", "validation", "test")}
-    stats = None
-    if config["train"]["speaker_norm"]:
-        mode = config["train"].get("speaker_norm_stats")
-        # every utterance a trial reads: the task's, test corpora's, context turns' (training_speakers: none)
-        everyone = None if mode == "training_speakers" else \
-            pd.concat([task.table, *task.cross.values(), task.context], ignore_index=True)
-        if mode in ("training_speakers", "online"):
-            stats = speaker_statistics(split["train"], task.report.stores, inputs, pooled=True)
-        else:
-            stats = speaker_statistics(everyone, task.report.stores, inputs)
-        if mode == "online":   # every utterance outside training: by its speaker's earlier audio
-            unseen = everyone[~everyone["utt_id"].isin(set(split["train"]["utt_id"]))]
-            stats |= online_statistics(unseen, task.report.stores, inputs)
+    stats = normalisation(task, split["train"], inputs, config["train"])
     datasets = {name: UtteranceDataset(part, task.report.stores, inputs, task.classes, task.vocab, stats)
                 for name, part in split.items()}
     batch_size = int(config["train"]["batch_size"])
@@ -68,7 +59,46 @@ def make_loaders(task: Task, fold: Fold, inputs: tuple[str, ...], config: dict, 
              for name, frame in task.cross.items()}
     return Loaders(train, evaluate, sampler, {name: len(d) for name, d in datasets.items()},
                    unlabelled(datasets["train"], batch_size, device), cross,
-                   context_loader(task, split["test"], inputs, stats, batch_size))
+                   context_loader(task, split["test"], inputs, stats, batch_size),
+                   skewed_loaders(task, split, inputs, config["train"], stats))
+
+
+def normalisation(task: Task, train: pd.DataFrame, inputs: tuple[str, ...], settings: dict,
+                  left_out: frozenset = frozenset()) -> dict | None:
+    """train.speaker_norm's statistics for every utterance a trial reads (the task's, test corpora's, context
+    turns'), as speaker_norm_stats says; `left_out` utterances are treated as never recorded."""
+    if not settings["speaker_norm"]:
+        return None
+    mode = settings.get("speaker_norm_stats")
+    if mode == "training_speakers":      # reads no other audio: nothing else is built
+        return speaker_statistics(train, task.report.stores, inputs, pooled=True)
+    everyone = pd.concat([task.table, *task.cross.values(), task.context], ignore_index=True)
+    everyone = everyone[~everyone["utt_id"].isin(left_out)]
+    if mode != "online":                 # all_audio
+        return speaker_statistics(everyone, task.report.stores, inputs)
+    stats = speaker_statistics(train, task.report.stores, inputs, pooled=True)
+    unseen = everyone[~everyone["utt_id"].isin(set(train["utt_id"]))]   # by the speaker's earlier audio
+    return stats | online_statistics(unseen, task.report.stores, inputs)
+
+
+def skewed_loaders(task: Task, split: dict, inputs: tuple[str, ...], settings: dict, stats: dict | None) -> dict:
+    """train.skewed_test_class: the test split without every other one of each speaker's utterances of that
+    class (in spoken order), normalised by the trial's own statistics (reference) and by statistics that never
+    saw the removed ones (skewed): what speaker_norm does when a new speaker's mix is not the corpus's."""
+    chosen = settings.get("skewed_test_class")
+    if not chosen:
+        return {}
+    test = split["test"]
+    order = [column for column in SPOKEN_ORDER if column in test]
+    removed = frozenset(utt_id for _, utterances in test[test["label"] == chosen].sort_values(order, kind="stable")
+                        .groupby("speaker")["utt_id"] for utt_id in list(utterances)[1::2])
+    kept = test[~test["utt_id"].isin(removed)]
+    skewed = normalisation(task, split["train"], inputs, settings, removed)
+    return {"removed": len(removed),
+            **{name: DataLoader(UtteranceDataset(kept, task.report.stores, inputs, task.classes, task.vocab, which),
+                                batch_size=int(settings["batch_size"]), collate_fn=collate,
+                                generator=torch.Generator())
+               for name, which in (("reference", stats), ("skewed", skewed))}}
 
 
 EVALUATION_KEPT_BYTES = 256 * 2**20

@@ -112,6 +112,16 @@ def build_for_task(config: dict, task: Task) -> SERModel:
     return build_model(model_name, ablation, num_classes=len(task.classes), **options)
 
 
+def skewed_scores(model: SERModel, skewed: dict, device: torch.device, precision: str, task: Task) -> dict:
+    """train.skewed_test_class's two scores of the same skewed test mix (loaders.skewed_loaders)."""
+    if not skewed:
+        return {}
+    scores = {name: split_metrics("test", predict(model, skewed[name], device, precision), len(task.classes))
+              for name in ("reference", "skewed")}
+    return {"skewed_removed": skewed["removed"], "skewed_reference_ua": scores["reference"]["test_ua"],
+            "skewed_test_ua": scores["skewed"]["test_ua"]}
+
+
 def make_optimizer(settings: dict, parameters: Iterable) -> torch.optim.Optimizer:
     """`parameters`: a model's parameter_groups (parameters, or param groups of their own lr)."""
     name, lr, decay = settings["optimizer"], float(settings["lr"]), float(settings["weight_decay"])
@@ -340,7 +350,8 @@ def finish(config: dict, session: LocalSession, model: SERModel, best: dict, tes
              "refit_epochs": (best.get("refit") or {}).get("epochs"),
              "n_refit": (best.get("refit") or {}).get("n_train"),
              "context_turns": len(loaders.context.dataset) if loaders.context is not None else 0,
-             "validation_scored": validation is not None,
+             "validation_scored": validation is not None, **skewed_scores(model, loaders.skewed, device,
+                                                                         config["train"]["precision"], task),
              # every epoch's row, from the checkpoints' chain: the epochs table never depends on which of a
              # resumed trial's reports reached result.json before a kill
              "history": [{k: v for k, v in row.items() if k != "final"} for row in history]}
