@@ -335,3 +335,40 @@ def test_the_report_shows_the_drop_on_a_skewed_mix():
     assert row["drop"] == "+0.150 ± 0.071" and row["UA, skewed-set statistics"] == "0.600"
     assert row["removed"] == "half the neutral (6 per fold)" and row["statistics"] == "all_audio"
     assert skew_blocks(folds.assign(skewed_test_ua=None)) == []
+
+
+def test_the_pool_keeps_the_k_best_or_the_last_k_epochs_and_averages_their_weights():
+    from orchestration.run import averaging
+
+    settings = {"average_epochs": 2, "average_over": "best", "select_on": "val_ua"}
+    pool = []
+    for epoch, score in enumerate([0.5, 0.7, 0.6, 0.7]):
+        pool = averaging.kept(pool, epoch, score, {"w": torch.full((2,), float(epoch)),
+                                                   "n": torch.tensor(epoch)}, settings)
+    assert [e["epoch"] for e in pool] == [1, 3]                          # ties: the earlier first
+    last = []
+    for epoch, score in enumerate([0.5, 0.7, 0.6, 0.7]):
+        last = averaging.kept(last, epoch, score, {"w": torch.full((2,), float(epoch))},
+                              {**settings, "average_over": "last"})
+    assert [e["epoch"] for e in last] == [2, 3]
+    mean = averaging.averaged(pool, {"w": torch.zeros(2), "n": torch.tensor(3)})
+    assert torch.equal(mean["w"], torch.full((2,), 2.0)) and mean["n"].item() == 3   # integers: the best's
+
+
+def test_checkpoint_averaging_is_kept_only_where_validation_prefers_it(synthetic_root, tmp_path):
+    config = trial_config(synthetic_root, tmp_path, model="cnn_lstm", epochs=4, average_epochs=3)
+    session = LocalSession(tmp_path / "run")
+    final = train_loop(config, session)
+    epochs = [r for r in session.reports if not r["final"]]
+    average = final["average"]
+    assert len(average["epochs"]) == 3 and set(average["epochs"]) <= {r["epoch"] for r in epochs}
+    best_single = max(r["val_ua"] for r in epochs)
+    assert average["kept"] == (average["val_ua"] > best_single)
+    assert final["selected_val_ua"] == (average["val_ua"] if average["kept"] else best_single)
+    assert final["averaged_epochs"] == (average["epochs"] if average["kept"] else None)
+    for bad, message in (({"average_epochs": 1}, "averages one epoch"),
+                         ({"average_epochs": 3, "refit": True}, "both make the final model")):
+        with pytest.raises(SweepError, match=message):
+            from orchestration.config.checks import validate
+            validate(parse_sweep({"name": "t", "corpus": "synthetic", "models": {"cnn_lstm": ["full"]},
+                                  "train": bad}, "t.yaml"))

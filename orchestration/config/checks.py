@@ -176,6 +176,10 @@ def _validate_train(src: str, model: str, train: dict, res: dict) -> None:
     if train["speaker_norm_stats"] != "all_audio" and not train["speaker_norm"]:
         _fail(src, f"{where}: train.speaker_norm_stats is {train['speaker_norm_stats']}, but speaker_norm is off",
               "set train.speaker_norm: true, or drop speaker_norm_stats")
+    if train["average_epochs"] == 1:
+        _fail(src, f"{where}: train.average_epochs 1 averages one epoch, which is that epoch", "use 2 or more, or 0")
+    if train["average_epochs"] and train["refit"]:
+        _fail(src, f"{where}: train.average_epochs and train.refit both make the final model", "choose one")
     if train["skewed_test_class"] and not train["speaker_norm"]:
         _fail(src, f"{where}: train.skewed_test_class checks speaker_norm's statistics, and speaker_norm is off",
               "set train.speaker_norm: true, or drop skewed_test_class")

@@ -122,6 +122,11 @@ KEYS = [
         "skewed_reference_ua and skewed_test_ua, and the report's drop. E.g. neutral"),
     Key("train.class_weights", (str,), "none", "balanced: weight the loss by the inverse class frequency of the "
         "training split", choices=("none", "balanced")),
+    Key("train.average_epochs", (int,), 0, "checkpoint averaging: average the weights of this many epochs (0: "
+        "off) and keep the average where its validation select_on beats the best single epoch's", minimum=0,
+        maximum=1000),
+    Key("train.average_over", (str,), "best", "which epochs train.average_epochs averages: the best on "
+        "validation, or the last", choices=("best", "last")),
     Key("train.refit", (bool,), False, "after choosing the epoch on validation, train a fresh model (same seed) "
         "on training + validation speakers for that many epochs, at the same learning rates, and score the test "
         "split with it"),

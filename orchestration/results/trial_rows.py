@@ -168,6 +168,8 @@ def fold_row(key: dict, config: dict, final: dict | None, status: str, epochs_ru
            "status": status, "selection": "validation", "epochs_run": epochs_run}
     if (final or {}).get("refit_epochs"):
         row["selection"] = f"validation, then refit on train+validation ({final['refit_epochs']} epochs)"
+    if (final or {}).get("averaged_epochs"):
+        row["selection"] = f"validation: weights averaged over epochs {final['averaged_epochs']}, kept on validation"
     corpus = (final or {}).get("corpus") or (config.get("corpus") or {}).get("name")
     row["train_corpus"] = row["test_corpus"] = corpus   # the trial's own test split; other corpora: the cross table
     if final:

@@ -23,6 +23,7 @@ from ser_models.metrics import SCORES, classification_metrics
 from ser_models.registry import build_model, get_spec, model_inputs
 
 from orchestration.store.identity import identity_key
+from orchestration.run import averaging
 from orchestration.run.session import (package_versions, rng_state, seed_everything, set_rng_state, tell,
                                        write_parquet, write_predictions)
 from orchestration.run.loaders import Loaders, make_loaders, to_device
@@ -112,6 +113,21 @@ def build_for_task(config: dict, task: Task) -> SERModel:
     return build_model(model_name, ablation, num_classes=len(task.classes), **options)
 
 
+def average_if_better(model: SERModel, best: dict, pool: averaging.Pool, validation: Batches, device: torch.device,
+                      settings: dict, classes: int) -> dict:
+    """The pool's average replaces the best epoch where its own validation select_on is better (validation
+    alone decides, as for the epoch); the choice and the epochs averaged are recorded either way."""
+    state = averaging.averaged(pool, best["model"])
+    model.load_state_dict(state)
+    scores = split_metrics("val", predict(model, validation, device, settings["precision"]), classes)
+    select_on, epochs = settings["select_on"], sorted(entry["epoch"] for entry in pool)
+    record = {"epochs": epochs, select_on: scores[select_on]}
+    if not better(scores[select_on], best["metrics"][select_on], select_on):
+        return {**best, "average": {**record, "kept": False}}
+    metrics = {**best["metrics"], **{k: v for k, v in scores.items() if not isinstance(v, list)}}
+    return {**best, "model": state, "metrics": metrics, "average": {**record, "kept": True}}
+
+
 def skewed_scores(model: SERModel, skewed: dict, device: torch.device, precision: str, task: Task) -> dict:
     """train.skewed_test_class's two scores of the same skewed test mix (loaders.skewed_loaders)."""
     if not skewed:
@@ -191,14 +207,14 @@ def train_loop(config: dict, session: LocalSession) -> dict:
         tell(session.notes, "its final checkpoint (of an older emosweep) holds no model to write its outputs again "
                             "from: it is trained again from epoch 0 (seeded: the same result)")
         state = None
-    start, history, best = 0, [], {"epoch": None, "score": None, "model": None, "metrics": None}
+    start, history, best, pool = 0, [], {"epoch": None, "score": None, "model": None, "metrics": None}, []
     if state is not None:
         set_rng_state(state["rng"])
         core.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         if schedule is not None:
             schedule.load_state_dict(state["schedule"])
-        start, history, best = state["epoch"] + 1, state["history"], state["best"]
+        start, history, best, pool = state["epoch"] + 1, state["history"], state["best"], state.get("pool", [])
     resumed_from = start
     select_on, classes, precision = settings["select_on"], len(task.classes), settings["precision"]
     patience = int(settings["early_stop_patience"])
@@ -228,12 +244,16 @@ def train_loop(config: dict, session: LocalSession) -> dict:
         if better(score, best["score"], select_on):
             best = {"epoch": epoch, "score": score, "metrics": metrics,
                     "model": {k: v.detach().cpu().clone() for k, v in core.state_dict().items()}}
+        if int(settings["average_epochs"]):
+            pool = averaging.kept(pool, epoch, metrics[select_on], core.state_dict(), settings)
         history.append(metrics)
         metrics["selected_epoch"], metrics["objective"] = best["epoch"], best["score"]
         step_schedule(schedule, metrics, select_on)
         session.report(metrics, {"epoch": epoch, "model": core.state_dict(), "optimizer": optimizer.state_dict(),
                                  "schedule": schedule.state_dict() if schedule is not None else None,
-                                 "rng": rng_state(), "history": history, "best": best})
+                                 "rng": rng_state(), "history": history, "best": best, "pool": pool})
+    if len(pool) > 1:
+        best = average_if_better(core, best, pool, eval_loaders["validation"], device, settings, classes)
     if settings["refit"] and best["epoch"] is not None:
         core, refit_size = refit(config, task, fold, inputs, session, seed, device, history[:best["epoch"] + 1])
         best = {**best, "model": core.state_dict(), "refit": {"epochs": best["epoch"] + 1, "n_train": refit_size}}
@@ -348,6 +368,8 @@ def finish(config: dict, session: LocalSession, model: SERModel, best: dict, tes
              "versions": package_versions(), "recipe": json.dumps(config["train"], sort_keys=True, default=str),
              "git_commit": config.get("git_commit"), "corpus": task.corpus.name, "cross": cross_scores,
              "refit_epochs": (best.get("refit") or {}).get("epochs"),
+             "averaged_epochs": (best.get("average") or {}).get("epochs") if (best.get("average") or {}).get(
+                 "kept") else None, "average": best.get("average"),
              "n_refit": (best.get("refit") or {}).get("n_train"),
              "context_turns": len(loaders.context.dataset) if loaders.context is not None else 0,
              "validation_scored": validation is not None, **skewed_scores(model, loaders.skewed, device,
