@@ -27,6 +27,8 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:   # annotations only
+    from pathlib import Path
+
     from orchestration.run.task import FeaturePlan
 
 EXIT_PROBLEM = 2
@@ -159,9 +161,26 @@ def copy(argv: list[str], name: str = "copy") -> int:
         print(f"error: {target} exists. Fix: give another DEST, or add --force to replace it", file=sys.stderr)
         return EXIT_PROBLEM
     target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_text(source.read_text(encoding="utf-8"), encoding="utf-8")
+    target.write_text(rebased(source.read_text(encoding="utf-8"), Path.cwd(), target.parent.resolve()),
+                      encoding="utf-8")
     print(f"wrote {target}. Next: edit it (corpus.root, storage), then: emosweep check {target}")
     return 0
+
+
+def rebased(text: str, here: Path, folder: Path) -> str:
+    """A shipped file's relative paths (its corpus root, storage, cache: relative to the working folder) made
+    relative to the copy's folder, where a sweep file's own paths are read from: they keep pointing where they
+    did. A copy into the working folder is the file as shipped."""
+    import os
+    import re
+
+    def move(match: re.Match) -> str:
+        value = match.group(2)
+        if "://" in value or value.startswith(("/", "~")):
+            return match.group(0)
+        return match.group(1) + os.path.relpath(here / value, folder)
+
+    return re.sub(r"(\broot:\s*|^storage:\s*|^cache:\s*)([^,}\s#]+)", move, text, flags=re.M)
 
 
 def delegate(module: str, prefix: list[str] | None = None) -> Callable[[list[str], str], int]:

@@ -1,5 +1,6 @@
 """Shipped sweep files by name, `emosweep copy`, and KEY=VALUE overrides on the command line."""
 import json
+import os
 
 import pytest
 import yaml
@@ -120,3 +121,35 @@ def test_the_sweep_folder_keeps_the_effective_file(tmp_path, synthetic_root):
     assert ran == recorded
     again = run_sweep(effective)
     assert again.returncode == 0 and "1 trials already finished" in again.stdout, again.stdout[-2000:]
+
+
+def test_a_sweep_files_relative_paths_are_its_own_folders_and_an_overrides_the_working_folders(tmp_path,
+                                                                                               monkeypatch):
+    study = tmp_path / "study"
+    study.mkdir()
+    (study / "t.yaml").write_text(yaml.safe_dump({
+        "name": "t", "corpus": {"name": "synthetic", "root": "data/synthetic"}, "models": {"cnn_lstm": ["full"]},
+        "storage": "out", "cache": "../cache", "encoder": {"model": "./ckpt"},
+        "test_corpora": [{"name": "synthetic", "root": "/abs/other"}]}))
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    sweep = load_sweep("../study/t.yaml")
+    assert sweep.corpus["root"] == str(study / "data" / "synthetic")
+    assert sweep.storage == str(study / "out") and sweep.cache == str(tmp_path / "cache")
+    assert sweep.encoder["model"] == str(study / "ckpt") and sweep.test_corpora[0]["root"] == "/abs/other"
+    typed = load_sweep("../study/t.yaml", ["corpus.root=mine", "storage=here"])
+    assert typed.corpus["root"] == str(elsewhere / "mine") and typed.storage == "here"
+    shipped = load_sweep("ravdess")                          # a template: the working folder's, as before
+    assert shipped.corpus["root"] == str((elsewhere / ".." / "shared" / "data" / "ravdess16k").resolve())
+
+
+def test_a_copy_elsewhere_keeps_its_paths_pointing_where_they_did(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(["copy", "ravdess", "studies/deep/mine.yaml"]) == 0
+    copied = tmp_path / "studies" / "deep" / "mine.yaml"
+    assert "root: ../../../shared/data/ravdess16k," in copied.read_text()
+    assert "storage: ../../results" in copied.read_text()
+    sweep = load_sweep(copied)
+    assert sweep.corpus["root"] == str((tmp_path / ".." / "shared" / "data" / "ravdess16k").resolve())
+    assert os.path.normpath(sweep.storage) == str(tmp_path / "results")

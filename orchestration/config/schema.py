@@ -265,8 +265,10 @@ def reference_markdown() -> str:
              "quote values with spaces for the shell). The same checks apply, an override that changes results "
              "starts new trials as an edit does, and the sweep folder keeps the file as it ran (`sweep.yaml`). "
              "`FILE` may be a shipped sweep file's name (`emosweep configs` lists them; `emosweep copy NAME` writes "
-             "one here to edit). Relative paths in a sweep file (`corpus.root`, `cache`, `storage`, "
-             "`encoder.model`) are relative to the folder the command runs in.", "",
+             "one here to edit). Relative paths in a sweep file (`corpus.root`, `test_corpora[].root`, `storage`, "
+             "`cache`, a `vectors` file, an `encoder.model` folder given as ./ or ../) are relative to the file's "
+             "own folder, wherever the command runs; in a shipped file (a template) and in a command-line override "
+             "they are relative to the folder the command runs in.", "",
              "| key | type | default | allowed | meaning |", "|---|---|---|---|---|"]
     for key in KEYS:
         default = "required" if key.required else f"`{json.dumps(key.default)}`"

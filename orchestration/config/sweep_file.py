@@ -318,11 +318,40 @@ def load_sweep(path: str | Path, overrides: list[str] | None = None) -> Sweep:
         raise SweepError(f"{path}: {err.problem}. Fix: keep one of them (merge their keys)") from None
     except yaml.YAMLError as err:
         raise SweepError(f"{path}: not valid YAML ({err}). Fix: check indentation and quoting") from None
+    if isinstance(data, dict) and path.resolve().parent != SHIPPED.resolve():
+        data = anchored(data, path.resolve().parent)
     if overrides:
         if not isinstance(data, dict):
             _fail(str(path), "a sweep file must be a YAML mapping", "start from configs/demo.yaml")
         return parse_sweep(apply_overrides(data, overrides, str(path)), f"{path} with {' '.join(overrides)}")
     return parse_sweep(data, str(path))
+
+
+def anchored(data: dict, folder: Path) -> dict:
+    """The file's relative paths (corpus and test corpora roots, storage, cache, a vectors file, a local
+    encoder folder) joined to the file's folder, so a sweep file means the same wherever the command runs.
+    Shipped files are templates run from a checkout (their paths are the working folder's), and command-line
+    overrides are typed where the command runs: neither is anchored."""
+    data = copy.deepcopy(data)
+
+    def join(value: object) -> object:
+        if not isinstance(value, str) or not value or "://" in value or value.startswith("~") \
+                or os.path.isabs(value):
+            return value
+        return str(folder / value)
+
+    for entry in [data.get("corpus"), *(data.get("test_corpora") or [])]:
+        if isinstance(entry, dict) and "root" in entry:
+            entry["root"] = join(entry["root"])
+    for key in ("storage", "cache"):
+        if key in data:
+            data[key] = join(data[key])
+    if isinstance(data.get("vectors"), str) and ("/" in data["vectors"] or os.sep in data["vectors"]):
+        data["vectors"] = join(data["vectors"])
+    encoder = data.get("encoder")
+    if isinstance(encoder, dict) and str(encoder.get("model", "")).startswith(("./", "../")):
+        encoder["model"] = join(encoder["model"])
+    return data
 
 
 def train_for(model: str, explicit: dict, hparams: dict | None = None) -> dict:
