@@ -3,9 +3,10 @@ WavLM or Whisper's encoder) runs inside the model on the raw waveform, its top k
 with the head, and the rest stays as pretrained.
 
 Head: a learned softmax-weighted sum of every hidden layer (SUPERB's), mean-pooled over the utterance's real
-frames (never the padding), dropout, then a linear classifier. The encoder's CNN front end always stays frozen,
-as in every partial fine-tuning recipe. Layer drop is switched off: DDP needs every trainable parameter used in
-every step (and a layer skipped at random would make a trial's steps depend on more than its seed).
+frames (never the padding), dropout, then a linear classifier. The encoder's CNN front end always stays frozen
+(and in eval mode), as in every partial fine-tuning recipe. Layer drop is switched off: DDP needs every
+trainable parameter used in every step (and a layer skipped at random would make a step depend on more than
+the seed).
 
 - ssl_finetune/full: the top 2 transformer layers train; ssl_finetune/unfrozen_layers_<k>: the top k;
 - ssl_finetune/all: every layer above the CNN trains;
@@ -30,7 +31,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from ..data.encoders import conv_frames, whisper_frames
+from ..data.encoders import conv_frames, local_folder, open_encoder, whisper_frames
 from ..registry import ModelSpec, SERModel, register
 
 SAMPLE_RATE = 16_000
@@ -42,8 +43,6 @@ NO_LAYERDROP = {"layerdrop": 0.0, "encoder_layerdrop": 0.0}
 
 def checkpoint_folder(encoder) -> str:
     """The checkpoint folder of a sweep's encoder: section ({model, revision}) or of a folder given directly."""
-    from ..data.encoders import local_folder
-
     if isinstance(encoder, dict):
         return str(local_folder(encoder["model"], encoder.get("revision", "main")))
     return str(local_folder(str(encoder), "main"))
@@ -55,18 +54,25 @@ class FineTuned(SERModel):
         if not cfg.get("encoder"):
             raise ValueError("ssl_finetune fine-tunes the sweep's encoder: run it in a sweep with an encoder: "
                              "section, or pass encoder='<a checkpoint folder>'")
-        from ..data.encoders import open_encoder
-
         self.encoder, self.processor, self.whisper = open_encoder(checkpoint_folder(cfg["encoder"]), **NO_LAYERDROP)
         self.max_samples = int(cfg["max_seconds"] * SAMPLE_RATE)
         self.encoder_lr_scale = float(cfg["encoder_lr_scale"])
-        self.unfrozen = unfreeze(self.encoder, cfg["unfrozen_layers"])
+        unfreeze(self.encoder, cfg["unfrozen_layers"])
         config = self.encoder.config
         hidden = getattr(config, "d_model", None) or config.hidden_size
         layers = getattr(config, "encoder_layers", None) or config.num_hidden_layers
         self.layer_logits = nn.Parameter(torch.zeros(layers + 1))     # softmax(0): every layer alike at the start
         self.dropout = nn.Dropout(cfg["dropout"])
         self.classify = nn.Linear(hidden, cfg["num_classes"])
+
+    def train(self, mode: bool = True) -> "FineTuned":
+        """The front end stays in eval mode: in training mode the wav2vec2 family's marks its output as needing
+        gradients even when frozen, and autograd then keeps the graph of every frozen layer above it (measured:
+        a frozen step's backward took 5.5 s). It has no dropout, so eval mode computes the same."""
+        super().train(mode)
+        for module in front_end(self.encoder):
+            module.eval()
+        return self
 
     def parameter_groups(self, lr: float) -> list[dict]:
         head = [self.layer_logits, *self.classify.parameters()]
@@ -113,26 +119,26 @@ def standardize(waves: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
     return (waves - mean) / torch.sqrt(variance + 1e-7) * real
 
 
-def unfreeze(encoder: nn.Module, top) -> int:
-    """Freeze the encoder, then let its top `top` transformer layers train ("all": everything above the CNN).
-    Returns how many transformer layers train."""
+def front_end(encoder: nn.Module) -> list[nn.Module]:
+    """The CNN front end: the wav2vec2 family's feature extractor, or Whisper's two convolutions."""
+    if hasattr(encoder, "feature_extractor"):
+        return [encoder.feature_extractor]
+    return [encoder.conv1, encoder.conv2]
+
+
+def unfreeze(encoder: nn.Module, top: int | str) -> None:
+    """Freeze the encoder, then let its top `top` transformer layers train ("all": everything above the CNN)."""
     layers = getattr(encoder, "encoder", encoder).layers       # wav2vec2 family: model.encoder; Whisper: itself
     encoder.requires_grad_(top == "all")
-    if hasattr(encoder, "freeze_feature_encoder"):
-        # not requires_grad_ alone: an unfrozen front end marks its output as needing gradients in training, and
-        # autograd then keeps the graph of every frozen layer above it (measured: a frozen step's backward 5.5 s)
-        encoder.freeze_feature_encoder()
-    else:                                                       # Whisper's front end: two convolutions
-        encoder.conv1.requires_grad_(False)
-        encoder.conv2.requires_grad_(False)
+    for module in front_end(encoder):
+        module.requires_grad_(False)
     if top == "all":
-        return len(layers)
+        return
     if not isinstance(top, int) or not 0 <= top <= len(layers):
         raise ValueError(f"ssl_finetune: unfrozen_layers {top!r}: the encoder has {len(layers)} transformer "
                          f"layers. Fix: a number from 0 to {len(layers)}, or 'all'")
     for layer in layers[len(layers) - top:]:
         layer.requires_grad_(True)
-    return top
 
 
 register(ModelSpec(
