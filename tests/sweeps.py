@@ -39,3 +39,9 @@ def table(tmp_path: Path | str, name: str = "t", which: str = "folds") -> pd.Dat
 
     frame = read_table(f"{tmp_path}/{name}" if "://" in str(tmp_path) else str(tmp_path / "results" / name), which)
     return frame[~frame["model"].str.endswith("+ded")].reset_index(drop=True) if "model" in frame else frame
+
+
+def prediction_files(folder: Path) -> list[Path]:
+    """A predictions folder's test prediction files (<identity>.parquet), without the .validation and
+    .context ones."""
+    return sorted(path for path in Path(folder).glob("*.parquet") if path.name.count(".") == 1)

@@ -12,7 +12,7 @@ from orchestration.results.aggregate import read_table
 from orchestration.store.lock import DriverLock, SweepLocked
 
 from .conftest import REPO
-from .sweeps import run_sweep, sweep_command, table, write_sweep
+from .sweeps import prediction_files, run_sweep, sweep_command, table, write_sweep
 
 
 def dead_pid() -> int:
@@ -147,7 +147,7 @@ def test_a_sweep_folder_moved_after_a_crash_resumes_where_it_now_is(tmp_path, sy
     folds = read_table(str(tmp_path / "moved" / "t"), "folds")
     folds = folds[~folds["model"].str.endswith("+ded")]
     assert len(folds) == 3 and set(folds["status"]) == {"finished"} and (folds["resumed_from"] > 0).any()
-    assert len(list((tmp_path / "moved" / "t" / "experiment" / "predictions").glob("*.parquet"))) == 3
+    assert len(prediction_files(tmp_path / "moved" / "t" / "experiment" / "predictions")) == 3
     assert not (tmp_path / "results").exists()                     # nothing written to the old place
 
 

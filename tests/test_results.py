@@ -18,6 +18,7 @@ from orchestration.results.show import main as results_main
 from orchestration.results.stats import paired_comparison
 
 from .conftest import REPO
+from .sweeps import prediction_files
 
 SHOW = REPO / "orchestration" / "results" / "show.py"
 REPORT = REPO / "orchestration" / "results" / "report.py"
@@ -92,7 +93,7 @@ def test_a_copied_sweep_with_damaged_files_publishes_nothing_wrong_and_names_the
     original.rename(hidden)                              # the copy must not read the original's files
     epochs_before = read_table(str(sweep_dir), "epochs")
     try:
-        prediction = sorted((copy / "experiment" / "predictions").glob("*.parquet"))[0]
+        prediction = prediction_files(copy / "experiment" / "predictions")[0]
         prediction.write_bytes(prediction.read_bytes()[:100])   # truncated by a kill
         result = sorted((copy / "experiment").glob("*/result.json"))[1]
         result.write_text(result.read_text() + '{"epoch": 7, "train_lo')  # a torn last line

@@ -11,7 +11,7 @@ from orchestration.config.sweep_file import SweepError, load_sweep, parse_sweep
 from orchestration.config.checks import validate
 from orchestration.sweep import main
 
-from .sweeps import run_sweep, table, write_sweep
+from .sweeps import prediction_files, run_sweep, table, write_sweep
 
 
 def test_grid_sweep(grid_sweep):  # the sweep itself runs in the shared fixture
@@ -25,7 +25,8 @@ def test_grid_sweep(grid_sweep):  # the sweep itself runs in the shared fixture
     assert trials["selected_epoch"].between(0, 1).all() and trials["test_ua"].between(0, 1).all()
     experiment = tmp_path / "results" / "t" / "experiment"
     assert len([d for d in experiment.iterdir() if (d / "params.json").exists()]) == 4  # one experiment
-    assert len(list((tmp_path / "results" / "t" / "experiment" / "predictions").glob("*.parquet"))) == 4
+    assert len(prediction_files(tmp_path / "results" / "t" / "experiment" / "predictions")) == 4
+    assert len(list((tmp_path / "results" / "t" / "experiment" / "predictions").glob("*.validation.parquet"))) == 4
     assert "[sweep] 4/4 trials done" in done.stdout and "epochs 8/8" in done.stdout
     last = done.stdout.strip().splitlines()[-1]          # a command that works outside a checkout too
     assert last.endswith(f"Next: emosweep results show {tmp_path / 'results' / 't'}"), last

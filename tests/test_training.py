@@ -7,6 +7,7 @@ from orchestration.run.session import LocalSession
 from orchestration.run.training import train_loop
 
 from .conftest import SMALL_SYNTHETIC
+from .sweeps import prediction_files
 from .plugins.emosweep_faults import with_faults
 
 
@@ -53,7 +54,7 @@ def test_loop_resumes_from_its_checkpoint(synthetic_root, tmp_path, monkeypatch)
     final = train_loop(config, resumed)
     assert [r["epoch"] for r in resumed.reports if not r["final"]] == [2, 3]
     assert final["resumed_from"] == 2
-    predictions = next((tmp_path / "predictions").glob("*.parquet"))
+    predictions = prediction_files(tmp_path / "predictions")[0]
     written = predictions.read_bytes()
     predictions.unlink()                                    # lost in a kill, say
     again = LocalSession(tmp_path / "run")

@@ -9,7 +9,7 @@ import yaml
 from orchestration.results.aggregate import read_table
 
 from .conftest import REPO
-from .sweeps import run_sweep
+from .sweeps import prediction_files, run_sweep
 
 SHOW = REPO / "orchestration" / "results" / "show.py"
 
@@ -32,7 +32,7 @@ def test_lost_outputs_are_named_then_written_again_as_they_were(grid_sweep, tmp_
 
     experiment = copy / "experiment"
     trials = sorted(experiment.glob("run_trial_*"))
-    lost = sorted(p for p in (experiment / "predictions").glob("*.parquet") if p.name.count(".") == 1)[0]
+    lost = prediction_files(experiment / "predictions")[0]
     lost.unlink()                                                   # a kill before the upload, say
     lost_validation = sorted((experiment / "predictions").glob("*.validation.parquet"))[-1]
     lost_validation.unlink()
