@@ -266,3 +266,27 @@ def test_the_data_plane_batches_the_chunk_and_gives_the_same_features(tmp_path, 
         assert np.allclose(stores[0][utt_id], stores[20][utt_id], atol=1e-5)
     assert len(list((tmp_path / "cache" / "ssl_layers").glob("*/meta.json"))) == 2     # two keys: two entries
     assert sum(calls) == 10 and max(calls) > 1, calls                # the batched run encoded several per call
+
+
+def test_ray_data_gives_each_encoder_actor_a_gpu_where_the_cluster_has_them(tmp_path, synthetic_corpus, tiny_wavlm):
+    """On a cluster with GPUs an encoder's features run one actor per GPU, each holding it (here a GPU that Ray
+    counts but this machine lacks: the encoder then runs on the CPU, as it would without one); other features
+    keep one actor per CPU and hold none. The numbers are the threads path's."""
+    import ray
+
+    from ser_models.data.cache import extract
+    from ser_models.data.encoders import encoder_features
+
+    table = synthetic_corpus.task.head(12).copy()
+    configured = encoder_features(str(tiny_wavlm))
+    threads = extract(table, ["ssl_layers"], tmp_path / "threads", progress=False, configured=configured)
+    ray.init(num_cpus=2, num_gpus=1, include_dashboard=False, logging_level="ERROR")
+    try:
+        encoded = extract(table, ["ssl_layers"], tmp_path / "ray", progress=False, engine="ray",
+                          configured=configured)
+        fbank = extract(table, ["fbank40"], tmp_path / "ray", progress=False, engine="ray")
+    finally:
+        ray.shutdown()
+    assert len(encoded.gpus) == 1 and encoded.gpus.pop().endswith(":0") and fbank.gpus == set()
+    for utt_id in table["utt_id"]:
+        assert np.allclose(threads.stores["ssl_layers"][utt_id], encoded.stores["ssl_layers"][utt_id], atol=1e-6)

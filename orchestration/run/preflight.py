@@ -27,7 +27,8 @@ def prepare_features(sweep: Sweep, corpus: Corpus) -> Task:
     task = prepare_task(sweep.corpus, sweep.folds, inputs, sweep.cache, sweep.vectors, progress=True,
                         test_corpora=sweep.test_corpora, engine=engine, encoder=sweep.encoder)
     if task.report.nodes:
-        print(f"[sweep] features extracted on {len(task.report.nodes)} node(s) with Ray Data")
+        print(f"[sweep] features extracted on {len(task.report.nodes)} node(s) with Ray Data"
+              + (f", {len(task.report.gpus)} GPU actor(s)" if task.report.gpus else ""))
     print(f"[sweep] corpus {corpus.name}: {len(task.table)} usable utterances in {len(task.folds)} speaker-disjoint "
           f"folds, classes {task.classes}; features {sorted(task.report.stores)} ready"
           + (f", {task.oov_words} words without vectors" if task.vocab else ""))

@@ -72,6 +72,7 @@ class ExtractionReport:
     stores: dict[str, FeatureStore]
     computed: list[str] = field(default_factory=list)     # features extracted in this call
     nodes: set[str] = field(default_factory=set)          # Ray nodes that extracted them (engine "ray")
+    gpus: set[str] = field(default_factory=set)           # node:GPU its actors held (an encoder, GPUs present)
     loaded: list[str] = field(default_factory=list)       # features found in the cache
     resumed: dict[str, int] = field(default_factory=dict)  # feature -> utterances in shards of an earlier run
     quarantine: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=["utt_id", "path", "reason"]))
@@ -278,7 +279,7 @@ def _run(rows, chunk, todo, consume, workers, engine, report, finals, shard_byte
         locations = {name: finals[name] for name in todo}
         # an actor that finds this file sees the cache, and writes its shards there itself
         with probe_file(next(iter(locations.values()))) as probe:
-            report.nodes = extract_on_ray(present, todo, consume, locations, probe, shard_bytes)
+            report.nodes, report.gpus = extract_on_ray(present, todo, consume, locations, probe, shard_bytes)
         return
     chunks = [rows[i: i + chunk] for i in range(0, len(rows), chunk)]
     if workers <= 1:

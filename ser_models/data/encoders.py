@@ -55,6 +55,7 @@ class SSLLayers:
     pooling: str = "mean"         # mean, or mean_std
     chunk_seconds: float = 30.0
     batch_seconds: float = 0.0    # padded audio per encoder call (0: one utterance at a time); see many()
+    on_gpu = True                 # Ray Data extraction gives each actor a GPU where the cluster has some
 
     def identity(self) -> dict:
         """What the cache key holds: the weights and settings, not the folder (a copied checkpoint reuses it)."""
@@ -107,6 +108,7 @@ class SSLFrames:
     layers: tuple[int, ...]
     chunk_seconds: float = 30.0
     batch_seconds: float = 0.0
+    on_gpu = True
 
     def identity(self) -> dict:
         return {"weights": self.weights, "layers": list(self.layers), "chunk_seconds": self.chunk_seconds,
