@@ -335,6 +335,14 @@ def test_the_report_shows_the_drop_on_a_skewed_mix():
     assert row["drop"] == "+0.150 ± 0.071" and row["UA, skewed-set statistics"] == "0.600"
     assert row["removed"] == "half the neutral (6 per fold)" and row["statistics"] == "all_audio"
     assert skew_blocks(folds.assign(skewed_test_ua=None)) == []
+    derived = folds.assign(model="auto", recipe=None)           # an ensemble's row carries no recipe
+    assert len(skew_blocks(pd.concat([folds, derived]))[2].frame) == 1
+
+    from orchestration.results.aggregate import rescored_row
+
+    fused = rescored_row({**folds.iloc[0].to_dict(), "classes": ["a", "b"]},
+                         pd.DataFrame({"label": ["a", "b"], "predicted": ["a", "a"]}))
+    assert fused["skewed_test_ua"] is None and fused["skewed_removed"] is None   # a trial's own, not a fusion's
 
 
 def test_the_pool_keeps_the_k_best_or_the_last_k_epochs_and_averages_their_weights():

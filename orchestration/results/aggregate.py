@@ -161,6 +161,10 @@ def add_ded_rows(tables: dict, utterances: pd.DataFrame, splits: pd.DataFrame,
     return append_rows(tables, new_folds, new_predictions)
 
 
+# a trial's own measurements that a row derived from its predictions does not share
+TRIAL_ONLY = ("skewed_removed", "skewed_reference_ua", "skewed_test_ua")
+
+
 def rescored_row(base: dict, predictions: pd.DataFrame, **changes) -> dict:
     """A fold row for predictions derived from a trial's (DED, fusion): the base row, its test columns scored
     anew from `predictions` (label and predicted class names), no test loss."""
@@ -171,7 +175,7 @@ def rescored_row(base: dict, predictions: pd.DataFrame, **changes) -> dict:
     scores = classification_metrics(predictions["label"].map(index), predictions["predicted"].map(index),
                                     len(classes))
     return {**base, **{f"test_{m}": scores[m] for m in SCORES + PER_CLASS},
-            "test_loss": None, **changes}
+            "test_loss": None, **{column: None for column in TRIAL_ONLY}, **changes}
 
 
 def append_rows(tables: dict, new_folds: list[dict], new_predictions: list[pd.DataFrame]) -> dict:

@@ -250,8 +250,8 @@ def skew_blocks(folds: pd.DataFrame) -> list:
     if "skewed_test_ua" not in folds or folds["skewed_test_ua"].isna().all():
         return []
     rows = []
-    for (model, ablation), group in folds.dropna(subset=["skewed_test_ua"]).groupby(["model", "ablation"]):
-        recipe = json.loads(group["recipe"].dropna().iloc[0])
+    for (model, ablation), group in folds.dropna(subset=["skewed_test_ua", "recipe"]).groupby(["model", "ablation"]):
+        recipe = json.loads(group["recipe"].iloc[0])
         drop = group["skewed_reference_ua"] - group["skewed_test_ua"]
         rows.append({"cell": cell_name(model, ablation), "statistics": recipe.get("speaker_norm_stats"),
                      "removed": f"half the {recipe.get('skewed_test_class')} ({int(group['skewed_removed'].mean())} "
