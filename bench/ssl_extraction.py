@@ -30,6 +30,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 RATE = 16_000
 
+from ser_models.data.encoders import conv_frames  # noqa: E402 - after the repo is on sys.path
+
 
 def encoders(tiny: bool) -> dict:
     """name -> (config, model class); the published checkpoints' sizes, or tiny ones (--tiny)."""
@@ -73,13 +75,6 @@ def pooled_layers(hidden_states, mask) -> torch.Tensor:
     return (stacked * weights).sum(2) / weights.sum(2).clamp(min=1)
 
 
-def frame_mask(config, lengths: torch.Tensor, frames: int) -> torch.Tensor:
-    """Frames each utterance really has after the convolutional front-end (one per stride, no padding)."""
-    for kernel, stride in zip(config.conv_kernel, config.conv_stride):
-        lengths = torch.div(lengths - kernel, stride, rounding_mode="floor") + 1
-    return torch.arange(frames, device=lengths.device)[None, :] < lengths[:, None]
-
-
 def run_wave_encoder(model, batch, device) -> torch.Tensor:
     lengths = torch.tensor([len(w) for w in batch], device=device)
     padded = torch.zeros(len(batch), int(lengths.max()), device=device)
@@ -87,7 +82,8 @@ def run_wave_encoder(model, batch, device) -> torch.Tensor:
         padded[row, :len(wave)] = torch.from_numpy(wave).to(device, non_blocking=True)
     attention = torch.arange(padded.shape[1], device=device)[None, :] < lengths[:, None]
     out = model(padded, attention_mask=attention.long(), output_hidden_states=True)
-    mask = frame_mask(model.config, lengths, out.hidden_states[0].shape[1])
+    frames = out.hidden_states[0].shape[1]
+    mask = torch.arange(frames, device=device)[None, :] < conv_frames(model.config, lengths)[:, None]
     return pooled_layers(out.hidden_states, mask)
 
 

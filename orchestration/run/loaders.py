@@ -53,10 +53,7 @@ def make_loaders(task: Task, fold: Fold, inputs: tuple[str, ...], config: dict, 
                        num_workers=int(config["train"]["num_workers"]),
                        pin_memory=device.type == "cuda")
     evaluate = {name: evaluation_batches(datasets[name], batch_size, device) for name in ("validation", "test")}
-    # own generators: reading them draws nothing from the training streams
-    cross = {name: DataLoader(UtteranceDataset(frame, task.report.stores, inputs, task.classes, task.vocab, stats),
-                              batch_size=batch_size, collate_fn=collate, generator=torch.Generator())
-             for name, frame in task.cross.items()}
+    cross = {name: scoring_loader(task, frame, inputs, stats, batch_size) for name, frame in task.cross.items()}
     return Loaders(train, evaluate, sampler, {name: len(d) for name, d in datasets.items()},
                    unlabelled(datasets["train"], batch_size, device), cross,
                    context_loader(task, split["test"], inputs, stats, batch_size),
@@ -95,10 +92,16 @@ def skewed_loaders(task: Task, split: dict, inputs: tuple[str, ...], settings: d
     kept = test[~test["utt_id"].isin(removed)]
     skewed = normalisation(task, split["train"], inputs, settings, removed)
     return {"removed": len(removed),
-            **{name: DataLoader(UtteranceDataset(kept, task.report.stores, inputs, task.classes, task.vocab, which),
-                                batch_size=int(settings["batch_size"]), collate_fn=collate,
-                                generator=torch.Generator())
+            **{name: scoring_loader(task, kept, inputs, which, int(settings["batch_size"]))
                for name, which in (("reference", stats), ("skewed", skewed))}}
+
+
+def scoring_loader(task: Task, frame: pd.DataFrame, inputs: tuple[str, ...], stats: dict | None,
+                   batch_size: int) -> DataLoader:
+    """Utterances scored once at a trial's end, in order. Their own generator: reading them draws nothing from
+    the training streams."""
+    dataset = UtteranceDataset(frame, task.report.stores, inputs, task.classes, task.vocab, stats)
+    return DataLoader(dataset, batch_size=batch_size, collate_fn=collate, generator=torch.Generator())
 
 
 EVALUATION_KEPT_BYTES = 256 * 2**20
@@ -122,9 +125,7 @@ def context_loader(task: Task, test: pd.DataFrame, inputs: tuple[str, ...], stat
     turns = task.context[task.context["dialog"].isin(set(test["dialog"].dropna()))]
     if turns.empty:
         return None
-    dataset = UtteranceDataset(turns.assign(label=task.classes[0]), task.report.stores, inputs, task.classes,
-                               task.vocab, stats)
-    return DataLoader(dataset, batch_size=batch_size, collate_fn=collate, generator=torch.Generator())
+    return scoring_loader(task, turns.assign(label=task.classes[0]), inputs, stats, batch_size)
 
 
 def unlabelled(dataset: UtteranceDataset, batch_size: int, device: torch.device) -> Iterator[dict]:

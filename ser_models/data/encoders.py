@@ -47,23 +47,29 @@ class EncoderError(ValueError):
     """A model that cannot be found or loaded here; the message ends with the fix."""
 
 
+class EncoderFeature:
+    """What both encoder features share: `many` encodes a worker's utterances together (encode_many), each
+    turned into the feature by the subclass's `take`."""
+
+    on_gpu = True                 # Ray Data extraction gives each actor a GPU where the cluster has some
+
+    def many(self, waves: list) -> list[torch.Tensor]:
+        return encode_many(self, waves, self.take)
+
+
 @dataclass(frozen=True)
-class SSLLayers:
+class SSLLayers(EncoderFeature):
     """The `ssl_layers` feature of one encoder checkpoint (a local folder) and pooling."""
     folder: str
     weights: str                  # digest of config.json and the weight files: the cache key's guard
     pooling: str = "mean"         # mean, or mean_std
     chunk_seconds: float = 30.0
     batch_seconds: float = 0.0    # padded audio per encoder call (0: one utterance at a time); see many()
-    on_gpu = True                 # Ray Data extraction gives each actor a GPU where the cluster has some
 
     def identity(self) -> dict:
         """What the cache key holds: the weights and settings, not the folder (a copied checkpoint reuses it)."""
         return {"weights": self.weights, "pooling": self.pooling, "chunk_seconds": self.chunk_seconds,
                 **batching(self)}
-
-    def many(self, waves: list) -> list[torch.Tensor]:
-        return encode_many(self, waves, self.take)
 
     def take(self, states: torch.Tensor) -> torch.Tensor:
         """One utterance's [layers + 1, frames, hidden] of a batch, pooled as __call__ pools."""
@@ -101,21 +107,17 @@ class SSLLayers:
 
 
 @dataclass(frozen=True)
-class SSLFrames:
+class SSLFrames(EncoderFeature):
     """The `ssl_frames` feature: the frame-level outputs of chosen layers, [frames, len(layers), hidden]."""
     folder: str
     weights: str
     layers: tuple[int, ...]
     chunk_seconds: float = 30.0
     batch_seconds: float = 0.0
-    on_gpu = True
 
     def identity(self) -> dict:
         return {"weights": self.weights, "layers": list(self.layers), "chunk_seconds": self.chunk_seconds,
                 **batching(self)}
-
-    def many(self, waves: list) -> list[torch.Tensor]:
-        return encode_many(self, waves, self.take)
 
     def take(self, states: torch.Tensor) -> torch.Tensor:
         return states[list(self.layers)].transpose(0, 1).contiguous()

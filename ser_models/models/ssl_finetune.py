@@ -31,10 +31,9 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from ..data.encoders import conv_frames, local_folder, open_encoder, whisper_frames
+from ..data.encoders import SAMPLE_RATE, conv_frames, local_folder, open_encoder, whisper_frames
 from ..registry import ModelSpec, SERModel, register
 
-SAMPLE_RATE = 16_000
 RECIPE = {"optimizer": "adam", "lr": 1e-4, "batch_size": 4, "epochs": 30, "early_stop_patience": 10}
 SOURCE = ("[RECON] SpeechBrain's IEMOCAP wav2vec2 recipe (Adam, head 1e-4, encoder 1e-5, batch 4, 30 epochs, "
           "CNN frozen) with SUPERB's weighted layers; early stop after 10 on validation")
